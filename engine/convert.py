@@ -1,0 +1,141 @@
+"""Model conversion: replace every nn.Linear / nn.Conv2d by its crossbar twin.
+
+BatchNorm, pooling, activations and layers named in ``keep_digital`` stay digital.
+Crossbar layers are numbered in ``named_modules()`` order; that index keys their random
+streams (:mod:`engine.seeding`), so it must not depend on anything but the architecture.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Iterable, Sequence
+
+import torch
+from torch import nn
+
+from .crossbar import CrossbarLayer
+from .hardware import HardwareSpec
+from .layers import CrossbarConv2d, CrossbarLinear
+from .mapping import Scheme
+
+
+class CrossbarModel(nn.Module):
+    """A network whose Linear/Conv2d layers run on sampled crossbar instances.
+
+    ``forward(x)`` with x of shape (batch, ...) returns (instances, batch, ...): every
+    programmed instance sees the same inputs.
+    """
+
+    def __init__(self, net: nn.Module, hw: HardwareSpec) -> None:
+        super().__init__()
+        self.net = net
+        self.hw = hw
+        self.eval()  # inference twin: BatchNorm uses its running statistics
+
+    def crossbar_layers(self) -> list[CrossbarLayer]:
+        return [m for m in self.net.modules() if isinstance(m, CrossbarLayer)]
+
+    @property
+    def n_instances(self) -> int:
+        layers = self.crossbar_layers()
+        return layers[0].n_instances if layers else 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        i, b = self.n_instances, x.shape[0]
+        if i > 1:
+            x = x.unsqueeze(0).expand(i, *x.shape).reshape(i * b, *x.shape[1:])
+        out = self.net(x)
+        return out.reshape(i, b, *out.shape[1:])
+
+    def set_hardware(self, hw: HardwareSpec) -> None:
+        """Change the hardware; calibration is kept only if quantisation and tiling are unchanged."""
+        self.hw = hw
+        for layer in self.crossbar_layers():
+            layer.set_hardware(hw)
+
+    def set_scheme(self, scheme: Scheme) -> None:
+        for layer in self.crossbar_layers():
+            layer.remap(scheme)
+
+    def program(self, seeds: Sequence[int] | None) -> None:
+        """Sample the instances ``seeds`` (``None``: the ideal crossbar) on every layer."""
+        for layer in self.crossbar_layers():
+            layer.program(None if seeds is None else list(seeds))
+
+    def reset_read_noise(self) -> None:
+        for layer in self.crossbar_layers():
+            layer.reset_read_noise()
+
+    def _set_mode(self, mode: str) -> None:
+        for layer in self.crossbar_layers():
+            layer.mode = mode
+            layer._stats = []
+
+    @torch.no_grad()
+    def calibrate(self, inputs: Iterable[torch.Tensor]) -> None:
+        """Per-layer DAC and ADC ranges, PytorX Alg. 1 (mean of per-batch maxima).
+
+        DAC: dx from the float network's layer inputs. ADC: dI from the ideal crossbar's sensed
+        column currents (fault-free, noise-free, ideal ADC while recording). The ranges are a
+        design-time property: every instance sampled later uses them.
+        """
+        batches = [x for _, x in zip(range(self.hw.adc.calibration_batches), inputs)]
+        if not batches:
+            raise ValueError("calibrate() needs at least one input batch")
+        layers = self.crossbar_layers()
+        was_training = self.training
+        self.eval()
+        self._set_mode("calibrate_input")
+        for x in batches:
+            self.net(x)
+        for layer in layers:
+            signed = min(s[1] for s in layer._stats) < 0
+            layer.x_signed.fill_(signed)
+            mean_max = sum(s[0] for s in layer._stats) / len(layer._stats)
+            layer.delta_x.fill_(mean_max / layer.coding.full_scale_divisor if mean_max > 0 else 1.0)
+        if self.hw.adc.kind == "quantized" and self.hw.adc.full_scale_a is None:
+            self._set_mode("calibrate_adc")
+            self.program(None)
+            for x in batches:
+                self.net(x)
+            for layer in layers:
+                layer.adc_signed.fill_(min(s[1] for s in layer._stats) < 0)
+                layer.adc_max_abs = torch.stack([s[0] for s in layer._stats]).mean(0)
+        self._set_mode("crossbar")
+        self.program(None)
+        self.train(was_training)
+
+
+def convertible_layer_names(model: nn.Module) -> list[str]:
+    return [n for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+
+
+def convert(model: nn.Module, hw: HardwareSpec, keep_digital: Iterable[str] = ()) -> CrossbarModel:
+    """Deep-copy ``model`` and replace its Linear/Conv2d layers by crossbar layers.
+
+    ``keep_digital``: layer names to keep in floating point; ``"first"`` and ``"last"`` name
+    the first and last convertible layer.
+    """
+    net = copy.deepcopy(model).eval()
+    names = convertible_layer_names(net)
+    keep = set()
+    for name in keep_digital:
+        if name == "first" and names:
+            keep.add(names[0])
+        elif name == "last" and names:
+            keep.add(names[-1])
+        elif name in names:
+            keep.add(name)
+        else:
+            raise ValueError(f"keep_digital: no Linear/Conv2d layer named {name!r}; layers are {names}")
+    index = 0
+    for name in names:
+        if name in keep:
+            continue
+        parent_name, _, child = name.rpartition(".")
+        parent = net.get_submodule(parent_name) if parent_name else net
+        mod = getattr(parent, child)
+        cls = CrossbarConv2d if isinstance(mod, nn.Conv2d) else CrossbarLinear
+        setattr(parent, child, cls.from_module(mod, hw, name, index))
+        index += 1
+    return CrossbarModel(net, hw)

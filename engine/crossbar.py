@@ -1,0 +1,330 @@
+"""Tiled non-ideal crossbar matrix-vector multiplication (PytorX eq. 5-11, Yu eq. 3).
+
+:class:`CrossbarLayer` holds one layer's float weight, its mapping on tiles and, once
+programmed, one or more sampled hardware instances. A read of one tile is
+
+    currents = v @ G_eff                                     (the IR-drop seam)
+
+with v the DAC voltages of one input chunk (units of dV_DAC) and G_eff the tile's effective
+conductance (units of dG). Today G_eff is the programmed conductance; an exact wire / sense /
+driver resistance model only has to return another G_eff per tile (RxNN Sec. V-B).
+Then, per read: thermal/shot and telegraph noise per bit line, sensing (analog I+ - I- or
+I - I_ref, or digital), column AWGN, the column ADC, digital subtraction, shift-and-add over
+weight slices and input chunks, and the digital sum of the row tiles' partial sums.
+
+Instances are a leading tensor dimension: the layer's input batch is instance-major,
+(instances * batch, ...). No Python loops over tiles, cells, bits or instances; the only loop
+over instances draws per-read noise from each instance's own generator.
+
+When the read is linear (ideal ADC, no per-read noise) the tiles fold exactly into one
+effective weight per instance, W_eff = sum over slices 2**(b s) sense(G_eff), and the layer
+runs the native matmul/convolution kernel on the input codes (``folded`` path).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+
+from . import seeding
+from .hardware import HardwareSpec
+from .instance import LayerCells, sample_cells
+from .mapping import MappedWeights, Scheme, map_weights, slice_weights
+from .nonideal.telegraph import rtn_jump_s
+from .nonideal.thermal_shot import ThermalShotCoefficients
+from .periphery import ADC, InputCoding
+from .tile_ops import ConvTiles, MatmulTiles
+from .tiling import TileGrid
+
+Mode = Literal["crossbar", "float", "calibrate_input", "calibrate_adc"]
+
+
+@dataclass
+class _Programmed:
+    """Per-instance tensors derived from the cells once, reused by every read."""
+
+    cells: LayerCells
+    noisy: bool
+    op: MatmulTiles | ConvTiles
+    hmm: torch.Tensor | None = None  # operand of the effective conductance, (I, G, t_r, R, Q)
+    precombined: bool = False
+    g_phys: torch.Tensor | None = None  # operand of g = h + g_min, for shot noise
+    g_colsum: torch.Tensor | None = None  # (I, G, t_r, 1, Qraw)
+    rtn: torch.Tensor | None = None  # telegraph jump (dG units): operand, or raw for exact draws
+    rtn_sq: torch.Tensor | None = None  # operand of the squared jump (Gaussian sampling only)
+    w_eff: torch.Tensor | None = None  # (I, G, k, n) folded weight in units of dw
+    gens: list[torch.Generator] | None = None
+
+
+class CrossbarLayer(nn.Module):
+    """Base class: a (groups, k, n) weight matrix on crossbar tiles. Subclasses reshape I/O."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, groups: int, k: int, n: int,
+                 hw: HardwareSpec, name: str, layer_index: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(weight.detach().clone())
+        self.bias = None if bias is None else nn.Parameter(bias.detach().clone())
+        self.name = name
+        self.layer_index = layer_index
+        self.groups, self.k, self.n = groups, k, n
+        self.mode: Mode = "crossbar"
+        self.scheme: Scheme = "direct"
+        self.allow_fold = True  # False forces the tiled read even when it is linear (for checks)
+        self.register_buffer("delta_x", torch.tensor(0.0, dtype=torch.float64))
+        self.register_buffer("x_signed", torch.tensor(False))
+        self.register_buffer("adc_max_abs", torch.full((hw.slices,), float("nan"), dtype=torch.float64))
+        self.register_buffer("adc_signed", torch.tensor(True))
+        self._stats: list[tuple[float, float]] = []
+        self._mapped: MappedWeights | None = None
+        self._prog: _Programmed | None = None
+        self.set_hardware(hw)
+
+    # Configuration ---------------------------------------------------------------------------
+    def set_hardware(self, hw: HardwareSpec) -> None:
+        old = getattr(self, "hw", None)
+        self.hw = hw
+        self.grid = TileGrid.for_layer(hw, self.groups, self.k, self.n)
+        if old is None or old.mapping_key() != hw.mapping_key():
+            self._mapped = None
+            if old is not None:  # new quantisation or tiling: the old ranges no longer apply
+                self.delta_x.zero_()
+                self.adc_max_abs = torch.full((hw.slices,), float("nan"), dtype=torch.float64)
+        self._prog = None
+
+    def weight_matrix(self) -> torch.Tensor:
+        """The float weight as (groups, k, n) with y_g = x_g @ W_g."""
+        raise NotImplementedError
+
+    @property
+    def coding(self) -> InputCoding:
+        ip = self.hw.input
+        return InputCoding(ip.input_bits, ip.dac_bits, bool(self.x_signed))
+
+    @property
+    def delta_v_v(self) -> float:
+        """DAC step of this layer in volts: the largest chunk magnitude drives v_read_v."""
+        return self.hw.input.v_read_v / self.coding.max_chunk
+
+    @property
+    def mapped(self) -> MappedWeights:
+        if self._mapped is None:
+            self._mapped = map_weights(self.weight_matrix(), self.hw, self.scheme)
+        return self._mapped
+
+    def target_levels(self) -> torch.Tensor:
+        """Ideal cell levels, (arrays, groups, t_r, t_c, rows, cols)."""
+        m = self.mapped
+        return self.grid.place(m.digits, m.reference)
+
+    def remap(self, scheme: Scheme | None = None) -> None:
+        """Re-quantise and re-map after the weight or the mapping scheme changed."""
+        if scheme is not None:
+            self.scheme = scheme
+        self._mapped = None
+        self._prog = None
+
+    @property
+    def cells(self) -> LayerCells | None:
+        return None if self._prog is None else self._prog.cells
+
+    @property
+    def n_instances(self) -> int:
+        return 1 if self._prog is None else self._prog.cells.n_instances
+
+    @property
+    def adc(self) -> ADC | None:
+        a = self.hw.adc
+        if a.kind == "ideal":
+            return None
+        if a.full_scale_a is not None:
+            max_abs = a.full_scale_a / (self.hw.device.delta_g_s * self.delta_v_v)
+            return ADC.calibrated(a.bits, torch.tensor([max_abs]), signed=True)
+        if torch.isnan(self.adc_max_abs).any():
+            raise RuntimeError(f"layer {self.name}: ADC range not calibrated; call calibrate() first")
+        max_abs = self.adc_max_abs if a.range_scope == "slice" else self.adc_max_abs.max().reshape(1)
+        return ADC.calibrated(a.bits, max_abs, bool(self.adc_signed))
+
+    # Programming -----------------------------------------------------------------------------
+    def program(self, seeds: list[int] | None) -> None:
+        """Sample and program instances (``None``: the ideal crossbar, no read noise)."""
+        cells = sample_cells(self.target_levels(), self.hw, seeds, self.layer_index)
+        self.program_cells(cells)
+
+    def tile_operator(self, cell_draws: bool) -> MatmulTiles | ConvTiles:
+        """How reads meet tiles; ``cell_draws``: per-cell per-read draws are needed."""
+        raise NotImplementedError
+
+    def program_cells(self, cells: LayerCells) -> None:
+        """Program given cells (a mitigation may have edited them) and precompute read operands."""
+        hw, grid = self.hw, self.grid
+        noisy = cells.seeds is not None and hw.any_read_noise
+        per_cell = noisy and hw.per_read_cell_noise
+        exact_rtn = per_cell and hw.rtn.enabled and hw.rtn.sampling == "exact"
+        prog = _Programmed(cells=cells, noisy=noisy, op=self.tile_operator(exact_rtn))
+        raw = self.effective_conductance(cells.h)[..., : grid.used_cols]
+        raw = raw.permute(0, 2, 3, 5, 1, 4, 6)  # (I, G, t_r, R, A, t_c, used)
+        i, g, tr, r = raw.shape[:4]
+        g_min_n = hw.device.g_min_s / hw.device.delta_g_s
+        if hw.adc.kind == "ideal" and not noisy and self.mode == "crossbar" and self.allow_fold:
+            folded = (self.sense(raw) * self._slice_coef(raw)).sum(-1)  # (I,G,t_r,R,t_c,wcols)
+            folded = folded.reshape(i, g, tr * r, grid.t_c * grid.wcols)
+            prog.w_eff = folded[:, :, : grid.k, : grid.n].contiguous()
+        else:
+            prog.precombined = hw.adc.subtract == "analog" and not per_cell
+            if prog.precombined:  # sensing is linear: subtract the conductances once, not per read
+                mat = self.sense(raw)
+            elif hw.adc.subtract == "digital":  # every column is digitised with its G_min current
+                mat = raw + g_min_n
+            else:  # analog subtraction cancels G_min exactly
+                mat = raw
+            prog.hmm = prog.op.operand(mat.reshape(i, g, tr, r, -1))
+        if per_cell:
+            g_phys = (raw + g_min_n).reshape(i, g, tr, r, -1)
+            if hw.read_noise.enabled:
+                prog.g_phys = prog.op.operand(g_phys)
+                prog.g_colsum = g_phys.sum(-2, keepdim=True)
+            if hw.rtn.enabled:
+                dg = hw.device.delta_g_s
+                rtn = rtn_jump_s(g_phys * dg, hw.rtn, hw.device.g_min_s) / dg
+                if exact_rtn:
+                    prog.rtn = rtn.contiguous()
+                else:
+                    prog.rtn, prog.rtn_sq = prog.op.operand(rtn), prog.op.operand(rtn * rtn)
+        if noisy:
+            dev = cells.h.device
+            prog.gens = [seeding.torch_generator(s, self.layer_index, seeding.READ_NOISE, dev) for s in cells.seeds]
+        self._prog = prog
+
+    def effective_conductance(self, h: torch.Tensor) -> torch.Tensor:
+        """G_eff per tile from the programmed cells: the seam for wire resistance (IR drop).
+
+        Without wire, sense or driver resistance the bit-line currents are exactly v @ G.
+        """
+        return h
+
+    def reset_read_noise(self) -> None:
+        """Restart every instance's per-read noise stream (re-evaluation gives the same logits)."""
+        p = self._prog
+        if p is not None and p.gens is not None:
+            dev = p.cells.h.device
+            p.gens = [seeding.torch_generator(s, self.layer_index, seeding.READ_NOISE, dev) for s in p.cells.seeds]
+
+    # Sensing and recombination ---------------------------------------------------------------
+    def sense(self, t: torch.Tensor) -> torch.Tensor:
+        """(..., A, t_c, used) physical columns -> (..., t_c, wcols, S) signed column values:
+        I+ - I- (differential) or I_data - I_ref (offset). Linear, so it also applies to G."""
+        grid = self.grid
+        lead = t.shape[:-3]
+        data = t[..., : grid.data_cols].reshape(*lead, grid.arrays, grid.t_c, grid.wcols, grid.slices)
+        if not grid.offset:
+            return data[..., 0, :, :, :] - data[..., 1, :, :, :]
+        ref = t[..., 0, :, grid.data_cols : grid.used_cols].unsqueeze(-2)
+        return data[..., 0, :, :, :] - ref
+
+    def _slice_coef(self, like: torch.Tensor) -> torch.Tensor:
+        return slice_weights(self.grid.slices, self.hw.device.bits_per_cell).to(like.device, like.dtype)
+
+    # Forward ---------------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mode == "float":
+            return self.float_forward(x)
+        if self.mode == "calibrate_input":
+            self._stats.append((float(x.detach().abs().max()), float(x.detach().min())))
+            return self.float_forward(x)
+        if self._prog is None:
+            self.program(None)
+        codes = self.coding.quantise(x, float(self.delta_x))
+        scale = float(self.delta_x) * self.mapped.delta_w
+        if self._prog.w_eff is not None:
+            # scale and bias ride along in the native kernel: no extra passes over the output
+            return self.folded_forward(codes, self._prog.w_eff * scale)
+        y = self.read(codes) * scale
+        return self.add_bias(self.from_matrix(y, codes))
+
+    def float_forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def folded_forward(self, codes: torch.Tensor, w_eff: torch.Tensor) -> torch.Tensor:
+        """Linear read: codes @ W_eff + bias per instance and group (native kernels); ``w_eff``
+        already carries the dx * dw scale."""
+        raise NotImplementedError
+
+    def from_matrix(self, y: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        """(I, M, groups * n) read results -> the layer's output layout."""
+        raise NotImplementedError
+
+    def add_bias(self, y: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def read(self, codes: torch.Tensor) -> torch.Tensor:
+        """Tiled read of input codes -> (I, M, groups * n) in units of dx * dw."""
+        grid, hw, prog = self.grid, self.hw, self._prog
+        v, _ = prog.op.voltages(codes, self.coding, self.n_instances)
+        cur = prog.op.apply(v, prog.hmm)  # (I, G, t_r, P*M, Q)
+        if prog.noisy and hw.per_read_cell_noise:
+            cur = cur + self._cell_noise(v)
+        lead = cur.shape[:4]
+        if prog.precombined:
+            sensed = cur.reshape(*lead, grid.t_c, grid.wcols, grid.slices)
+        else:
+            cur = cur.reshape(*lead, grid.arrays, grid.t_c, grid.used_cols)
+            sensed = cur if hw.adc.subtract == "digital" else self.sense(cur)
+        if prog.noisy and hw.column_awgn.enabled:
+            sensed = sensed + hw.column_awgn.sigma_lsb * self._randn(sensed.shape, sensed)
+        if self.mode == "calibrate_adc":  # per-slice max|I| (slices are the fastest column axis)
+            per_slice = sensed.detach().reshape(-1, grid.slices).abs().amax(0).double().cpu()
+            self._stats.append((per_slice, float(sensed.detach().min())))
+        adc = None if self.mode == "calibrate_adc" else self.adc
+        step = torch.ones(grid.slices, dtype=sensed.dtype, device=sensed.device)
+        if adc is not None:  # keep integer codes; the step joins the shift-and-add weights below
+            sensed = adc.codes(sensed)
+            step = adc.delta_i.to(sensed.device, sensed.dtype).expand(grid.slices)
+        if hw.adc.subtract == "digital" and not prog.precombined:
+            sensed = self.sense(sensed)
+        return self._shift_add(sensed, step * self._slice_coef(sensed))
+
+    def _shift_add(self, sensed: torch.Tensor, slice_w: torch.Tensor) -> torch.Tensor:
+        """Digital recombination (Yu eq. 3 f): weighted sum over weight slices and input chunks,
+        plain sum over row tiles. (I, G, t_r, P*M, t_c, wcols, S) -> (I, M, G*n)."""
+        grid = self.grid
+        i, p = sensed.shape[0], self.coding.planes
+        y = sensed @ slice_w if grid.slices > 1 else sensed.squeeze(-1) * slice_w  # (I,G,t_r,PM,t_c,wcols)
+        y = y.reshape(i, grid.groups, grid.t_r, p, -1, grid.t_c * grid.wcols)
+        if p > 1:
+            y = torch.einsum("igtpmn,p->igmn", y, self.coding.plane_coefficients(y.device))
+        else:
+            y = y.sum((2, 3))
+        return y[..., : grid.n].transpose(1, 2).reshape(i, -1, grid.groups * grid.n)
+
+    # Per-read noise --------------------------------------------------------------------------
+    def _randn(self, shape: torch.Size, like: torch.Tensor) -> torch.Tensor:
+        gens = self._prog.gens
+        return torch.stack([torch.randn(shape[1:], generator=g, device=like.device, dtype=like.dtype) for g in gens])
+
+    def _rand(self, shape: torch.Size, like: torch.Tensor) -> torch.Tensor:
+        gens = self._prog.gens
+        return torch.stack([torch.rand(shape[1:], generator=g, device=like.device, dtype=like.dtype) for g in gens])
+
+    def _cell_noise(self, v: torch.Tensor) -> torch.Tensor:
+        """Thermal/shot (PytorX eq. 1) and telegraph (eq. 3) bit-line currents, engine units,
+        shaped like the raw currents (I, G, t_r, P*M, Qraw)."""
+        hw, prog = self.hw, self._prog
+        op = prog.op
+        noise = torch.zeros((), device=v.device, dtype=v.dtype)
+        if hw.read_noise.enabled:
+            c = ThermalShotCoefficients.for_read(hw.frequency_hz, hw.temperature_k, hw.device.delta_g_s, self.delta_v_v)
+            var = c.thermal * prog.g_colsum + c.shot * op.apply(v.abs(), prog.g_phys)
+            noise = noise + var.sqrt() * self._randn(var.shape, var)
+        if hw.rtn.enabled:
+            p = hw.rtn.occupancy
+            if prog.rtn_sq is None:  # exact: one Bernoulli state per cell and read
+                occupied = self._rand((*v.shape, prog.rtn.shape[-1]), v) < p  # (I,G,t_r,PM,R,Q)
+                noise = noise + torch.einsum("igtmr,igtmrq,igtrq->igtmq", v, occupied.to(v.dtype), prog.rtn)
+            else:  # exact mean and variance of the Bernoulli sum on each bit line
+                mean = p * op.apply(v, prog.rtn)
+                var = (p * (1 - p)) * op.apply(v * v, prog.rtn_sq)
+                noise = noise + mean + var.clamp_min(0).sqrt() * self._randn(var.shape, var)
+        return noise

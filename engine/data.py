@@ -1,0 +1,114 @@
+"""Data sets. Nothing is ever downloaded.
+
+* ``digits`` (default): scikit-learn's bundled ``load_digits`` (1,797 8x8 images, 10 classes),
+  pixel values / 16 in [0, 1], bilinearly resized to ``input_size`` (default 28, so the papers'
+  MNIST networks apply unchanged), split 70/30 stratified with ``random_state=0``.
+* ``mnist``, ``cifar10``, ``cifar100``: torchvision's classes reading the standard files under a
+  user-given ``root`` (``download=False``). For CIFAR we check that the files exist and parse, not
+  their md5, so that subsets and re-packed copies load.
+* ``imagefolder``: ``root/train`` and ``root/val`` class folders (ImageNet-style), resized to 256,
+  centre-cropped to ``input_size`` (default 224), ImageNet normalisation.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
+from torchvision import transforms as T
+
+DATASETS = ("digits", "mnist", "cifar10", "cifar100", "imagefolder")
+DatasetName = Literal["digits", "mnist", "cifar10", "cifar100", "imagefolder"]
+_CIFAR_MEAN, _CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+_IMAGENET_MEAN, _IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+@dataclass
+class DataSplit:
+    train: Dataset
+    test: Dataset
+    num_classes: int
+    in_channels: int
+    input_size: int
+
+
+class _CIFAR10Files(torchvision.datasets.CIFAR10):
+    def _check_integrity(self) -> bool:
+        return all(os.path.isfile(os.path.join(self.root, self.base_folder, f)) for f, _ in self.train_list + self.test_list)
+
+    def _load_meta(self) -> None:
+        import pickle
+
+        with open(os.path.join(self.root, self.base_folder, self.meta["filename"]), "rb") as f:
+            data = pickle.load(f, encoding="latin1")  # the official format is a pickle
+        self.classes = data[self.meta["key"]]
+        self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
+
+
+class _CIFAR100Files(_CIFAR10Files, torchvision.datasets.CIFAR100):
+    pass
+
+
+def _digits(input_size: int) -> DataSplit:
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    d = load_digits()
+    x = torch.tensor(d.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    if input_size != 8:
+        x = F.interpolate(x, size=(input_size, input_size), mode="bilinear", align_corners=False)
+    y = torch.tensor(d.target, dtype=torch.int64)
+    idx = torch.arange(len(y)).numpy()
+    tr, te = train_test_split(idx, test_size=0.3, stratify=d.target, random_state=0)
+    tr, te = torch.as_tensor(sorted(tr)), torch.as_tensor(sorted(te))
+    return DataSplit(TensorDataset(x[tr], y[tr]), TensorDataset(x[te], y[te]), 10, 1, input_size)
+
+
+def load_dataset(name: str, root: str | None = None, input_size: int | None = None) -> DataSplit:
+    if name == "digits":
+        return _digits(input_size or 28)
+    if name not in DATASETS:
+        raise ValueError(f"data.name must be one of {list(DATASETS)} (got {name!r})")
+    if not root or not os.path.isdir(root):
+        raise ValueError(f"data.root must be an existing directory for {name!r} (got {root!r})")
+    if name == "mnist":
+        s = input_size or 28
+        tf = T.Compose([T.ToTensor()] + ([T.Resize((s, s), antialias=True)] if s != 28 else []))
+        mk = lambda train: torchvision.datasets.MNIST(root, train=train, transform=tf, download=False)  # noqa: E731
+        return DataSplit(mk(True), mk(False), 10, 1, s)
+    if name in ("cifar10", "cifar100"):
+        s = input_size or 32
+        tf = T.Compose([T.ToTensor()] + ([T.Resize((s, s), antialias=True)] if s != 32 else []) + [T.Normalize(_CIFAR_MEAN, _CIFAR_STD)])
+        cls = _CIFAR10Files if name == "cifar10" else _CIFAR100Files
+        return DataSplit(cls(root, True, tf), cls(root, False, tf), 10 if name == "cifar10" else 100, 3, s)
+    s = input_size or 224
+    tf = T.Compose([T.Resize(256 if s == 224 else s, antialias=True), T.CenterCrop(s), T.ToTensor(), T.Normalize(_IMAGENET_MEAN, _IMAGENET_STD)])
+    train = torchvision.datasets.ImageFolder(os.path.join(root, "train"), tf)
+    test = torchvision.datasets.ImageFolder(os.path.join(root, "val"), tf)
+    return DataSplit(train, test, len(train.classes), 3, s)
+
+
+def subset(ds: Dataset, size: int | None, seed: int = 0) -> Dataset:
+    """A fixed subset: the first ``size`` indices of a seeded permutation, in index order."""
+    if size is None or size >= len(ds):
+        return ds
+    perm = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))[:size]
+    return Subset(ds, sorted(perm.tolist()))
+
+
+def materialise(ds: Dataset) -> TensorDataset:
+    """Load a (small) data set into memory once: evaluations then cost no decoding."""
+    if isinstance(ds, TensorDataset):
+        return ds
+    xs, ys = zip(*(ds[i] for i in range(len(ds))))
+    return TensorDataset(torch.stack(xs), torch.as_tensor(ys, dtype=torch.int64))
+
+
+def loader(ds: Dataset, batch_size: int, shuffle: bool = False, seed: int = 0) -> DataLoader:
+    gen = torch.Generator().manual_seed(seed) if shuffle else None
+    return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, generator=gen)

@@ -1,0 +1,366 @@
+"""Validated description of the crossbar hardware (SI units in every field name).
+
+Defaults follow PytorX Table 1 (He et al., DAC 2019): 64 x 64 crossbars, G_min/G_max =
+1/3 MOhm .. 1/3 kOhm (0.333 uS / 333 uS), 8-bit DAC and ADC, 7-bit cells, 300 K.
+Every non-ideality is its own sub-section and is off by default.
+
+Unit conventions used across ``engine``:
+  * the conductance step of one cell is ``delta_g_s = (g_max_s - g_min_s) / (2**bits_per_cell - 1)``
+    (PytorX eq. 8-9, equal-dG mapping; the paper's 2.601 uS is the 7-bit value of this formula
+    to within 1 %);
+  * the DAC step is ``delta_v_dac_v = v_read_v / 2**(dac_bits - 1)``: the largest signed DAC
+    code drives ``v_read_v`` across a cell (PytorX eq. 6, V_DAC - V_ref = dV_DAC * x);
+  * internally conductances are stored in units of dG, voltages in units of dV_DAC and
+    currents in units of dG * dV_DAC (one LSB of the integer MAC of PytorX eq. 10).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class _Section(BaseModel):
+    """Base for every spec section: unknown keys are errors, assignments are re-validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+
+class CrossbarGeometry(_Section):
+    """Physical size of one crossbar array (PytorX Table 1: C_size 32, 64 or 128)."""
+
+    rows: int = Field(64, ge=1, le=4096, description="word lines (inputs) per array")
+    cols: int = Field(64, ge=1, le=4096, description="bit lines (physical columns) per array")
+
+
+class DeviceSpec(_Section):
+    """ReRAM cell: conductance range and programmable levels (PytorX Table 1, eq. 8-9)."""
+
+    g_min_s: float = Field(1.0 / 3.0e6, gt=0.0, description="lowest conductance, siemens (HRS)")
+    g_max_s: float = Field(1.0 / 3.0e3, gt=0.0, description="highest conductance, siemens (LRS)")
+    bits_per_cell: int = Field(7, ge=1, le=16, description="levels per cell = 2**bits_per_cell")
+
+    @model_validator(mode="after")
+    def _range(self) -> "DeviceSpec":
+        if self.g_min_s >= self.g_max_s:
+            raise ValueError(
+                f"hardware.device.g_min_s must be < g_max_s (got g_min_s={self.g_min_s:g} S, "
+                f"g_max_s={self.g_max_s:g} S)"
+            )
+        return self
+
+    @property
+    def levels(self) -> int:
+        return 2**self.bits_per_cell
+
+    @property
+    def delta_g_s(self) -> float:
+        """Conductance step dG of one cell level (PytorX eq. 8)."""
+        return (self.g_max_s - self.g_min_s) / (self.levels - 1)
+
+
+class MappingSpec(_Section):
+    """How a weight becomes cell levels: quantisation, bit slicing and signed realisation.
+
+    ``weight_bits`` is the signed width (sign + magnitude): a weight is quantised to
+    w_hat in [-(2**(weight_bits-1) - 1), 2**(weight_bits-1) - 1] with
+    dw = max|w| / (2**(weight_bits-1) - 1) per layer (PytorX Alg. 1, line 4). The magnitude
+    bits are sliced over ``ceil((weight_bits - 1) / bits_per_cell)`` adjacent cells
+    (Yu eq. 2: Yu's N_w = 16 magnitude bits in 1-bit cells is ``weight_bits: 17``).
+
+    ``realisation``:
+      * ``differential`` - balanced pair of arrays, G+ - G- = dG * w_hat (PytorX eq. 9,
+        Jung Table I "balanced");
+      * ``offset`` - one array storing w_hat + (2**(weight_bits-1) - 1), with one reference
+        column per slice in every tile whose current is subtracted (Jung "unbalanced").
+    """
+
+    weight_bits: int = Field(8, ge=2, le=32, description="signed weight width, sign included")
+    realisation: Literal["differential", "offset"] = "differential"
+
+    @property
+    def magnitude_bits(self) -> int:
+        return self.weight_bits - 1
+
+
+class InputSpec(_Section):
+    """Input quantisation and DAC (PytorX eq. 6; Yu's 1-bit DAC bit-serial streaming).
+
+    Inputs are quantised per layer with dx calibrated as in PytorX Alg. 1 (mean of per-batch
+    max|x| / 2**(input_bits-1); unsigned codes with 2**input_bits - 1 levels when the layer
+    never sees a negative input). With ``dac_bits < input_bits`` the code is streamed as
+    ceil(input_bits / dac_bits) chunks of ``dac_bits`` (two's complement, the top chunk signed)
+    and the digitised column outputs are shifted and added.
+    """
+
+    input_bits: int = Field(8, ge=1, le=16, description="activation code width")
+    dac_bits: int = Field(8, ge=1, le=16, description="DAC resolution; < input_bits = bit-serial")
+    v_read_v: float = Field(
+        1.63, gt=0.0, le=10.0, description="cell voltage of DAC code 2**(dac_bits-1), volts "
+        "(PytorX Table 1: V_dd - V_ref = 3.3 - 1.67 V)"
+    )
+
+    @model_validator(mode="after")
+    def _dac(self) -> "InputSpec":
+        if self.dac_bits > self.input_bits:
+            raise ValueError(
+                f"hardware.input.dac_bits must be <= input_bits (got dac_bits={self.dac_bits}, "
+                f"input_bits={self.input_bits})"
+            )
+        return self
+
+    @property
+    def planes(self) -> int:
+        return math.ceil(self.input_bits / self.dac_bits)
+
+    @property
+    def delta_v_dac_v(self) -> float:
+        """DAC step dV_DAC in volts (PytorX eq. 6)."""
+        return self.v_read_v / 2 ** (self.dac_bits - 1)
+
+
+class ADCSpec(_Section):
+    """Column ADC (PytorX eq. 11): code = clamp(round(I / dI_ADC)).
+
+    ``full_scale_a`` given: dI_ADC = full_scale_a / 2**(bits-1). Otherwise dI_ADC is calibrated
+    per layer on ``calibration_batches`` batches of ideal-crossbar currents as in PytorX Alg. 1
+    (mean over batches of max|I| / 2**(bits-1)), per layer or, with ``range_scope: slice``, per
+    weight-slice significance. ``kind: ideal`` passes currents through.
+    ``subtract: analog`` senses I+ - I- (or I - I_ref) with one ADC per column pair (PytorX
+    eq. 7); ``digital`` digitises every physical column and subtracts after (Yu eq. 3).
+    """
+
+    kind: Literal["quantized", "ideal"] = "quantized"
+    bits: int = Field(8, ge=1, le=24, description="ADC resolution per column")
+    range_scope: Literal["layer", "slice"] = Field(
+        "layer", description="one calibrated range per layer (PytorX Alg. 1) or one per weight-slice "
+        "significance (useful when slices use different parts of their range, e.g. offset weights)"
+    )
+    full_scale_a: float | None = Field(None, gt=0.0, description="given range in amperes")
+    calibration_batches: int = Field(4, ge=1, le=10_000)
+    subtract: Literal["analog", "digital"] = "analog"
+
+
+class StuckAtFaults(_Section):
+    """Stuck-at faults with physical names (see ../shared/papers.md on the naming conflict).
+
+    Accepted spellings, all normalised to the two physical rates:
+      * ``stuck_at_gmax_rate`` / ``stuck_at_gmin_rate`` (G_max = LRS, "stuck-on/close";
+        G_min = HRS, "stuck-off/open");
+      * ``sa0_rate`` / ``sa1_rate`` together with ``convention: pytorx`` (SA0 -> G_max,
+        SA1 -> G_min, PytorX Sec. 2.1.1) or ``convention: yu`` (SA0 -> G_min, SA1 -> G_max);
+      * ``fault_rate`` + ``open_close_ratio`` (Jung/FPT): G_min = FR*OCR/(1+OCR),
+        G_max = FR/(1+OCR).
+    """
+
+    stuck_at_gmax_rate: float = Field(0.0, ge=0.0, le=1.0)
+    stuck_at_gmin_rate: float = Field(0.0, ge=0.0, le=1.0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _aliases(cls, data: object) -> object:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        has_sa = "sa0_rate" in data or "sa1_rate" in data
+        has_fr = "fault_rate" in data or "open_close_ratio" in data
+        has_phys = "stuck_at_gmax_rate" in data or "stuck_at_gmin_rate" in data
+        if sum((has_sa, has_fr, has_phys)) > 1:
+            raise ValueError(
+                "hardware.faults: give the rates one way only: stuck_at_gmax_rate/"
+                "stuck_at_gmin_rate, or sa0_rate/sa1_rate with convention, or "
+                "fault_rate/open_close_ratio"
+            )
+        convention = data.pop("convention", None)
+        if has_sa:
+            if convention not in ("pytorx", "yu"):
+                raise ValueError(
+                    "hardware.faults.convention must be 'pytorx' or 'yu' when sa0_rate/sa1_rate "
+                    "are used (the papers disagree: PytorX SA0 = stuck at G_max, Yu SA0 = "
+                    f"stuck at G_min); got {convention!r}"
+                )
+            sa0 = _rate(data.pop("sa0_rate", 0.0), "hardware.faults.sa0_rate")
+            sa1 = _rate(data.pop("sa1_rate", 0.0), "hardware.faults.sa1_rate")
+            gmax, gmin = (sa0, sa1) if convention == "pytorx" else (sa1, sa0)
+            data["stuck_at_gmax_rate"], data["stuck_at_gmin_rate"] = gmax, gmin
+        elif convention is not None:
+            raise ValueError("hardware.faults.convention is only allowed with sa0_rate/sa1_rate")
+        if has_fr:
+            fr = _rate(data.pop("fault_rate", 0.0), "hardware.faults.fault_rate")
+            ocr = data.pop("open_close_ratio", 1.0)
+            if not isinstance(ocr, (int, float)) or not (ocr > 0 and math.isfinite(ocr)):
+                raise ValueError(
+                    f"hardware.faults.open_close_ratio must be a finite number > 0 (got {ocr!r})"
+                )
+            data["stuck_at_gmin_rate"] = fr * ocr / (1.0 + ocr)
+            data["stuck_at_gmax_rate"] = fr / (1.0 + ocr)
+        return data
+
+    @model_validator(mode="after")
+    def _sum(self) -> "StuckAtFaults":
+        total = self.stuck_at_gmax_rate + self.stuck_at_gmin_rate
+        if total > 1.0 + 1e-12:
+            raise ValueError(
+                "hardware.faults: stuck_at_gmax_rate + stuck_at_gmin_rate must be in [0, 1] "
+                f"(got {total:g})"
+            )
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return self.stuck_at_gmax_rate > 0 or self.stuck_at_gmin_rate > 0
+
+
+def _rate(value: object, name: str) -> float:
+    if not isinstance(value, (int, float)) or not (0.0 <= float(value) <= 1.0):
+        raise ValueError(f"{name} must be a number in [0, 1] (got {value!r})")
+    return float(value)
+
+
+class ProgrammingVariation(_Section):
+    """Static per-instance programming error of every non-stuck cell.
+
+    * absolute: G' = G + sigma_abs * z, sigma_abs = ``sigma_abs_s`` (siemens) or
+      ``sigma_abs_delta_g`` * dG (PytorX eq. 2 uses dG/3, i.e. ``sigma_abs_delta_g: 0.3333``);
+    * relative: ``gaussian`` G' = G (1 + sigma_rel z) (RxNN sigma/mu, Jung R' = R(1 + eps));
+      ``lognormal`` G' = G exp(s z - s^2/2) with s^2 = ln(1 + sigma_rel^2), so the mean is G
+      and the std is sigma_rel * G.
+    Conductances are floored at 0 S. z ~ N(0, 1) per cell, drawn once per instance.
+    """
+
+    sigma_abs_s: float = Field(0.0, ge=0.0, le=1.0, description="absolute sigma, siemens")
+    sigma_abs_delta_g: float = Field(0.0, ge=0.0, le=1000.0, description="absolute sigma in dG")
+    sigma_rel: float = Field(0.0, ge=0.0, le=10.0, description="relative sigma/mu")
+    distribution: Literal["gaussian", "lognormal"] = "gaussian"
+
+    @model_validator(mode="after")
+    def _one_absolute(self) -> "ProgrammingVariation":
+        if self.sigma_abs_s > 0 and self.sigma_abs_delta_g > 0:
+            raise ValueError(
+                "hardware.variation: give the absolute sigma as sigma_abs_s or "
+                "sigma_abs_delta_g, not both"
+            )
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return self.sigma_abs_s > 0 or self.sigma_abs_delta_g > 0 or self.sigma_rel > 0
+
+
+class ThermalShotNoise(_Section):
+    """Thermal + shot read noise, PytorX eq. 1: i_rms = sqrt(G f (4 k_B T + 2 q |V|)) per cell
+    per read, summed exactly (independent Gaussians) on every bit line. Uses the top-level
+    ``frequency_hz`` and ``temperature_k``."""
+
+    enabled: bool = False
+
+
+class TelegraphNoise(_Section):
+    """Random telegraph noise, PytorX eq. 3 (Ielmini's fit R_rtn / R = a R + b).
+
+    G_rtn / G = (b G + a) / (G - (b G + a)); each cell reads G + G_rtn with probability
+    ``occupancy`` (tau < 0.5 in the paper) independently per read. ``sampling: exact`` draws the
+    Bernoulli state of every cell for every read (memory O(reads x rows x cols));
+    ``gaussian`` draws each bit line's summed RTN current from a normal distribution with the
+    exact mean and variance of that Bernoulli sum (central limit over the rows).
+    """
+
+    enabled: bool = False
+    a: float = Field(1.662e-7, ge=0.0, description="fit parameter a (siemens)")
+    b: float = Field(0.0015, ge=0.0, lt=1.0, description="fit parameter b")
+    occupancy: float = Field(0.5, ge=0.0, le=1.0, description="P(trap occupied) per read")
+    sampling: Literal["gaussian", "exact"] = "gaussian"
+
+
+class ColumnAWGN(_Section):
+    """Additive white Gaussian noise on every sensed column current, per read (Yu Sec. II-B.1):
+    J_n = J + n, n ~ N(0, sigma_n^2). ``sigma_lsb`` is sigma_n in units of dG * dV_DAC, one unit
+    of the integer MAC (Yu's unit: one ON cell under one ON input); Yu's sigma_n^2 = 0.4608 is
+    ``sigma_lsb: 0.6788`` with 1-bit cells and DAC."""
+
+    sigma_lsb: float = Field(0.0, ge=0.0, le=1e6)
+
+    @property
+    def enabled(self) -> bool:
+        return self.sigma_lsb > 0
+
+
+class HardwareSpec(_Section):
+    """The whole crossbar accelerator: geometry, device, mapping, periphery, non-idealities."""
+
+    crossbar: CrossbarGeometry = Field(default_factory=CrossbarGeometry)
+    device: DeviceSpec = Field(default_factory=DeviceSpec)
+    mapping: MappingSpec = Field(default_factory=MappingSpec)
+    input: InputSpec = Field(default_factory=InputSpec)
+    adc: ADCSpec = Field(default_factory=ADCSpec)
+    frequency_hz: float = Field(1.0e8, gt=0.0, le=1.0e12, description="read frequency f")
+    temperature_k: float = Field(300.0, gt=0.0, le=1000.0, description="temperature T")
+    faults: StuckAtFaults = Field(default_factory=StuckAtFaults)
+    variation: ProgrammingVariation = Field(default_factory=ProgrammingVariation)
+    read_noise: ThermalShotNoise = Field(default_factory=ThermalShotNoise)
+    rtn: TelegraphNoise = Field(default_factory=TelegraphNoise)
+    column_awgn: ColumnAWGN = Field(default_factory=ColumnAWGN)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "HardwareSpec":
+        slices = self.slices
+        if self.mapping.realisation == "differential" and self.crossbar.cols < slices:
+            raise ValueError(
+                f"hardware.crossbar.cols must be >= {slices} (one weight needs {slices} cells "
+                f"of {self.device.bits_per_cell} bits); got {self.crossbar.cols}"
+            )
+        if self.mapping.realisation == "offset" and self.crossbar.cols < 2 * slices:
+            raise ValueError(
+                f"hardware.crossbar.cols must be >= {2 * slices} for the offset realisation "
+                f"({slices} data + {slices} reference columns); got {self.crossbar.cols}"
+            )
+        if self.rtn.enabled:
+            floor = self.rtn.a / (1.0 - self.rtn.b)
+            if self.device.g_min_s <= floor:
+                raise ValueError(
+                    f"hardware.device.g_min_s must be > a/(1-b) = {floor:g} S for the RTN fit "
+                    f"of PytorX eq. 3 to be defined (got {self.device.g_min_s:g} S)"
+                )
+        return self
+
+    # Derived quantities -------------------------------------------------------------------
+    @property
+    def slices(self) -> int:
+        """Cells per weight: ceil((weight_bits - 1) / bits_per_cell) for the magnitude of a
+        differential pair; ceil(weight_bits / bits_per_cell) for the offset value w_hat + M,
+        which spans [0, 2M]."""
+        bits = self.mapping.magnitude_bits if self.mapping.realisation == "differential" else self.mapping.weight_bits
+        return math.ceil(bits / self.device.bits_per_cell)
+
+    @property
+    def arrays(self) -> int:
+        """2 for a differential pair, 1 for the offset realisation."""
+        return 2 if self.mapping.realisation == "differential" else 1
+
+    @property
+    def weights_per_tile_col(self) -> int:
+        """Weight columns that fit in one tile (reference columns excluded)."""
+        if self.mapping.realisation == "differential":
+            return self.crossbar.cols // self.slices
+        return (self.crossbar.cols - self.slices) // self.slices
+
+    @property
+    def per_read_cell_noise(self) -> bool:
+        """True when a read draws noise that depends on individual cells (eq. 1, eq. 3)."""
+        return self.read_noise.enabled or self.rtn.enabled
+
+    @property
+    def any_read_noise(self) -> bool:
+        return self.per_read_cell_noise or self.column_awgn.enabled
+
+    def mapping_key(self) -> dict:
+        """The fields that fix quantisation, tiling and calibration (not the non-idealities)."""
+        return {
+            "crossbar": self.crossbar.model_dump(),
+            "device": self.device.model_dump(),
+            "mapping": self.mapping.model_dump(),
+            "input": self.input.model_dump(),
+            "adc": self.adc.model_dump(),
+        }

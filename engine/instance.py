@@ -1,0 +1,76 @@
+"""Hardware instances: every static draw for every tile of a layer, from integer seeds.
+
+A layer's programmed cells are stored as ``h`` = conductance above G_min in units of dG,
+shape (instances, arrays, groups, t_r, t_c, rows, cols); level L programmed ideally gives
+h = L, a cell stuck at G_max gives h = 2**b - 1, stuck at G_min h = 0. Keeping G_min out of
+``h`` keeps the ideal path in exact integer arithmetic; the G_min term is added back where
+physics needs it (digital subtraction baselines, read noise).
+
+Random draws per (seed, layer): one uniform per cell for faults and two standard normals per
+cell for variation (see :mod:`engine.seeding`, :mod:`engine.nonideal.faults`,
+:mod:`engine.nonideal.variation`). Streams a spec does not use are not drawn; since every
+stream has its own spawn key, skipping one never shifts another.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from . import seeding
+from .hardware import HardwareSpec
+from .nonideal.faults import apply_faults, fault_codes
+from .nonideal.variation import apply_variation
+
+
+@dataclass
+class LayerCells:
+    h: torch.Tensor  # (I, A, G, t_r, t_c, R, C) float32
+    faults: torch.Tensor | None  # same shape, int8 codes, None when no faults
+    seeds: tuple[int, ...] | None  # None for the ideal (fault- and variation-free) crossbar
+
+    @property
+    def n_instances(self) -> int:
+        return self.h.shape[0]
+
+
+def _draw(seeds: Sequence[int], layer_index: int, kind: int, shape: tuple[int, ...], normal: bool) -> torch.Tensor:
+    # One generator per instance (its own stream), stacked: instances stay independent of how
+    # many are sampled together.
+    out = np.empty((len(seeds), *shape), dtype=np.float32)
+    for i, seed in enumerate(seeds):
+        gen = seeding.numpy_generator(seed, layer_index, kind)
+        if normal:
+            gen.standard_normal(shape, dtype=np.float32, out=out[i])
+        else:
+            gen.random(shape, dtype=np.float32, out=out[i])
+    return torch.from_numpy(out)
+
+
+def sample_cells(levels: torch.Tensor, hw: HardwareSpec, seeds: Sequence[int] | None, layer_index: int) -> LayerCells:
+    """Programmed cells of one layer for each seed (``seeds=None``: the ideal crossbar)."""
+    device = levels.device
+    h = levels.to(torch.float32).unsqueeze(0)
+    if seeds is None:
+        return LayerCells(h=h, faults=None, seeds=None)
+    h = h.cpu()  # static draws are made on the CPU so an instance is the same on every device
+    seeds = tuple(int(s) for s in seeds)
+    shape = tuple(levels.shape)
+    h = h.expand(len(seeds), *shape)
+    dev = hw.device
+    if hw.variation.enabled:
+        z = _draw(seeds, layer_index, seeding.VARIATION, (2, *shape), normal=True)
+        g_min_n = dev.g_min_s / dev.delta_g_s
+        g = apply_variation(h + g_min_n, z[:, 0], z[:, 1], hw.variation, dev.delta_g_s)
+        h = g - g_min_n
+    codes = None
+    if hw.faults.enabled:
+        u = _draw(seeds, layer_index, seeding.FAULTS, shape, normal=False)
+        codes = fault_codes(u, hw.faults)
+        h = apply_faults(h, codes, dev.levels - 1)
+    return LayerCells(
+        h=h.contiguous().to(device), faults=None if codes is None else codes.to(device), seeds=seeds
+    )

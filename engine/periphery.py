@@ -1,0 +1,112 @@
+"""DAC input encoding and column ADC (PytorX eq. 6, 10-11 and Alg. 1; Yu's bit-serial input).
+
+Input codes: x_hat = clamp(round(x / dx)) with dx calibrated per layer as the mean over
+calibration batches of max|x| / 2**(N-1) (signed) or max x / (2**N - 1) when the layer never
+sees a negative input (unsigned). With a DAC narrower than the code, the code is streamed as
+``planes`` chunks of ``dac_bits`` (two's complement, the most significant chunk signed):
+x_hat = sum_p 2**(d p) c_p, and the ADC outputs of each chunk are shifted and added.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class InputCoding:
+    bits: int
+    dac_bits: int
+    signed: bool
+
+    @property
+    def lo(self) -> int:
+        return -(2 ** (self.bits - 1)) if self.signed else 0
+
+    @property
+    def hi(self) -> int:
+        return 2 ** (self.bits - 1) - 1 if self.signed else 2**self.bits - 1
+
+    @property
+    def planes(self) -> int:
+        return math.ceil(self.bits / self.dac_bits)
+
+    @property
+    def full_scale_divisor(self) -> float:
+        """max|x| / divisor = dx (PytorX Alg. 1 line 5 for signed codes)."""
+        return float(2 ** (self.bits - 1)) if self.signed else float(2**self.bits - 1)
+
+    def _widths(self) -> list[int]:
+        top = self.bits - self.dac_bits * (self.planes - 1)
+        return [self.dac_bits] * (self.planes - 1) + [top]
+
+    @property
+    def max_chunk(self) -> int:
+        """Largest |chunk| the DAC drives; it maps to v_read_v."""
+        if self.planes == 1:
+            return max(-self.lo, self.hi)
+        widths = self._widths()
+        top = 2 ** (widths[-1] - 1) if self.signed else 2 ** widths[-1] - 1
+        return max(2**self.dac_bits - 1, top)
+
+    def plane_coefficients(self, device: torch.device | None = None) -> torch.Tensor:
+        return 2.0 ** (torch.arange(self.planes, dtype=torch.float32, device=device) * self.dac_bits)
+
+    def quantise(self, x: torch.Tensor, delta_x: float) -> torch.Tensor:
+        """Integer-valued float codes."""
+        return (x / delta_x).round_().clamp_(self.lo, self.hi)  # one allocation, in-place after
+
+    def split(self, codes: torch.Tensor) -> torch.Tensor:
+        """(...,) codes -> (planes, ...) DAC chunks, two's complement with a signed top chunk."""
+        if self.planes == 1:
+            return codes.unsqueeze(0)
+        u = codes.to(torch.int32)
+        if self.signed:
+            u = u & (2**self.bits - 1)
+        widths = self._widths()
+        shifts = torch.arange(self.planes, dtype=torch.int32, device=codes.device) * self.dac_bits
+        masks = torch.tensor([2**w - 1 for w in widths], dtype=torch.int32, device=codes.device)
+        view = (-1,) + (1,) * codes.dim()
+        chunks = (u.unsqueeze(0) >> shifts.view(view)) & masks.view(view)
+        if self.signed:
+            top, w = chunks[-1], widths[-1]
+            chunks[-1] = torch.where(top >= 2 ** (w - 1), top - 2**w, top)
+        return chunks.to(codes.dtype)
+
+
+@dataclass(frozen=True)
+class ADC:
+    """PytorX eq. 11 with clipping: code = clamp(round(I / dI), lo, hi); output code * dI.
+
+    ``delta_i`` holds one step per weight slice (the last axis of the column layout) or a single
+    step broadcast to all of them.
+    """
+
+    delta_i: torch.Tensor  # (slices,) engine current units (dG * dV_DAC)
+    lo: int
+    hi: int
+
+    @classmethod
+    def calibrated(cls, bits: int, max_abs: torch.Tensor, signed: bool) -> "ADC":
+        """PytorX Alg. 1 line 7: dI = max|I| / 2**(N-1) (signed), max I / (2**N - 1) (unsigned)."""
+        max_abs = torch.as_tensor(max_abs, dtype=torch.float32).clamp_min(1e-30)
+        if signed:
+            return cls(max_abs / 2 ** (bits - 1), -(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
+        return cls(max_abs / (2**bits - 1), 0, 2**bits - 1)
+
+    def codes(self, current: torch.Tensor) -> torch.Tensor:
+        """Integer-valued output codes; ``current``'s last axis is the slice axis (or a multiple of
+        it, interleaved slice-fastest as in the physical column order)."""
+        s = self.delta_i.numel()
+        d = self.delta_i.to(current.device, current.dtype)
+        c = current.reshape(*current.shape[:-1], -1, s) if s > 1 else current
+        return (c / d).round_().clamp_(self.lo, self.hi).reshape(current.shape)
+
+    def __call__(self, current: torch.Tensor) -> torch.Tensor:
+        """Digitised current in engine units: codes * dI."""
+        s = self.delta_i.numel()
+        q = self.codes(current)
+        d = self.delta_i.to(current.device, current.dtype)
+        return (q.reshape(*q.shape[:-1], -1, s) * d).reshape(q.shape) if s > 1 else q * d

@@ -1,0 +1,115 @@
+"""Tile operators: how a layer's DAC chunks meet its tiles' conductance matrices.
+
+Every operator computes, for each instance, group, row tile, read and tile column,
+
+    out[i, g, t, m, q] = sum_r v[i, g, t, m, r] * mat[i, g, t, r, q]
+
+where ``mat`` (instances, groups, t_r, rows, Q) is a per-tile matrix (the effective conductance,
+or the conductances/telegraph jumps that set noise variances) and m runs over
+(input chunk, read). They differ only in how the reads are laid out:
+
+* :class:`MatmulTiles` - reads are rows of a matrix (Linear layers; im2col for convolutions);
+* :class:`ConvTiles` - a convolution whose weight holds each row tile's matrix, zero outside the
+  tile's rows, so the unfolded input (kernel-size times larger) is never built. A tile's rows are
+  a contiguous run of the im2col index (channel, kernel row, kernel column), so it only sees a
+  window of about rows / (kh kw) + 1 input channels: when that window is at most half of the
+  channels, every tile becomes its own convolution group over its gathered window (multiply-adds
+  ~ window/channels x t_r of the layer's); otherwise one convolution reads all channels for all
+  tiles (t_r x the layer's), which the native kernel runs faster at small channel counts.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from .periphery import InputCoding
+from .tiling import TileGrid
+
+
+class MatmulTiles:
+    """Reads as matrix rows. ``to_matrix`` maps input codes to (I, M, groups * k)."""
+
+    supports_cell_draws = True  # exposes per-row voltages (exact telegraph sampling)
+
+    def __init__(self, grid: TileGrid, to_matrix: Callable[[torch.Tensor, int], torch.Tensor]) -> None:
+        self.grid = grid
+        self.to_matrix = to_matrix
+
+    def voltages(self, codes: torch.Tensor, coding: InputCoding, instances: int) -> tuple[torch.Tensor, int]:
+        """DAC chunk voltages (I, G, t_r, P*M, R) and the number of reads per chunk M."""
+        mat = self.to_matrix(codes, instances)
+        i, m, _ = mat.shape
+        v = self.grid.split_inputs(coding.split(mat))  # (P, I, M, G, t_r, R)
+        return v.permute(1, 3, 4, 0, 2, 5).reshape(i, self.grid.groups, self.grid.t_r, -1, self.grid.rows), m
+
+    def operand(self, mat: torch.Tensor) -> torch.Tensor:
+        return mat.contiguous()
+
+    def apply(self, v: torch.Tensor, operand: torch.Tensor) -> torch.Tensor:
+        return v @ operand
+
+
+class ConvTiles:
+    """Reads as a convolution; output channels are (instance, group, row tile, tile column)."""
+
+    supports_cell_draws = False
+
+    def __init__(self, grid: TileGrid, in_channels: int, kernel_size: tuple[int, int], stride, padding, dilation,
+                 pad_input: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        self.grid = grid
+        self.in_channels, self.kernel_size = in_channels, kernel_size
+        self.stride, self.padding, self.dilation = stride, padding, dilation
+        self.pad_input = pad_input
+        kk = kernel_size[0] * kernel_size[1]
+        cg = in_channels // grid.groups
+        t = torch.arange(grid.t_r)
+        first = (t * grid.rows) // kk
+        last = torch.clamp(((t + 1) * grid.rows - 1) // kk, max=cg - 1)
+        window = int((last - first).max()) + 1
+        self.windowed = grid.t_r > 1 and 2 * window <= cg
+        if self.windowed:
+            self.window = window
+            chan = (first[:, None] + torch.arange(window)[None, :]).clamp(max=cg - 1)  # (t_r, window)
+            self._gather = (torch.arange(grid.groups)[:, None, None] * cg + chan[None]).reshape(-1)
+        else:
+            self.window = cg
+            chan = torch.arange(cg).expand(grid.t_r, cg)
+            self._gather = None
+        # row of tile t's matrix feeding (t, window slot, kernel position); ``rows`` = a zero row
+        kidx = chan[:, :, None] * kk + torch.arange(kk)[None, None, :]  # im2col index
+        r = kidx - (t * grid.rows)[:, None, None]
+        ok = (r >= 0) & (r < grid.rows) & (kidx < grid.k)
+        if self.windowed:  # clamped duplicate slots past the tile's last channel stay zero
+            ok &= (first[:, None] + torch.arange(window)[None, :] <= last[:, None])[:, :, None]
+        self._row = torch.where(ok, r, torch.full_like(r, grid.rows))  # (t_r, window, kk)
+
+    def voltages(self, codes: torch.Tensor, coding: InputCoding, instances: int) -> tuple[torch.Tensor, int]:
+        """Chunks arranged as (P * B, I * channels, H, W), instances side by side as channel groups."""
+        x = self.pad_input(codes)
+        if self._gather is not None:
+            x = x.index_select(1, self._gather.to(x.device))  # (I*B, G*t_r*window, H, W)
+        chunks = coding.split(x)  # (P, I*B, ...)
+        p, ib = chunks.shape[:2]
+        b = ib // instances
+        v = chunks.reshape(p, instances, b, *chunks.shape[2:]).transpose(1, 2)
+        return v.reshape(p * b, instances * chunks.shape[2], *chunks.shape[3:]), -1
+
+    def operand(self, mat: torch.Tensor) -> torch.Tensor:
+        """(I, G, t_r, R, Q) -> conv weight (I*G*t_r*Q, window, kh, kw)."""
+        i, g, tr, r, q = mat.shape
+        padded = torch.cat([mat, mat.new_zeros(i, g, tr, 1, q)], dim=3)  # row R is zero
+        rows = self._row.to(mat.device)
+        w = padded[:, :, torch.arange(tr, device=mat.device)[:, None, None], rows]  # (I,G,t_r,window,kk,Q)
+        return w.permute(0, 1, 2, 5, 3, 4).reshape(i * g * tr * q, self.window, *self.kernel_size).contiguous()
+
+    def apply(self, v: torch.Tensor, operand: torch.Tensor) -> torch.Tensor:
+        g = self.grid
+        n_groups = v.shape[1] // self.window  # I*G*t_r (windowed) or I*G
+        out = F.conv2d(v, operand, None, self.stride, self.padding, self.dilation, n_groups)
+        inst = n_groups // (g.groups * (g.t_r if self.windowed else 1))
+        pb = out.shape[0]
+        out = out.reshape(pb, inst, g.groups, g.t_r, -1, out.shape[2] * out.shape[3])  # (PB, I, G, t_r, Q, L)
+        return out.permute(1, 2, 3, 0, 5, 4).reshape(inst, g.groups, g.t_r, -1, out.shape[4])

@@ -1,0 +1,117 @@
+"""Partition of a layer's weight matrix over physical crossbar tiles (PytorX Sec. 3.2).
+
+A layer computes y = x W for every group g of a (possibly grouped) layer, W_g of shape
+(k, n). It is cut into ``t_r x t_c`` tiles of ``rows x cols`` physical cells per array.
+Inside a tile, weight column j occupies the ``slices`` adjacent physical columns
+j*slices .. j*slices + slices - 1 (least significant slice first, Yu eq. 2 layout); the
+offset realisation appends one reference column per slice after the data columns. Unused
+rows and columns exist physically and hold level 0 (G_min). Partial sums of the ``t_r``
+row tiles are added digitally after the ADC.
+
+Tensors of a layer's cells have the canonical shape
+``(instances, arrays, groups, t_r, t_c, rows, cols)``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .hardware import HardwareSpec
+
+
+@dataclass(frozen=True)
+class TileGrid:
+    groups: int
+    k: int  # inputs per group (rows of W_g)
+    n: int  # outputs per group (columns of W_g)
+    rows: int
+    cols: int
+    slices: int
+    arrays: int
+    wcols: int  # weight columns per tile
+    offset: bool
+
+    @classmethod
+    def for_layer(cls, hw: HardwareSpec, groups: int, k: int, n: int) -> "TileGrid":
+        return cls(
+            groups=groups,
+            k=k,
+            n=n,
+            rows=hw.crossbar.rows,
+            cols=hw.crossbar.cols,
+            slices=hw.slices,
+            arrays=hw.arrays,
+            wcols=min(hw.weights_per_tile_col, n),
+            offset=hw.mapping.realisation == "offset",
+        )
+
+    @property
+    def t_r(self) -> int:
+        return math.ceil(self.k / self.rows)
+
+    @property
+    def t_c(self) -> int:
+        return math.ceil(self.n / self.wcols)
+
+    @property
+    def data_cols(self) -> int:
+        return self.wcols * self.slices
+
+    @property
+    def used_cols(self) -> int:
+        """Physical columns that are read: data columns plus reference columns."""
+        return self.data_cols + (self.slices if self.offset else 0)
+
+    @property
+    def cell_shape(self) -> tuple[int, ...]:
+        """Shape of one instance's cells: (arrays, groups, t_r, t_c, rows, cols)."""
+        return (self.arrays, self.groups, self.t_r, self.t_c, self.rows, self.cols)
+
+    @property
+    def n_tiles(self) -> int:
+        return self.arrays * self.groups * self.t_r * self.t_c
+
+    # Weight side -------------------------------------------------------------------------
+    def place(self, digits: torch.Tensor, reference: torch.Tensor | None = None) -> torch.Tensor:
+        """Cell levels of one instance from per-weight slice digits.
+
+        digits: (arrays, groups, k, n, slices) integer levels;
+        reference: (slices,) levels of the reference column (offset realisation).
+        Returns (arrays, groups, t_r, t_c, rows, cols).
+        """
+        a = digits.shape[0]
+        d = F.pad(digits, (0, 0, 0, self.t_c * self.wcols - self.n, 0, self.t_r * self.rows - self.k))
+        d = d.reshape(a, self.groups, self.t_r, self.rows, self.t_c, self.wcols, self.slices)
+        d = d.permute(0, 1, 2, 4, 3, 5, 6).reshape(
+            a, self.groups, self.t_r, self.t_c, self.rows, self.data_cols
+        )
+        if self.offset:
+            assert reference is not None
+            ref = reference.to(d.dtype).expand(a, self.groups, self.t_r, self.t_c, self.rows, -1)
+            d = torch.cat([d, ref], dim=-1)
+        return F.pad(d, (0, self.cols - d.shape[-1]))
+
+    def unplace(self, cells: torch.Tensor) -> torch.Tensor:
+        """Inverse of :meth:`place` for the data columns: (..., arrays, groups, k, n, slices)."""
+        lead = cells.shape[:-6]
+        d = cells[..., : self.data_cols].reshape(
+            *lead, self.arrays, self.groups, self.t_r, self.t_c, self.rows, self.wcols, self.slices
+        )
+        nd = len(lead)
+        perm = list(range(nd)) + [nd + i for i in (0, 1, 2, 4, 3, 5, 6)]
+        d = d.permute(*perm).reshape(
+            *lead, self.arrays, self.groups, self.t_r * self.rows, self.t_c * self.wcols, self.slices
+        )
+        return d[..., : self.k, : self.n, :]
+
+    # Input side --------------------------------------------------------------------------
+    def split_inputs(self, x: torch.Tensor) -> torch.Tensor:
+        """(..., groups * k) -> (..., groups, t_r, rows), zero inputs on unused rows."""
+        lead = x.shape[:-1]
+        x = x.reshape(*lead, self.groups, self.k)
+        x = F.pad(x, (0, self.t_r * self.rows - self.k))
+        return x.reshape(*lead, self.groups, self.t_r, self.rows)

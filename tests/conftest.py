@@ -1,0 +1,40 @@
+"""Shared fixtures: the bundled digits data and a LeNet-5 trained once per test session."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture(scope="session")
+def digits():
+    from engine.data import load_dataset
+
+    return load_dataset("digits")
+
+
+@pytest.fixture(scope="session")
+def lenet_checkpoint(tmp_path_factory):
+    from engine.train import TrainConfig, train_default
+
+    path = tmp_path_factory.mktemp("ckpt") / "lenet5_digits.pt"
+    result = train_default(str(path), cfg=TrainConfig(epochs=20))
+    return str(path), result
+
+
+@pytest.fixture()
+def lenet(lenet_checkpoint):
+    from engine.train import load_checkpoint
+
+    model, _ = load_checkpoint(lenet_checkpoint[0])
+    return model
+
+
+@pytest.fixture(scope="session")
+def calib_inputs(digits):
+    x = digits.train.tensors[0]
+    return [x[i : i + 256] for i in range(0, 1024, 256)]
