@@ -17,10 +17,11 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
 
 demo: $(STAMP)
-	$(BIN)/xbar-sweep engine-demo
+	$(BIN)/xbar-sweep run examples/quickstart.yaml
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.engine
+	$(BIN)/python -m benchmarks.sweep
 
 clean:
 	rm -rf $(VENV) results .pytest_cache

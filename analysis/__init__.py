@@ -1,0 +1,1 @@
+"""Analysis of sweep results. Reads only the Parquet output of a sweep."""

@@ -56,6 +56,7 @@ class _Programmed:
     rtn: torch.Tensor | None = None  # telegraph jump (dG units): operand, or raw for exact draws
     rtn_sq: torch.Tensor | None = None  # operand of the squared jump (Gaussian sampling only)
     w_eff: torch.Tensor | None = None  # (I, G, k, n) folded weight in units of dw
+    correction: torch.Tensor | None = None  # operand of the sensed digital correction (EC)
     gens: list[torch.Generator] | None = None
 
 
@@ -168,11 +169,17 @@ class CrossbarLayer(nn.Module):
         raw = raw.permute(0, 2, 3, 5, 1, 4, 6)  # (I, G, t_r, R, A, t_c, used)
         i, g, tr, r = raw.shape[:4]
         g_min_n = hw.device.g_min_s / hw.device.delta_g_s
+        corr = None
+        if cells.correction is not None:
+            corr = self.sense(cells.correction[..., : grid.used_cols].permute(0, 2, 3, 5, 1, 4, 6))
         if hw.adc.kind == "ideal" and not noisy and self.mode == "crossbar" and self.allow_fold:
-            folded = (self.sense(raw) * self._slice_coef(raw)).sum(-1)  # (I,G,t_r,R,t_c,wcols)
+            sensed = self.sense(raw) if corr is None else self.sense(raw) + corr  # exact with an ideal ADC
+            folded = (sensed * self._slice_coef(raw)).sum(-1)  # (I,G,t_r,R,t_c,wcols)
             folded = folded.reshape(i, g, tr * r, grid.t_c * grid.wcols)
             prog.w_eff = folded[:, :, : grid.k, : grid.n].contiguous()
         else:
+            if corr is not None:
+                prog.correction = prog.op.operand(corr.reshape(i, g, tr, r, -1))
             prog.precombined = hw.adc.subtract == "analog" and not per_cell
             if prog.precombined:  # sensing is linear: subtract the conductances once, not per read
                 mat = self.sense(raw)
@@ -284,6 +291,9 @@ class CrossbarLayer(nn.Module):
             step = adc.delta_i.to(sensed.device, sensed.dtype).expand(grid.slices)
         if hw.adc.subtract == "digital" and not prog.precombined:
             sensed = self.sense(sensed)
+        if prog.correction is not None:  # PytorX Alg. 2 line 4: y_ec = f_adc(V G_diff+ - V G_diff-)
+            ec = prog.op.apply(v, prog.correction).reshape(sensed.shape)
+            sensed = sensed + (adc.codes(ec) if adc is not None else ec)
         return self._shift_add(sensed, step * self._slice_coef(sensed))
 
     def _shift_add(self, sensed: torch.Tensor, slice_w: torch.Tensor) -> torch.Tensor:

@@ -112,3 +112,9 @@ def materialise(ds: Dataset) -> TensorDataset:
 def loader(ds: Dataset, batch_size: int, shuffle: bool = False, seed: int = 0) -> DataLoader:
     gen = torch.Generator().manual_seed(seed) if shuffle else None
     return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, generator=gen)
+
+
+def calibration_batches(ds: Dataset, size: int, batches: int, seed: int = 1) -> list[torch.Tensor]:
+    """``size`` unlabeled training inputs (a fixed seeded subset) in ``batches`` equal batches."""
+    x = materialise(subset(ds, size, seed)).tensors[0]
+    return list(torch.tensor_split(x, min(batches, len(x))))

@@ -64,10 +64,13 @@ def _device_of(model: nn.Module) -> torch.device:
 
 
 @torch.no_grad()
-def evaluate(model: CrossbarModel, loader: Iterable, seeds: Sequence[int] | None) -> list[Metrics]:
-    """Metrics of each instance in ``seeds`` (one batched call); ``None``: the ideal crossbar."""
+def evaluate(model: CrossbarModel, loader: Iterable, seeds: Sequence[int] | None, reprogram: bool = True) -> list[Metrics]:
+    """Metrics of each instance in ``seeds`` (one batched call); ``None``: the ideal crossbar.
+    ``reprogram=False`` evaluates the instances already programmed (e.g. after a mitigation
+    edited them); ``seeds`` is then ignored."""
     model.eval()
-    model.program(seeds)
+    if reprogram:
+        model.program(seeds)
     model.reset_read_noise()
     dev = _device_of(model)
     acc = _Accumulator(model.n_instances)

@@ -31,6 +31,9 @@ class LayerCells:
     h: torch.Tensor  # (I, A, G, t_r, t_c, R, C) float32
     faults: torch.Tensor | None  # same shape, int8 codes, None when no faults
     seeds: tuple[int, ...] | None  # None for the ideal (fault- and variation-free) crossbar
+    # Digital compensation read alongside the array (PytorX Alg. 2): a conductance-like matrix
+    # whose read is digitised by its own ADC conversion and added to the column outputs.
+    correction: torch.Tensor | None = None
 
     @property
     def n_instances(self) -> int:

@@ -8,6 +8,7 @@ A checkpoint is a plain dict saved with ``torch.save`` and read with
 
 from __future__ import annotations
 
+import io
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -76,22 +77,26 @@ def train_model(model: nn.Module, data: DataSplit, cfg: TrainConfig,
                        time.perf_counter() - start, history)
 
 
-def save_checkpoint(path: str, model: nn.Module, name: str, model_kwargs: dict, meta: dict) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    torch.save({"format": CHECKPOINT_FORMAT, "model": name, "model_kwargs": model_kwargs,
-                "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "meta": meta}, tmp)
-    os.replace(tmp, path)  # never leave a half-written checkpoint
-
-
-def load_checkpoint(path: str, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
-    """Rebuild the model from an xbar-sweep checkpoint; returns (model, meta)."""
+def load_checkpoint(path: str | io.BytesIO, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
+    """Rebuild the model from an xbar-sweep checkpoint (a path or a buffer); returns (model, meta)."""
     ckpt = torch.load(path, map_location=map_location, weights_only=True)
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path}: not an xbar-sweep checkpoint (expected format {CHECKPOINT_FORMAT!r})")
     model = build_model(ckpt["model"], **ckpt["model_kwargs"])
     model.load_state_dict(ckpt["state_dict"])
     return model.eval(), ckpt["meta"]
+
+
+def model_from_bytes(blob: bytes, name: str, in_channels: int, num_classes: int, input_size: int) -> nn.Module:
+    """An xbar-sweep checkpoint, or a plain state dict for the zoo/torchvision model ``name``."""
+    ckpt = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
+    if isinstance(ckpt, dict) and ckpt.get("format") == CHECKPOINT_FORMAT:
+        return load_checkpoint(io.BytesIO(blob))[0]
+    model = build_model(name, in_channels=in_channels, num_classes=num_classes, input_size=input_size)
+    sd = ckpt["state_dict"] if isinstance(ckpt, dict) and isinstance(ckpt.get("state_dict"), dict) else ckpt
+    own = set(model.state_dict())
+    model.load_state_dict({k: v for k, v in sd.items() if k in own or not k.startswith("aux")})
+    return model.eval()
 
 
 def load_state_dict_into(model: nn.Module, path: str) -> nn.Module:
@@ -105,16 +110,31 @@ def load_state_dict_into(model: nn.Module, path: str) -> nn.Module:
     return model.eval()
 
 
-def train_default(path: str, dataset: str = "digits", model_name: str = "lenet5", cfg: TrainConfig | None = None,
-                  input_size: int = 28) -> TrainResult:
-    """Train a zoo model on a data set and save it (default: LeNet-5 on the bundled digits)."""
-    cfg = cfg or TrainConfig()
-    data = load_dataset(dataset, input_size=input_size)
+def checkpoint_bytes(model: nn.Module, name: str, model_kwargs: dict, meta: dict) -> bytes:
+    buf = io.BytesIO()
+    torch.save({"format": CHECKPOINT_FORMAT, "model": name, "model_kwargs": model_kwargs,
+                "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "meta": meta}, buf)
+    return buf.getvalue()
+
+
+def train_recipe(data: DataSplit, model_name: str, cfg: TrainConfig, dataset: str) -> tuple[TrainResult, bytes]:
+    """Train a zoo model from scratch; returns the result and its checkpoint bytes."""
     kwargs = {"in_channels": data.in_channels, "num_classes": data.num_classes, "input_size": data.input_size}
     torch.manual_seed(cfg.seed)  # the initial weights are part of the recipe
     model = build_model(model_name, **kwargs)
     result = train_model(model, data, cfg)
     meta = {"dataset": dataset, "test_top1": result.test_top1, "train": asdict(cfg), "seconds": result.seconds,
             "torch": str(torch.__version__), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    save_checkpoint(path, result.model, model_name, kwargs, meta)
+    return result, checkpoint_bytes(result.model, model_name, kwargs, meta)
+
+
+def train_default(path: str, dataset: str = "digits", model_name: str = "lenet5", cfg: TrainConfig | None = None,
+                  input_size: int = 28) -> TrainResult:
+    """Train a zoo model on a data set and save it (default: LeNet-5 on the bundled digits)."""
+    result, blob = train_recipe(load_dataset(dataset, input_size=input_size), model_name, cfg or TrainConfig(), dataset)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "wb") as f:
+        f.write(blob)
+    os.replace(tmp, path)  # never leave a half-written checkpoint
     return result

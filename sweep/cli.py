@@ -1,14 +1,87 @@
-"""``xbar-sweep`` command line."""
+"""``xbar-sweep`` command line: run, validate, mlflow-sync, train.
+
+Exit status: 0 success, 2 a spec or argument the sweep refuses (nothing written, no Ray work
+started), 1 a failure while running.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from rich.console import Console
-from rich.table import Table
+from rich.text import Text
 
 console = Console()
+if not console.is_terminal:  # logs and CI: wide enough for the summary table
+    console = Console(width=160)
+err_console = Console(stderr=True)
+
+
+def _load(args: argparse.Namespace):
+    from .spec import load_spec, set_path
+
+    if args.resume:
+        if args.spec:
+            raise SystemExit(_fail("give either SPEC or --resume DIR, not both"))
+        spec_path = os.path.join(args.resume, "spec.yaml")
+        if not os.path.isfile(spec_path):
+            from .spec import SpecError
+
+            raise SpecError(f"--resume {args.resume!r}: no spec.yaml (not a sweep output)")
+        spec, raw = load_spec(spec_path, args.set)
+        raw = dict(raw)
+        set_path(raw, "output.dir", args.resume)
+        return load_spec_from_raw(raw)
+    if not args.spec:
+        raise SystemExit(_fail("give a SPEC file or --resume DIR"))
+    return load_spec(args.spec, args.set)
+
+
+def load_spec_from_raw(raw: dict):
+    from .spec import validate
+
+    return validate(raw), raw
+
+
+def _fail(msg: str) -> int:
+    err_console.print(Text.assemble(("error: ", "bold red"), msg))
+    return 2
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from .plan import make_plan
+
+    spec, raw = _load(args)
+    plan = make_plan(spec, raw)
+    console.print(f"{spec.name}: {plan.describe()}")
+    for p in plan.points[: args.show]:
+        console.print(f"  point {p.index} ({p.id}): " + (", ".join(f"{k}={v!r}" for k, v in p.params.items()) or "(no axes)"))
+    if len(plan.points) > args.show:
+        console.print(f"  ... {len(plan.points) - args.show} more points")
+    console.print(f"  mitigations: {', '.join(plan.labels)}")
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .console import say
+    from .driver import run_sweep
+
+    spec, raw = _load(args)
+    outcome = run_sweep(spec, raw, force=args.force, console=console)
+    state = "complete" if outcome.complete else "INCOMPLETE"
+    say(console, f"{state}: {outcome.rows_present}/{outcome.rows_total} rows in {spec.output.dir} "
+                 f"({outcome.rows_written} written by this run)")
+    return 0 if outcome.complete else 1
+
+
+def _sync(args: argparse.Namespace) -> int:
+    from .driver import sync_mlflow
+    from .results import ResultStore
+
+    sync_mlflow(ResultStore(args.dir), console, args.tracking_uri)
+    return 0
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -21,44 +94,23 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _engine_demo(args: argparse.Namespace) -> int:
-    """Float model vs ideal crossbar vs a few sampled non-ideal instances (PytorX settings)."""
-    import torch
-
-    from engine import HardwareSpec, convert, evaluate, evaluate_float
-    from engine.data import load_dataset, loader
-    from engine.train import TrainConfig, train_default
-
-    torch.set_num_threads(max(1, torch.get_num_threads()))
-    result = train_default(args.checkpoint, cfg=TrainConfig())
-    data = load_dataset("digits")
-    test = loader(data.test, 540)
-    calib = [x for x, _ in loader(data.train, 256)]
-    table = Table(title="LeNet-5 on digits: float vs crossbar (64x64 tiles, 8-bit DAC/ADC, 7-bit cells)")
-    for col in ("model", "instance", "top-1", "top-5", "loss"):
-        table.add_column(col)
-    sw = evaluate_float(result.model, test)
-    table.add_row("float (software)", "-", f"{sw.top1:.4f}", f"{sw.top5:.4f}", f"{sw.loss:.4f}")
-    ideal = convert(result.model, HardwareSpec())
-    ideal.calibrate(calib)
-    m = evaluate(ideal, test, None)[0]
-    table.add_row("ideal crossbar", "-", f"{m.top1:.4f}", f"{m.top5:.4f}", f"{m.loss:.4f}")
-    hw = HardwareSpec.model_validate({
-        "faults": {"sa0_rate": 0.0175, "sa1_rate": 0.0904, "convention": "pytorx"},
-        "variation": {"sigma_abs_delta_g": 1 / 3},
-        "read_noise": {"enabled": True}, "rtn": {"enabled": True}, "frequency_hz": 1e8,
-    })
-    xm = convert(result.model, hw)
-    xm.calibrate(calib)
-    for seed, metrics in zip(range(args.instances), evaluate(xm, test, list(range(args.instances)))):
-        table.add_row("SAF 1.75/9.04 % + dG/3 + noise @100 MHz", str(seed), f"{metrics.top1:.4f}", f"{metrics.top5:.4f}", f"{metrics.loss:.4f}")
-    console.print(table)
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="xbar-sweep", description="Monte Carlo sweeps of DNN accuracy on non-ideal ReRAM crossbars")
     sub = p.add_subparsers(dest="command", required=True)
+    for name, func, help_ in (("run", _run, "run (or resume) a sweep"), ("validate", _validate, "check a spec and print its plan")):
+        s = sub.add_parser(name, help=help_)
+        s.add_argument("spec", nargs="?", help="sweep spec (YAML)")
+        s.add_argument("--set", action="append", default=[], metavar="PATH=VALUE", help="override a spec field (repeatable)")
+        s.add_argument("--resume", metavar="DIR", help="resume the sweep stored in DIR (uses DIR/spec.yaml)")
+        if name == "run":
+            s.add_argument("--force", action="store_true", help="accept a changed spec: keep matching rows, compute the rest")
+        else:
+            s.add_argument("--show", type=int, default=20, help="points to list")
+        s.set_defaults(func=func)
+    m = sub.add_parser("mlflow-sync", help="log a sweep's MLflow runs from its Parquet output")
+    m.add_argument("dir")
+    m.add_argument("--tracking-uri", default=None)
+    m.set_defaults(func=_sync)
     t = sub.add_parser("train", help="train a zoo model on a data set and save a checkpoint")
     t.add_argument("--model", default="lenet5")
     t.add_argument("--data", default="digits")
@@ -68,16 +120,17 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("-o", "--output", default="results/lenet5_digits.pt")
     t.set_defaults(func=_train)
-    d = sub.add_parser("engine-demo", help="float vs ideal vs sampled non-ideal crossbars on digits")
-    d.add_argument("--instances", type=int, default=5)
-    d.add_argument("--checkpoint", default="results/lenet5_digits.pt")
-    d.set_defaults(func=_engine_demo)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .spec import SpecError
+
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except SpecError as e:
+        return _fail(str(e))
 
 
 if __name__ == "__main__":

@@ -38,3 +38,15 @@ def lenet(lenet_checkpoint):
 def calib_inputs(digits):
     x = digits.train.tensors[0]
     return [x[i : i + 256] for i in range(0, 1024, 256)]
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One local Ray for the whole session (starting one costs ~8 s). Token auth is disabled on
+    this 127.0.0.1-only test cluster so that driver subprocesses can join it."""
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()

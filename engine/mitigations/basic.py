@@ -1,0 +1,49 @@
+"""Direct mapping, SAF error correction (PytorX Alg. 2) and bit-inversion mapping (Yu eq. 7)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import ClassVar
+
+import torch
+
+from ..convert import CrossbarModel
+from ..mapping import Scheme
+from ..nonideal.faults import HEALTHY
+from .base import Mitigation, TrialContext
+
+
+class NoMitigation(Mitigation):
+    """``none``: the trained weights mapped directly (the papers' baseline)."""
+
+    name: ClassVar[str] = "none"
+
+
+class ErrorCorrection(Mitigation):
+    """``ec``: digital SAF error correction with the profiled fault map, PytorX Alg. 2.
+
+    For every stuck cell, G_diff = G_target - G_stuck ((G - G_max) i_sa0 + (G - G_min) i_sa1 in
+    the paper's notation); the periphery reads y_ec = f_adc(V G_diff+ - V G_diff-) beside the
+    array and adds it digitally: y_out = y + y_ec. With an ideal ADC the corrected outputs equal
+    the fault-free outputs exactly (programming variation of healthy cells is not corrected).
+    """
+
+    name: ClassVar[str] = "ec"
+
+    def after_program(self, xmodel: CrossbarModel, ctx: TrialContext) -> None:
+        for layer in xmodel.crossbar_layers():
+            cells = layer.cells
+            if cells is None or cells.faults is None:
+                continue
+            target = layer.target_levels().to(cells.h.dtype)
+            corr = torch.where(cells.faults != HEALTHY, target - cells.h, torch.zeros_like(cells.h))
+            layer.program_cells(replace(cells, correction=corr))
+
+
+class BitInversion(Mitigation):
+    """``bi``: bit-inversion mapping, Yu eq. 7 - the sign-inactive array holds all ones and the
+    active one the one's complement, so eq. 3 is unchanged and more cells sit at G_max. Needs no
+    fault knowledge; it helps when cells stuck at G_max are the more common fault (Yu eq. 10)."""
+
+    name: ClassVar[str] = "bi"
+    scheme: ClassVar[Scheme] = "bit_inversion"

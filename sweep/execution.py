@@ -1,0 +1,118 @@
+"""Ray execution: a pool of trial actors fed with a bounded number of tasks in flight.
+
+* ``ray.init()`` joins the cluster named by ``RAY_ADDRESS`` (as under ``ray job submit``);
+  otherwise it starts a local Ray with enough logical CPUs for the requested workers.
+* Each actor gets ``num_cpus``/``num_gpus`` from the spec (fractional GPUs allowed) and keeps its
+  model replica and data for the whole sweep.
+* At most ``max_in_flight`` tasks are submitted at once (backpressure); results are handed to
+  ``on_rows`` as they arrive and not kept.
+* An actor that dies is restarted by Ray and its task retried (``max_task_failures`` times);
+  past that the task is re-queued on the remaining actors. Trials are deterministic, so a
+  re-run gives the same rows. An exception raised *by* a trial is a bug: the sweep stops.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections import deque
+from typing import Any, Callable
+
+from .plan import Plan, Task
+from .spec import ExecutionSection
+
+
+class SweepFailed(RuntimeError):
+    pass
+
+
+def init_ray(ex: ExecutionSection) -> bool:
+    """Connect to or start Ray; returns True when this process started it (and must stop it)."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init(logging_level="WARNING")
+        return False
+    need = math.ceil(ex.workers * ex.cpus_per_worker)
+    ray.init(num_cpus=max(os.cpu_count() or 1, need), include_dashboard=False, logging_level="WARNING")
+    return True
+
+
+def task_payload(plan: Plan, task: Task, checkpoint_refs: dict) -> dict:
+    """What a worker needs for one task. Checkpoints travel as object-store refs inside the
+    payload (fetched once per worker), not as constructor arguments, so a restarted actor needs
+    nothing but its spec."""
+    from .worker import model_key
+
+    point = plan.points[task.point_index]
+    key = model_key(point.spec)
+    return {
+        "point_id": point.id,
+        "params": point.params,
+        "model_key": key,
+        "checkpoint": checkpoint_refs[key],
+        "trials": [(i, plan.seed(point, i), list(labels)) for i, labels in task.trials],
+    }
+
+
+def run_tasks(plan: Plan, tasks: list[Task], checkpoints: dict[str, bytes], on_rows: Callable[[Task, list[dict]], None],
+              worker_cls: type | None = None) -> None:
+    """Run ``tasks`` on a pool of ``worker_cls(raw_spec, cpus, gpus)`` actors."""
+    import ray
+    from ray.exceptions import RayActorError, RayTaskError
+
+    from .worker import TrialWorker
+
+    ex = plan.spec.execution
+    owns = init_ray(ex)
+    cls = ray.remote(worker_cls or TrialWorker)
+    n = max(1, min(ex.workers, len(tasks)))
+    retries = ex.max_task_failures
+    # one copy of each checkpoint in the object store, shared by every actor on every node
+    refs = {k: ray.put(v) for k, v in checkpoints.items()}
+    worker_args = (plan.raw, ex.cpus_per_worker, ex.gpus_per_worker)
+    actors = [
+        cls.options(num_cpus=ex.cpus_per_worker, num_gpus=ex.gpus_per_worker, max_restarts=retries,
+                    max_task_retries=retries).remote(*worker_args)
+        for _ in range(n)
+    ]
+    alive = set(range(n))
+    load = {a: 0 for a in alive}
+    cap = max(1, math.ceil(ex.in_flight / n))
+    queue: deque[tuple[Task, int]] = deque((t, 0) for t in tasks)
+    inflight: dict[Any, tuple[Task, int, int]] = {}
+    try:
+        while queue or inflight:
+            while queue and len(inflight) < ex.in_flight:
+                free = [a for a in alive if load[a] < cap]
+                if not free:
+                    break
+                a = min(free, key=lambda k: load[k])
+                task, failures = queue.popleft()
+                ref = actors[a].run.remote(task_payload(plan, task, refs))
+                inflight[ref] = (task, a, failures)
+                load[a] += 1
+            ready, _ = ray.wait(list(inflight), num_returns=1, timeout=5.0)
+            for ref in ready:
+                task, a, failures = inflight.pop(ref)
+                load[a] -= 1
+                try:
+                    rows = ray.get(ref)
+                except RayTaskError as e:
+                    if isinstance(e.cause, RayActorError):
+                        raise
+                    raise SweepFailed(f"a trial raised an error (point {plan.points[task.point_index].id}):\n{e}") from None
+                except RayActorError as e:
+                    alive.discard(a)  # Ray gave up restarting it: move its task elsewhere
+                    if failures + 1 > retries or not alive:
+                        raise SweepFailed(f"workers keep dying; last error: {e}") from None
+                    queue.appendleft((task, failures + 1))
+                    continue
+                on_rows(task, rows)
+    finally:
+        for actor in actors:
+            ray.kill(actor)
+        if owns:
+            ray.shutdown()

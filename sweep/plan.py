@@ -1,0 +1,157 @@
+"""Spec -> plan: sweep points, trials and their seeds. Pure (no Ray, no I/O but reading a
+checkpoint to hash it), so resume and worker-count independence are testable without a cluster.
+
+Points are the product of the ``sweep.grid`` axes (each its own factor) and the ``sweep.zip``
+groups (axes of one group advance together), in spec order. A trial is (point, instance
+index); every mitigation of the spec runs on it.
+
+Instance seed (documented because every row must be reproducible by hand):
+
+    seed(point, i) = SeedSequence(entropy=spec.seed,
+                                  spawn_key=(i, layout(point))).generate_state(2, uint32) -> 63 bits
+
+with ``layout`` a 32-bit hash of the fields that decide which cells exist and how they are
+laid out (crossbar rows/cols, bits per cell, weight bits, realisation). Fault rates, sigmas,
+frequency or temperature are *not* in it: with the same instance index they threshold or scale
+the same per-cell draws (coupled draws, :mod:`engine.nonideal.faults`), so accuracy-vs-rate
+curves follow one growing fault set. Points with another cell layout get independent draws.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+
+from .hashing import digest as _digest
+from .hashing import file_sha256
+from .spec import SpecError, SweepSpec, resolve_point
+
+# Execution fields that change what a trial computes (read-noise draws depend on batching).
+RESULT_EXECUTION_FIELDS = ("batch_size",)
+
+
+def result_content(spec: SweepSpec) -> dict:
+    """Everything in a point's spec that changes a trial's result (the point id hashes it)."""
+    d = spec.model_dump(mode="json", include={"seed", "model", "data", "hardware"})
+    d["execution"] = {k: getattr(spec.execution, k) for k in RESULT_EXECUTION_FIELDS}
+    if spec.model.checkpoint:
+        d["model"]["checkpoint"] = file_sha256(spec.model.checkpoint)
+    return d
+
+
+def layout_key(spec: SweepSpec) -> int:
+    hw = spec.hardware
+    key = {"crossbar": hw.crossbar.model_dump(), "bits_per_cell": hw.device.bits_per_cell, "mapping": hw.mapping.model_dump()}
+    return int(_digest(key, 8), 16)
+
+
+def instance_seed(sweep_seed: int, instance: int, layout: int) -> int:
+    state = np.random.SeedSequence(entropy=sweep_seed, spawn_key=(instance, layout)).generate_state(2, dtype=np.uint32)
+    return (int(state[0]) << 31) ^ int(state[1])  # < 2**63
+
+
+def column_type(values: list[Any]) -> str:
+    """Arrow type name of a swept parameter's column."""
+    if all(isinstance(v, bool) for v in values):
+        return "bool"
+    if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        return "int64"
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        return "float64"
+    return "string"
+
+
+@dataclass(frozen=True)
+class Point:
+    index: int
+    id: str
+    params: dict[str, Any]
+    spec: SweepSpec
+    layout: int
+
+
+@dataclass(frozen=True)
+class Task:
+    point_index: int
+    trials: tuple[tuple[int, tuple[str, ...]], ...]  # (instance, mitigation labels to run)
+
+
+@dataclass(frozen=True)
+class Plan:
+    spec: SweepSpec
+    raw: dict
+    points: tuple[Point, ...]
+    labels: tuple[str, ...]
+    axis_types: dict[str, str]
+    spec_hash: str
+
+    @property
+    def sweep_id(self) -> str:
+        return f"{self.spec.name}-{self.spec_hash[:8]}"
+
+    @property
+    def instances(self) -> int:
+        return self.spec.trials.instances
+
+    @property
+    def rows_total(self) -> int:
+        return len(self.points) * self.instances * len(self.labels)
+
+    def seed(self, point: Point, instance: int) -> int:
+        return instance_seed(self.spec.seed, instance, point.layout)
+
+    @cached_property
+    def by_id(self) -> dict[str, Point]:
+        return {p.id: p for p in self.points}
+
+    def keys(self) -> set[tuple[str, int, str]]:
+        return {(p.id, i, m) for p in self.points for i in range(self.instances) for m in self.labels}
+
+    def pending(self, done: set[tuple[str, int, str]]) -> list[Task]:
+        """Tasks for every (point, instance, mitigation) not in ``done``, ``trials_per_task`` per task."""
+        size = self.spec.execution.trials_per_task
+        tasks = []
+        for p in self.points:
+            chunk: list[tuple[int, tuple[str, ...]]] = []
+            for i in range(self.instances):
+                missing = tuple(m for m in self.labels if (p.id, i, m) not in done)
+                if missing:
+                    chunk.append((i, missing))
+                if len(chunk) == size:
+                    tasks.append(Task(p.index, tuple(chunk)))
+                    chunk = []
+            if chunk:
+                tasks.append(Task(p.index, tuple(chunk)))
+        return tasks
+
+    def describe(self) -> str:
+        n_axes = len(self.axis_types)
+        return (f"{len(self.points)} points ({n_axes} swept parameter{'s' * (n_axes != 1)}) x {self.instances} instances "
+                f"x {len(self.labels)} mitigations = {self.rows_total} rows")
+
+
+def make_plan(spec: SweepSpec, raw: dict) -> Plan:
+    """Expand the spec; every point is validated (an axis value out of range is a SpecError)."""
+    factors = [[{k: v} for v in vals] for k, vals in spec.sweep.grid.items()]
+    factors += [[dict(zip(group, combo)) for combo in zip(*group.values())] for group in spec.sweep.zip]
+    points = []
+    for index, combo in enumerate(itertools.product(*factors) if factors else [()]):
+        values = {k: v for part in combo for k, v in part.items()}
+        pspec = resolve_point(raw, values) if values else spec
+        points.append(Point(index, _digest(result_content(pspec)), values, pspec, layout_key(pspec)))
+    ids = [p.id for p in points]
+    if len(set(ids)) != len(ids):
+        raise SpecError("sweep: two points resolve to the same spec (an axis repeats a value)")
+    axis_types = {}
+    for path in spec.sweep.axes():
+        vals = spec.sweep.grid.get(path) or next(g[path] for g in spec.sweep.zip if path in g)
+        axis_types[path] = column_type(vals)
+    labels = tuple(s.label for s in spec.strategies())
+    content = spec.model_dump(mode="json", exclude={"execution", "output"})
+    content["execution"] = {k: getattr(spec.execution, k) for k in RESULT_EXECUTION_FIELDS}
+    content["points"] = ids
+    return Plan(spec, raw, tuple(points), labels, axis_types, _digest(content, 16))

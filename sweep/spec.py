@@ -1,0 +1,249 @@
+"""The sweep spec: YAML, validated by pydantic before any Ray work starts.
+
+Sections: ``name``, ``seed``, ``model``, ``data``, ``hardware`` (:class:`engine.HardwareSpec`),
+``mitigations``, ``sweep`` (grid and zipped axes over dotted paths), ``trials``, ``execution``,
+``output``. Unknown keys are rejected everywhere; every error names the field and the allowed
+range. ``--set dotted.path=value`` overrides are applied to the YAML before validation.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from engine.data import DATASETS
+from engine.hardware import HardwareSpec
+from engine.mitigations import parse_strategy
+from engine.models import MODEL_NAMES
+
+SWEEPABLE_ROOTS = ("hardware", "model", "data")
+
+
+class SpecError(ValueError):
+    """A spec that cannot run; the CLI prints it and exits with status 2."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TrainRecipe(_Section):
+    """Trained once per sweep and cached by content hash under ``<output>/models``."""
+
+    epochs: int = Field(20, ge=1, le=10_000)
+    batch_size: int = Field(64, ge=1, le=1 << 16)
+    lr: float = Field(2e-3, gt=0, le=10)
+    weight_decay: float = Field(0.0, ge=0)
+    l1: float = Field(0.0, ge=0)
+    seed: int = Field(0, ge=0)
+
+
+ModelName = Literal[tuple(MODEL_NAMES)]  # type: ignore[valid-type]
+DatasetName = Literal[tuple(DATASETS)]  # type: ignore[valid-type]
+
+
+class ModelSection(_Section):
+    name: ModelName = "lenet5"
+    checkpoint: str | None = Field(None, description="xbar-sweep checkpoint or a plain state dict")
+    train: TrainRecipe | None = None
+    keep_digital: list[str] = Field(default_factory=list, description="layer names ('first', 'last') kept in float")
+
+    @model_validator(mode="after")
+    def _source(self) -> "ModelSection":
+        if (self.checkpoint is None) == (self.train is None):
+            raise ValueError("model: give exactly one of 'checkpoint' (a file) or 'train' (a recipe)")
+        if self.checkpoint is not None and not os.path.isfile(self.checkpoint):
+            raise ValueError(f"model.checkpoint: file not found: {self.checkpoint!r}")
+        return self
+
+
+class DataSection(_Section):
+    name: DatasetName = "digits"
+    root: str | None = None
+    input_size: int | None = Field(None, ge=8, le=4096)
+    eval_size: int | None = Field(None, ge=1, description="evaluation subset size (default: whole test split)")
+    calibration_size: int = Field(1024, ge=1, description="unlabeled training samples for ADC/DAC ranges and FPT")
+
+
+class UntilRule(_Section):
+    """Adaptive stopping (analysis issue); accepted here so specs validate."""
+
+    metric: Literal["top1", "top5", "loss"] = "top1"
+    ci_halfwidth: float = Field(..., gt=0, le=1)
+    min: int = Field(20, ge=2)
+    max: int = Field(1000, ge=2)
+
+
+class TrialsSection(_Section):
+    instances: int = Field(..., ge=1, le=10_000_000, description="hardware instances per sweep point")
+    until: UntilRule | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        return {"instances": data} if isinstance(data, int) and not isinstance(data, bool) else data
+
+
+class ExecutionSection(_Section):
+    workers: int = Field(2, ge=1, le=100_000)
+    cpus_per_worker: float = Field(1.0, gt=0, le=1024)
+    gpus_per_worker: float = Field(0.0, ge=0, le=64, description="fractions allowed, e.g. 0.25")
+    batch_size: int = Field(540, ge=1, le=1 << 20, description="evaluation batch size (fixes read-noise draws)")
+    trials_per_task: int = Field(4, ge=1, le=100_000)
+    max_in_flight: int | None = Field(None, ge=1, description="tasks in flight (default 2 x workers)")
+    max_task_failures: int = Field(3, ge=0, le=1000, description="re-runs of a task whose worker died")
+
+    @property
+    def in_flight(self) -> int:
+        return self.max_in_flight or 2 * self.workers
+
+
+class MlflowSection(_Section):
+    enabled: bool = True
+    tracking_uri: str | None = Field(None, description="default sqlite:///<output>/mlflow.db")
+    experiment: str | None = Field(None, description="default: the sweep name")
+
+
+class OutputSection(_Section):
+    dir: str = Field(..., min_length=1, description="directory or pyarrow filesystem URI")
+    mlflow: MlflowSection = Field(default_factory=MlflowSection)
+    flush_rows: int = Field(512, ge=1, description="rows per Parquet part file (at most)")
+    flush_seconds: float = Field(5.0, gt=0, description="a part file at least this often while rows arrive")
+
+
+class SweepAxes(_Section):
+    grid: dict[str, list[Any]] = Field(default_factory=dict)
+    zip: list[dict[str, list[Any]]] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _axes(self) -> "SweepAxes":
+        seen: set[str] = set()
+        groups = [("grid", {k: v}) for k, v in self.grid.items()] + [(f"zip[{i}]", g) for i, g in enumerate(self.zip)]
+        for where, group in groups:
+            if not group:
+                raise ValueError(f"sweep.{where}: a zipped group needs at least one axis")
+            lengths = {k: len(v) for k, v in group.items()}
+            for path, n in lengths.items():
+                if n == 0:
+                    raise ValueError(f"sweep.{where}[{path!r}]: an axis needs at least one value")
+                if path.split(".")[0] not in SWEEPABLE_ROOTS or not re.fullmatch(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)+", path):
+                    raise ValueError(f"sweep.{where}[{path!r}]: axes are dotted paths under {list(SWEEPABLE_ROOTS)}")
+                if path in seen:
+                    raise ValueError(f"sweep: axis {path!r} appears twice")
+                seen.add(path)
+            if len(set(lengths.values())) > 1:
+                raise ValueError(f"sweep.{where}: zipped axes need equal lengths (got {lengths})")
+        return self
+
+    def axes(self) -> list[str]:
+        return list(self.grid) + [p for g in self.zip for p in g]
+
+
+class SweepSpec(_Section):
+    name: str = Field(..., pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+    seed: int = Field(0, ge=0, le=2**63 - 1)
+    model: ModelSection
+    data: DataSection = Field(default_factory=DataSection)
+    hardware: HardwareSpec = Field(default_factory=HardwareSpec)
+    mitigations: list[str | dict[str, Any]] = Field(default_factory=lambda: ["none"], min_length=1)
+    sweep: SweepAxes = Field(default_factory=SweepAxes)
+    trials: TrialsSection
+    execution: ExecutionSection = Field(default_factory=ExecutionSection)
+    output: OutputSection
+
+    @field_validator("mitigations")
+    @classmethod
+    def _strategies(cls, v: list) -> list:
+        labels = []
+        for i, entry in enumerate(v):
+            try:
+                labels.append(parse_strategy(entry).label)
+            except ValueError as e:
+                raise ValueError(f"mitigations[{i}]: {e}") from None
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"mitigations: labels must be unique (got {labels})")
+        return v
+
+    def strategies(self):
+        return [parse_strategy(m) for m in self.mitigations]
+
+
+# Loading ------------------------------------------------------------------------------------
+def _format(err: ValidationError, prefix: str = "") -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        msg = e["msg"].removeprefix("Value error, ")
+        lines.append(f"{prefix}{loc}: {msg}" if loc else f"{prefix}{msg}")
+    return "\n".join(lines)
+
+
+def set_path(data: dict, path: str, value: Any) -> None:
+    """Set ``a.b.c`` in nested dicts, creating missing levels."""
+    keys = path.split(".")
+    node = data
+    for k in keys[:-1]:
+        nxt = node.get(k)
+        if nxt is None:
+            nxt = node[k] = {}
+        elif not isinstance(nxt, dict):
+            raise SpecError(f"{path}: {k!r} is not a section")
+        node = nxt
+    node[keys[-1]] = value
+
+
+def parse_overrides(items: list[str]) -> list[tuple[str, Any]]:
+    """``dotted.path=value`` with the value parsed as YAML (numbers, lists, booleans)."""
+    out = []
+    for item in items:
+        path, sep, raw = item.partition("=")
+        if not sep or not path.strip():
+            raise SpecError(f"--set expects dotted.path=value (got {item!r})")
+        out.append((path.strip(), yaml.safe_load(raw) if raw.strip() else None))
+    return out
+
+
+def validate(raw: dict) -> SweepSpec:
+    try:
+        return SweepSpec.model_validate(raw)
+    except ValidationError as e:
+        raise SpecError(_format(e)) from None
+
+
+def load_raw(path: str, overrides: list[str] | None = None) -> dict:
+    try:
+        with open(path) as f:
+            raw = yaml.safe_load(f)
+    except OSError as e:
+        raise SpecError(f"cannot read spec {path!r}: {e.strerror}") from None
+    except yaml.YAMLError as e:
+        raise SpecError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise SpecError(f"{path}: a spec is a YAML mapping")
+    raw = copy.deepcopy(raw)
+    for p, v in parse_overrides(overrides or []):
+        set_path(raw, p, v)
+    return raw
+
+
+def load_spec(path: str, overrides: list[str] | None = None) -> tuple[SweepSpec, dict]:
+    """(validated spec, raw dict after overrides). Raises :class:`SpecError`."""
+    raw = load_raw(path, overrides)
+    return validate(raw), raw
+
+
+def resolve_point(raw: dict, values: dict[str, Any]) -> SweepSpec:
+    """The spec of one sweep point: axis values written into the raw spec, then validated."""
+    point = copy.deepcopy(raw)
+    for p, v in values.items():
+        set_path(point, p, v)
+    try:
+        return SweepSpec.model_validate(point)
+    except ValidationError as e:
+        shown = ", ".join(f"{k}={v!r}" for k, v in values.items())
+        raise SpecError(f"sweep point ({shown}):\n" + _format(e, "  ")) from None

@@ -1,0 +1,84 @@
+"""The trial worker: one per Ray actor. Holds model replicas (on its GPU when it has one), the
+evaluation and calibration data, and the engine's calibrated crossbar twins for the whole sweep.
+It knows the spec, not the scheduler: given (point values, [(instance, seed, mitigations)]) it
+returns one result dict per (trial, mitigation)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from typing import Any
+
+import torch
+
+from engine.data import calibration_batches, load_dataset, loader, materialise, subset
+from engine.trial import TrialEvaluator
+from engine.train import model_from_bytes
+
+from .hashing import digest
+from .spec import SweepSpec, resolve_point
+
+
+def model_key(spec: SweepSpec) -> str:
+    """Which trained network a point uses (model section + the data it was trained on)."""
+    return digest({"model": spec.model.model_dump(mode="json"), "data": spec.data.model_dump(mode="json", include={"name", "root", "input_size"})})
+
+
+class TrialWorker:
+    def __init__(self, raw: dict, cpus: float, gpus: float) -> None:
+        torch.set_num_threads(max(1, int(cpus)))  # same arithmetic whatever the worker count
+        self.device = torch.device("cuda" if gpus > 0 and torch.cuda.is_available() else "cpu")
+        self.raw = raw
+        self.checkpoints: dict[str, Any] = {}
+        self._points: dict[str, tuple] = {}
+        self._evaluators: dict[tuple, TrialEvaluator] = {}
+        self.host, self.pid = socket.gethostname(), os.getpid()
+
+    def _blob(self, key: str) -> bytes:
+        blob = self.checkpoints[key]
+        if not isinstance(blob, bytes):  # an ObjectRef shipped inside a dict
+            import ray
+
+            blob = ray.get(blob)
+            self.checkpoints[key] = blob
+        return blob
+
+    def _evaluator(self, spec: SweepSpec) -> TrialEvaluator:
+        key = (model_key(spec), spec.data.model_dump_json(), spec.execution.batch_size, spec.hardware.adc.calibration_batches)
+        ev = self._evaluators.get(key)
+        if ev is None:
+            d = spec.data
+            split = load_dataset(d.name, d.root, d.input_size)
+            model = model_from_bytes(self._blob(key[0]), spec.model.name, split.in_channels, split.num_classes, split.input_size)
+            test = materialise(subset(split.test, d.eval_size))
+            test = torch.utils.data.TensorDataset(*(t.to(self.device) for t in test.tensors))
+            calib = calibration_batches(split.train, d.calibration_size, spec.hardware.adc.calibration_batches)
+            ev = TrialEvaluator({None: model}, loader(test, spec.execution.batch_size), calib, self.device, spec.model.keep_digital)
+            self._evaluators[key] = ev
+        return ev
+
+    def _point(self, point_id: str, values: dict):
+        if point_id not in self._points:
+            spec = resolve_point(self.raw, values)
+            self._points[point_id] = (spec, {s.label: s for s in spec.strategies()})
+        return self._points[point_id]
+
+    def ping(self) -> str:
+        return f"{self.host}:{self.pid}:{self.device}"
+
+    def run(self, task: dict) -> list[dict]:
+        self.checkpoints.setdefault(task["model_key"], task["checkpoint"])
+        spec, strategies = self._point(task["point_id"], task["params"])
+        ev = self._evaluator(spec)
+        out = []
+        for instance, seed, labels in task["trials"]:
+            for o in ev.run(spec.hardware, seed, [strategies[m] for m in labels]):
+                out.append({
+                    "instance": instance, "instance_seed": seed, "mitigation": o.mitigation,
+                    "top1": o.metrics.top1, "top5": o.metrics.top5, "loss": o.metrics.loss, "count": o.metrics.count,
+                    "t_sample_s": o.t_sample_s, "t_map_s": o.t_map_s, "t_mitigate_s": o.t_mitigate_s,
+                    "t_evaluate_s": o.t_evaluate_s, "worker_host": self.host, "worker_pid": self.pid,
+                    "worker_device": str(self.device), "finished": time.time(),
+                })
+        return out
