@@ -32,6 +32,7 @@ from torch import nn
 from . import seeding
 from .hardware import HardwareSpec
 from .instance import LayerCells, sample_cells
+from . import irdrop
 from .mapping import MappedWeights, Scheme, map_weights, slice_weights
 from .nonideal.telegraph import rtn_jump_s
 from .nonideal.thermal_shot import ThermalShotCoefficients
@@ -57,6 +58,7 @@ class _Programmed:
     rtn_sq: torch.Tensor | None = None  # operand of the squared jump (Gaussian sampling only)
     w_eff: torch.Tensor | None = None  # (I, G, k, n) folded weight in units of dw
     correction: torch.Tensor | None = None  # operand of the sensed digital correction (EC)
+    dac_alpha: torch.Tensor | None = None  # (I, G, t_r, A*t_c, 1, R): R_PD * G_load per row
     gens: list[torch.Generator] | None = None
 
 
@@ -164,15 +166,16 @@ class CrossbarLayer(nn.Module):
         noisy = cells.seeds is not None and hw.any_read_noise
         per_cell = noisy and hw.per_read_cell_noise
         exact_rtn = per_cell and hw.rtn.enabled and hw.rtn.sampling == "exact"
-        prog = _Programmed(cells=cells, noisy=noisy, op=self.tile_operator(exact_rtn))
-        raw = self.effective_conductance(cells.h)[..., : grid.used_cols]
-        raw = raw.permute(0, 2, 3, 5, 1, 4, 6)  # (I, G, t_r, R, A, t_c, used)
+        loaded = cells.seeds is not None and hw.dac_loading.enabled
+        prog = _Programmed(cells=cells, noisy=noisy, op=self.tile_operator(exact_rtn or loaded))
+        h_eff = self.effective_conductance(cells)
+        raw = h_eff[..., : grid.used_cols].permute(0, 2, 3, 5, 1, 4, 6)  # (I, G, t_r, R, A, t_c, used)
         i, g, tr, r = raw.shape[:4]
         g_min_n = hw.device.g_min_s / hw.device.delta_g_s
         corr = None
         if cells.correction is not None:
             corr = self.sense(cells.correction[..., : grid.used_cols].permute(0, 2, 3, 5, 1, 4, 6))
-        if hw.adc.kind == "ideal" and not noisy and self.mode == "crossbar" and self.allow_fold:
+        if hw.adc.kind == "ideal" and not noisy and not loaded and self.mode == "crossbar" and self.allow_fold:
             sensed = self.sense(raw) if corr is None else self.sense(raw) + corr  # exact with an ideal ADC
             folded = (sensed * self._slice_coef(raw)).sum(-1)  # (I,G,t_r,R,t_c,wcols)
             folded = folded.reshape(i, g, tr * r, grid.t_c * grid.wcols)
@@ -180,14 +183,23 @@ class CrossbarLayer(nn.Module):
         else:
             if corr is not None:
                 prog.correction = prog.op.operand(corr.reshape(i, g, tr, r, -1))
-            prog.precombined = hw.adc.subtract == "analog" and not per_cell
+            prog.precombined = hw.adc.subtract == "analog" and not per_cell and not loaded
             if prog.precombined:  # sensing is linear: subtract the conductances once, not per read
                 mat = self.sense(raw)
-            elif hw.adc.subtract == "digital":  # every column is digitised with its G_min current
+            elif hw.adc.subtract == "digital" or loaded:
+                # every column is digitised with its G_min current, or (loaded DACs) the arrays'
+                # G_min currents are driven by different voltages and no longer cancel
                 mat = raw + g_min_n
             else:  # analog subtraction cancels G_min exactly
                 mat = raw
-            prog.hmm = prog.op.operand(mat.reshape(i, g, tr, r, -1))
+            if loaded:  # each array tile's rows see their own loaded DAC voltages
+                blocks = mat.reshape(i, g, tr, r, grid.arrays * grid.t_c, grid.used_cols)
+                prog.hmm = blocks.permute(0, 1, 2, 4, 3, 5).contiguous()  # (I, G, t_r, A*t_c, R, used)
+                g_load = (h_eff + g_min_n).sum(-1) * hw.device.delta_g_s  # (I, A, G, t_r, t_c, R) siemens
+                alpha = hw.dac_loading.r_pd_ohm * g_load.permute(0, 2, 3, 1, 4, 5)
+                prog.dac_alpha = alpha.reshape(i, g, tr, grid.arrays * grid.t_c, 1, r).to(raw.dtype)
+            else:
+                prog.hmm = prog.op.operand(mat.reshape(i, g, tr, r, -1))
         if per_cell:
             g_phys = (raw + g_min_n).reshape(i, g, tr, r, -1)
             if hw.read_noise.enabled:
@@ -205,12 +217,20 @@ class CrossbarLayer(nn.Module):
             prog.gens = [seeding.torch_generator(s, self.layer_index, seeding.READ_NOISE, dev) for s in cells.seeds]
         self._prog = prog
 
-    def effective_conductance(self, h: torch.Tensor) -> torch.Tensor:
-        """G_eff per tile from the programmed cells: the seam for wire resistance (IR drop).
-
-        Without wire, sense or driver resistance the bit-line currents are exactly v @ G.
-        """
-        return h
+    def effective_conductance(self, cells: LayerCells) -> torch.Tensor:
+        """G_eff per physical tile (above G_min, units of dG): bit-line currents are exactly
+        v @ G_eff. With ``hardware.ir_drop`` on a sampled instance, the wire, sense and driver
+        resistances of every whole tile (unused cells included) enter through the exact network
+        solve of :mod:`engine.irdrop` (RxNN Sec. V-B) or TxSim's path model; otherwise G_eff = G."""
+        ir = self.hw.ir_drop
+        if not ir.enabled or cells.seeds is None:
+            return cells.h
+        dev = self.hw.device
+        g_min_n = dev.g_min_s / dev.delta_g_s
+        g = (cells.h.to(torch.float64) + g_min_n) * dev.delta_g_s
+        wires = irdrop.TileWires(ir.r_row_ohm, ir.r_col_ohm, ir.r_sense_ohm, ir.r_driver_ohm)
+        g_eff = irdrop.effective_conductance(g, wires) if ir.model == "exact" else irdrop.path_model(g, wires)
+        return (g_eff / dev.delta_g_s - g_min_n).to(cells.h.dtype)
 
     def reset_read_noise(self) -> None:
         """Restart every instance's per-read noise stream (re-evaluation gives the same logits)."""
@@ -270,7 +290,12 @@ class CrossbarLayer(nn.Module):
         """Tiled read of input codes -> (I, M, groups * n) in units of dx * dw."""
         grid, hw, prog = self.grid, self.hw, self._prog
         v, _ = prog.op.voltages(codes, self.coding, self.n_instances)
-        cur = prog.op.apply(v, prog.hmm)  # (I, G, t_r, P*M, Q)
+        if prog.dac_alpha is None:
+            cur = prog.op.apply(v, prog.hmm)  # (I, G, t_r, P*M, Q)
+        else:  # RxNN DAC divider: V_out = V / (1 + R_PD G_load (1 - |V|/V_fs)) per array tile row
+            loaded = v.unsqueeze(3) / (1 + prog.dac_alpha * (1 - v.abs().unsqueeze(3) / self.coding.max_chunk))
+            cur = (loaded @ prog.hmm).permute(0, 1, 2, 4, 3, 5)  # (I, G, t_r, P*M, A*t_c, used)
+            cur = cur.reshape(*cur.shape[:4], -1)
         if prog.noisy and hw.per_read_cell_noise:
             cur = cur + self._cell_noise(v)
         lead = cur.shape[:4]
@@ -308,6 +333,28 @@ class CrossbarLayer(nn.Module):
         else:
             y = y.sum((2, 3))
         return y[..., : grid.n].transpose(1, 2).reshape(i, -1, grid.groups * grid.n)
+
+    @torch.no_grad()
+    def tile_shift(self, x: torch.Tensor) -> torch.Tensor:
+        """Partial-sum shift of every tile column caused by G_eff (PytorX Sec. 4.3 statistics):
+        ideal minus non-ideal, through an ideal ADC, in the layer's output units.
+        Returns (I, G, t_r, M, t_c, wcols); padded columns of the last column tile are NaN."""
+        grid, cells = self.grid, self.cells
+        codes = self.coding.quantise(x, float(self.delta_x))
+        diff = (cells.h - self.effective_conductance(cells))[..., : grid.used_cols]
+        diff = self.sense(diff.permute(0, 2, 3, 5, 1, 4, 6))  # (I, G, t_r, R, t_c, wcols, S), linear
+        op = self.tile_operator(False)
+        i, g, tr, r = diff.shape[:4]
+        v, _ = op.voltages(codes, self.coding, self.n_instances)
+        d = op.apply(v, op.operand(diff.reshape(i, g, tr, r, -1)))
+        d = (d.reshape(*d.shape[:4], grid.t_c, grid.wcols, grid.slices) @ self._slice_coef(d)) if grid.slices > 1 \
+            else d.reshape(*d.shape[:4], grid.t_c, grid.wcols)
+        p = self.coding.planes
+        d = d.reshape(i, g, tr, p, -1, grid.t_c, grid.wcols)
+        d = torch.einsum("igtpmcw,p->igtmcw", d, self.coding.plane_coefficients(d.device))
+        d = d * (float(self.delta_x) * self.mapped.delta_w)
+        col = torch.arange(grid.t_c * grid.wcols, device=d.device).view(grid.t_c, grid.wcols)
+        return d.masked_fill(col >= grid.n, float("nan"))
 
     # Per-read noise --------------------------------------------------------------------------
     def _randn(self, shape: torch.Size, like: torch.Tensor) -> torch.Tensor:

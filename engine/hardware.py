@@ -287,6 +287,35 @@ class ColumnAWGN(_Section):
         return self.sigma_lsb > 0
 
 
+class IRDrop(_Section):
+    """Wire, sense and driver resistance (RxNN Sec. V-B, exact linear network; see engine.irdrop).
+
+    Each cell owns one row segment on its driver side and one column segment on its sense side
+    (TxSim's per-cell values: r_row 1 Ohm, r_col 4.6 Ohm). ``model: exact`` solves the network;
+    ``path`` is TxSim's approximate analytical model (each cell in series with its path).
+    Applies to sampled instances; calibration uses the ideal crossbar.
+    """
+
+    enabled: bool = False
+    r_row_ohm: float = Field(1.0, gt=0.0, le=1e6, description="row wire resistance per cell segment")
+    r_col_ohm: float = Field(4.6, gt=0.0, le=1e6, description="column wire resistance per cell segment")
+    r_sense_ohm: float = Field(0.0, ge=0.0, le=1e9, description="sense resistance into the virtual ground")
+    r_driver_ohm: float = Field(0.0, ge=0.0, le=1e9, description="row driver resistance")
+    model: Literal["exact", "path"] = "exact"
+
+
+class DACLoading(_Section):
+    """RxNN Fig. 4 DAC: a resistive divider R_DAC(input) / R_PD driving the row's load G_load.
+
+    With R_DAC chosen so that the unloaded divider gives the ideal voltage V, the loaded output is
+    V_out = V / (1 + R_PD G_load (1 - |V|/V_fs)), V_fs = ``input.v_read_v``, G_load the row's
+    total cell conductance in its array tile: exact at 0 and at full scale, low in between.
+    """
+
+    enabled: bool = False
+    r_pd_ohm: float = Field(1000.0, gt=0.0, le=1e9, description="pull-down resistance R_PD")
+
+
 class HardwareSpec(_Section):
     """The whole crossbar accelerator: geometry, device, mapping, periphery, non-idealities."""
 
@@ -302,6 +331,8 @@ class HardwareSpec(_Section):
     read_noise: ThermalShotNoise = Field(default_factory=ThermalShotNoise)
     rtn: TelegraphNoise = Field(default_factory=TelegraphNoise)
     column_awgn: ColumnAWGN = Field(default_factory=ColumnAWGN)
+    ir_drop: IRDrop = Field(default_factory=IRDrop)
+    dac_loading: DACLoading = Field(default_factory=DACLoading)
 
     @model_validator(mode="after")
     def _consistent(self) -> "HardwareSpec":

@@ -1,0 +1,229 @@
+"""Exact IR drop and sneak paths (RxNN Sec. V-B): the crossbar with wire, sense and driver
+resistances is a linear resistive network, so output currents are exactly I = V . G_eff, with
+G_eff a function of the cell conductances and the resistances only.
+
+Circuit of one M x N tile (``TileWires``):
+  * row i: source V_i -- R_driver -- r_row -- a[i,1] -- r_row -- a[i,2] ... a[i,N]
+  * column j: b[1,j] -- r_col -- b[2,j] ... b[M,j] -- r_col -- R_sense -- virtual ground
+  * cell (i,j): conductance G[i,j] between a[i,j] and b[i,j]; I_out[j] = b[M,j] / (r_col + R_sense)
+Every cell owns the row segment on its driver side and the column segment on its sense side, so
+a 1 x 1 tile is the series 1 / (1/G + R_driver + r_row + r_col + R_sense).
+
+Fast exact solve, batched over any number of tiles (instances x arrays x tiles):
+KCL at row nodes gives (L_r + diag G_i) a_i = g_in V_i e_1 + diag(G_i) b_i per row i, with L_r the
+row wire's tridiagonal Laplacian. Eliminating a_i leaves a block-tridiagonal system in the column
+voltages, with scalar off-diagonal blocks -g_c I:
+    S_i b_i - g_c b_{i-1} - g_c b_{i+1} = h_i V_i,
+    S_i = diag(G_i) + c_i I - G_i (L_r + G_i)^-1 G_i,   h_i = g_in G_i (L_r + G_i)^-1 e_1.
+A block-Thomas forward sweep over the M rows carries the M right-hand sides (one per input) to
+the sense end: G_eff^T = g_out S'_M^-1 R_M, with S'_i = S_i - g_c^2 S'_{i-1}^-1 and
+R_i = g_c S'_{i-1}^-1 R_{i-1} + h_i e_i^T. Cost O(M (N^3 + N^2 M)) per tile, in float64 (wire
+conductances exceed cell conductances by up to 10^7). :func:`node_voltages` adds the back
+substitution for given inputs (internal voltages, cell currents, sneak paths).
+:func:`reference_solve` is the slow, obviously-correct full nodal system in scipy.sparse.
+
+TxSim's speed-ups for conductances that change every training step (TxSim Sec. IV-D):
+:func:`path_model` (approximate analytical model: each cell alone in series with its shortest
+path's resistances) and :class:`InterpolatedGEff` (keep the distortion (G - G_eff)/G and re-solve
+every L updates).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+import scipy.sparse.linalg as spla
+import torch
+
+
+@dataclass(frozen=True)
+class TileWires:
+    r_row_ohm: float
+    r_col_ohm: float
+    r_sense_ohm: float = 0.0
+    r_driver_ohm: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.r_row_ohm <= 0 or self.r_col_ohm <= 0 or self.r_sense_ohm < 0 or self.r_driver_ohm < 0:
+            raise ValueError("wire resistances must be > 0 and sense/driver resistances >= 0")
+
+    @property
+    def g_in(self) -> float:
+        return 1.0 / (self.r_driver_ohm + self.r_row_ohm)
+
+    @property
+    def g_row(self) -> float:
+        return 1.0 / self.r_row_ohm
+
+    @property
+    def g_col(self) -> float:
+        return 1.0 / self.r_col_ohm
+
+    @property
+    def g_out(self) -> float:
+        return 1.0 / (self.r_col_ohm + self.r_sense_ohm)
+
+
+def _row_laplacian(n: int, w: TileWires, like: torch.Tensor) -> torch.Tensor:
+    lap = torch.zeros(n, n, dtype=like.dtype, device=like.device)
+    if n == 1:
+        lap[0, 0] = w.g_in
+        return lap
+    idx = torch.arange(n, device=like.device)
+    diag = torch.full((n,), 2 * w.g_row, dtype=like.dtype, device=like.device)
+    diag[0], diag[-1] = w.g_in + w.g_row, w.g_row
+    lap[idx, idx] = diag
+    lap[idx[:-1], idx[1:]] = -w.g_row
+    lap[idx[1:], idx[:-1]] = -w.g_row
+    return lap
+
+
+def _column_shunts(m: int, w: TileWires) -> list[float]:
+    """c_i: conductance from column node i to its column neighbours / the sense."""
+    if m == 1:
+        return [w.g_out]
+    return [w.g_col] + [2 * w.g_col] * (m - 2) + [w.g_col + w.g_out]
+
+
+def _spd_inverse(a: torch.Tensor) -> torch.Tensor:
+    return torch.cholesky_inverse(torch.linalg.cholesky(a))
+
+
+def _row_systems(g: torch.Tensor, w: TileWires) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """X_i = (L_r + diag G_i)^-1, S_i, h_i for every tile and row. g: (T, M, N) float64 siemens."""
+    t, m, n = g.shape
+    a = _row_laplacian(n, w, g) + torch.diag_embed(g)  # (T, M, N, N)
+    x = _spd_inverse(a)
+    c = torch.tensor(_column_shunts(m, w), dtype=g.dtype, device=g.device)
+    s = torch.diag_embed(g + c[None, :, None]) - g.unsqueeze(-1) * x * g.unsqueeze(-2)
+    h = w.g_in * g * x[..., :, 0]
+    return x, s, h
+
+
+def effective_conductance(g: torch.Tensor, w: TileWires) -> torch.Tensor:
+    """G_eff (..., M, N) for conductances g (..., M, N) in siemens: I_out = V @ G_eff exactly."""
+    lead, (m, n) = g.shape[:-2], g.shape[-2:]
+    g64 = g.reshape(-1, m, n).to(torch.float64)
+    _, s, h = _row_systems(g64, w)
+    t = g64.shape[0]
+    sp_i = s[:, 0]
+    r = torch.zeros(t, n, m, dtype=torch.float64, device=g.device)
+    r[:, :, 0] = h[:, 0]
+    for i in range(1, m):  # block-Thomas forward sweep along the columns (batched over tiles)
+        inv = _spd_inverse(sp_i)
+        sp_i = s[:, i] - (w.g_col**2) * inv
+        r = w.g_col * (inv @ r)
+        r[:, :, i] += h[:, i]
+    out = w.g_out * torch.cholesky_solve(r, torch.linalg.cholesky(sp_i))  # (T, N, M)
+    return out.transpose(-1, -2).reshape(*lead, m, n).to(g.dtype)
+
+
+def node_voltages(g: torch.Tensor, v: torch.Tensor, w: TileWires) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row and column node voltages (a, b), each (T, M, N), for conductances g (T, M, N) and
+    inputs v (T, M): the forward sweep plus back substitution of the block-Thomas solve."""
+    g64, v64 = g.to(torch.float64), v.to(torch.float64)
+    x, s, h = _row_systems(g64, w)
+    t, m, n = g64.shape
+    chol, rhs = [], []
+    rhs_i = h[:, 0] * v64[:, 0:1]
+    sp_i = s[:, 0]
+    for i in range(m):
+        if i > 0:
+            prev = chol[-1]
+            sp_i = s[:, i] - (w.g_col**2) * torch.cholesky_inverse(prev)
+            rhs_i = h[:, i] * v64[:, i : i + 1] + w.g_col * torch.cholesky_solve(rhs[-1].unsqueeze(-1), prev).squeeze(-1)
+        chol.append(torch.linalg.cholesky(sp_i))
+        rhs.append(rhs_i)
+    b = [None] * m
+    b[m - 1] = torch.cholesky_solve(rhs[m - 1].unsqueeze(-1), chol[m - 1]).squeeze(-1)
+    for i in range(m - 2, -1, -1):
+        b[i] = torch.cholesky_solve((rhs[i] + w.g_col * b[i + 1]).unsqueeze(-1), chol[i]).squeeze(-1)
+    bb = torch.stack(b, dim=1)  # (T, M, N)
+    src = torch.zeros_like(bb)
+    src[..., 0] = w.g_in * v64
+    a = (x @ (src + g64 * bb).unsqueeze(-1)).squeeze(-1)
+    return a, bb
+
+
+def reference_solve(g: np.ndarray, v: np.ndarray, w: TileWires) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Full modified nodal analysis with scipy.sparse and a direct solve, for one tile.
+
+    g (M, N) siemens, v (M,) volts, or (M, K) for K input vectors at once. Unknowns: a[i,j] then
+    b[i,j]. Returns (a, b, I_out) with a leading K axis when v is 2-D.
+    """
+    mat, src = _nodal_system(g, w)
+    m, n = g.shape
+    x = spla.spsolve(mat, src @ (v if v.ndim == 2 else v[:, None]))
+    x = np.asarray(x).reshape(2 * m * n, -1).T  # (K, 2MN)
+    a, b = x[:, : m * n].reshape(-1, m, n), x[:, m * n :].reshape(-1, m, n)
+    out = w.g_out * b[:, m - 1]
+    return (a, b, out) if v.ndim == 2 else (a[0], b[0], out[0])
+
+
+def _nodal_system(g: np.ndarray, w: TileWires) -> tuple[sp.csc_matrix, np.ndarray]:
+    """Nodal conductance matrix and the (2MN, M) map from row source voltages to injected currents."""
+    m, n = g.shape
+    na = m * n
+    ia = lambda i, j: i * n + j  # noqa: E731
+    ib = lambda i, j: na + i * n + j  # noqa: E731
+    rows, cols, vals = [], [], []
+
+    def conduct(p: int, q: int | None, c: float) -> None:
+        """Stamp conductance c between unknowns p and q (q None: to a fixed 0 V node)."""
+        rows.append(p), cols.append(p), vals.append(c)
+        if q is not None:
+            rows.extend([q, p, q]), cols.extend([q, q, p]), vals.extend([c, -c, -c])
+
+    src = np.zeros((2 * na, m))
+    for i in range(m):
+        conduct(ia(i, 0), None, w.g_in)
+        src[ia(i, 0), i] = w.g_in
+        for j in range(n - 1):
+            conduct(ia(i, j), ia(i, j + 1), w.g_row)
+        for j in range(n):
+            conduct(ia(i, j), ib(i, j), g[i, j])
+    for j in range(n):
+        for i in range(m - 1):
+            conduct(ib(i, j), ib(i + 1, j), w.g_col)
+        conduct(ib(m - 1, j), None, w.g_out)
+    return sp.csc_matrix((vals, (rows, cols)), shape=(2 * na, 2 * na)), src
+
+
+def reference_effective_conductance(g: np.ndarray, w: TileWires) -> np.ndarray:
+    """G_eff of one tile from the reference system: one sparse direct solve for the M unit inputs."""
+    return reference_solve(g, np.eye(g.shape[0]), w)[2]
+
+
+def path_model(g: torch.Tensor, w: TileWires) -> torch.Tensor:
+    """TxSim's approximate analytical model (AAM), first path only: every cell alone in series
+    with the resistances of its shortest path, R_driver + (j+1) r_row + (M-i) r_col + R_sense
+    (0-based i, j). Ignores that neighbouring cells share the wires: good when the cell
+    resistances dwarf the wires (TxSim Fig. 6a), poor otherwise (Fig. 6c)."""
+    m, n = g.shape[-2:]
+    i = torch.arange(m, dtype=g.dtype, device=g.device).view(m, 1)
+    j = torch.arange(n, dtype=g.dtype, device=g.device).view(1, n)
+    path = w.r_driver_ohm + (j + 1) * w.r_row_ohm + (m - i) * w.r_col_ohm + w.r_sense_ohm
+    return g / (1.0 + g * path)
+
+
+class InterpolatedGEff:
+    """TxSim's interpolated FCM: solve exactly every ``every`` updates; in between, reuse the
+    stored distortion D = (G - G_eff)/G: G_eff ~ G (1 - D)."""
+
+    def __init__(self, w: TileWires, every: int) -> None:
+        if every < 1:
+            raise ValueError("every must be >= 1")
+        self.w, self.every = w, every
+        self.calls = 0
+        self._distortion: torch.Tensor | None = None
+
+    def __call__(self, g: torch.Tensor) -> torch.Tensor:
+        if self._distortion is None or self.calls % self.every == 0:
+            g_eff = effective_conductance(g, self.w)
+            self._distortion = (g - g_eff) / g
+        else:
+            g_eff = g * (1 - self._distortion)
+        self.calls += 1
+        return g_eff
