@@ -31,6 +31,7 @@ class CrossbarModel(nn.Module):
         self.net = net
         self.hw = hw
         self.eval()  # inference twin: BatchNorm uses its running statistics
+        self.cache: dict = {}  # per-twin data of mitigations (offline statistics, initial states)
 
     def crossbar_layers(self) -> list[CrossbarLayer]:
         return [m for m in self.net.modules() if isinstance(m, CrossbarLayer)]
@@ -56,6 +57,33 @@ class CrossbarModel(nn.Module):
     def set_scheme(self, scheme: Scheme) -> None:
         for layer in self.crossbar_layers():
             layer.remap(scheme)
+
+    def reset_mitigations(self) -> None:
+        """Clear every per-strategy hook so the next strategy starts from direct mapping."""
+        for layer in self.crossbar_layers():
+            layer.mmse = None
+            layer.zero_outputs = None
+            layer.straight_through = False
+
+    @torch.no_grad()
+    def sensed_moments(self, inputs: Iterable[torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]:
+        """Per layer and weight slice, over ``inputs`` on the ideal crossbar: means, variances and
+        covariance of the sensed column currents J and their ADC outputs q (engine units)."""
+        self._set_mode("record_moments")
+        self.program(None)
+        try:
+            for x in inputs:
+                self.net(x)
+            out = {}
+            for layer in self.crossbar_layers():
+                sj, sjj, sq, sqq, sjq, n = (sum(s[i] for s in layer._stats) for i in range(6))
+                mj, mq = sj / n, sq / n
+                out[layer.name] = {"mean_j": mj, "var_j": (sjj / n - mj**2).clamp_min(0.0), "mean_q": mq,
+                                   "var_q": (sqq / n - mq**2).clamp_min(0.0), "cov_jq": sjq / n - mj * mq}
+        finally:
+            self._set_mode("crossbar")
+            self.program(None)
+        return out
 
     def program(self, seeds: Sequence[int] | None) -> None:
         """Sample the instances ``seeds`` (``None``: the ideal crossbar) on every layer."""
@@ -93,7 +121,7 @@ class CrossbarModel(nn.Module):
             layer.x_signed.fill_(signed)
             mean_max = sum(s[0] for s in layer._stats) / len(layer._stats)
             layer.delta_x.fill_(mean_max / layer.coding.full_scale_divisor if mean_max > 0 else 1.0)
-        if self.hw.adc.kind == "quantized" and self.hw.adc.full_scale_a is None:
+        if self.hw.adc.kind == "quantized":  # range (unless given) and sign of every column's current
             self._set_mode("calibrate_adc")
             self.program(None)
             for x in batches:

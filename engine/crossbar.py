@@ -40,7 +40,7 @@ from .periphery import ADC, InputCoding
 from .tile_ops import ConvTiles, MatmulTiles
 from .tiling import TileGrid
 
-Mode = Literal["crossbar", "float", "calibrate_input", "calibrate_adc"]
+Mode = Literal["crossbar", "float", "calibrate_input", "calibrate_adc", "record_moments"]
 
 
 @dataclass
@@ -50,6 +50,7 @@ class _Programmed:
     cells: LayerCells
     noisy: bool
     op: MatmulTiles | ConvTiles
+    h_eff: torch.Tensor | None = None  # logical G_eff of the cells (above G_min, dG units)
     hmm: torch.Tensor | None = None  # operand of the effective conductance, (I, G, t_r, R, Q)
     precombined: bool = False
     g_phys: torch.Tensor | None = None  # operand of g = h + g_min, for shot noise
@@ -76,6 +77,13 @@ class CrossbarLayer(nn.Module):
         self.mode: Mode = "crossbar"
         self.scheme: Scheme = "direct"
         self.allow_fold = True  # False forces the tiled read even when it is linear (for checks)
+        # mitigation hooks (reset by CrossbarModel.reset_mitigations)
+        self.mmse: tuple[torch.Tensor, torch.Tensor] | None = None  # per slice (a, (1-a) E[J]), Yu eq. 4
+        self.zero_outputs: torch.Tensor | None = None  # (groups * n,) bool, Yu eq. 11
+        self.straight_through = False  # crossbar forward, float backward (RxNN Sec. VI)
+        # TxSim interpolated FCM: while True, G_eff = G (1 - D) with D from the last exact solve
+        self.reuse_ir_distortion = False
+        self._ir_distortion: torch.Tensor | None = None
         self.register_buffer("delta_x", torch.tensor(0.0, dtype=torch.float64))
         self.register_buffer("x_signed", torch.tensor(False))
         self.register_buffer("adc_max_abs", torch.full((hw.slices,), float("nan"), dtype=torch.float64))
@@ -142,9 +150,9 @@ class CrossbarLayer(nn.Module):
         a = self.hw.adc
         if a.kind == "ideal":
             return None
-        if a.full_scale_a is not None:
+        if a.full_scale_a is not None:  # given range; the sign still comes from calibration
             max_abs = a.full_scale_a / (self.hw.device.delta_g_s * self.delta_v_v)
-            return ADC.calibrated(a.bits, torch.tensor([max_abs]), signed=True)
+            return ADC.calibrated(a.bits, torch.tensor([max_abs]), signed=bool(self.adc_signed))
         if torch.isnan(self.adc_max_abs).any():
             raise RuntimeError(f"layer {self.name}: ADC range not calibrated; call calibrate() first")
         max_abs = self.adc_max_abs if a.range_scope == "slice" else self.adc_max_abs.max().reshape(1)
@@ -168,18 +176,29 @@ class CrossbarLayer(nn.Module):
         exact_rtn = per_cell and hw.rtn.enabled and hw.rtn.sampling == "exact"
         loaded = cells.seeds is not None and hw.dac_loading.enabled
         prog = _Programmed(cells=cells, noisy=noisy, op=self.tile_operator(exact_rtn or loaded))
-        h_eff = self.effective_conductance(cells)
+        prev = self._prog
+        if (prev is not None and prev.cells.h is cells.h and prev.cells.row_source is cells.row_source
+                and prev.cells.row_flipped is cells.row_flipped):
+            h_eff = prev.h_eff  # the same cells re-programmed (e.g. with a correction): no new IR-drop solve
+        else:
+            h_eff = self.to_logical(self.effective_conductance(cells), cells)
+        prog.h_eff = h_eff
         raw = h_eff[..., : grid.used_cols].permute(0, 2, 3, 5, 1, 4, 6)  # (I, G, t_r, R, A, t_c, used)
         i, g, tr, r = raw.shape[:4]
         g_min_n = hw.device.g_min_s / hw.device.delta_g_s
         corr = None
         if cells.correction is not None:
-            corr = self.sense(cells.correction[..., : grid.used_cols].permute(0, 2, 3, 5, 1, 4, 6))
-        if hw.adc.kind == "ideal" and not noisy and not loaded and self.mode == "crossbar" and self.allow_fold:
+            corr = self.to_logical(cells.correction, cells)[..., : grid.used_cols]
+            corr = self.sense(corr.permute(0, 2, 3, 5, 1, 4, 6))
+        linear = hw.adc.kind == "ideal" and not noisy and not loaded and self.mmse is None
+        if linear and self.mode == "crossbar" and self.allow_fold:
             sensed = self.sense(raw) if corr is None else self.sense(raw) + corr  # exact with an ideal ADC
             folded = (sensed * self._slice_coef(raw)).sum(-1)  # (I,G,t_r,R,t_c,wcols)
             folded = folded.reshape(i, g, tr * r, grid.t_c * grid.wcols)
-            prog.w_eff = folded[:, :, : grid.k, : grid.n].contiguous()
+            w_eff = folded[:, :, : grid.k, : grid.n]
+            if self.zero_outputs is not None:  # Yu eq. 11 in the folded weight
+                w_eff = w_eff.masked_fill(self.zero_outputs.view(grid.groups, 1, grid.n), 0.0)
+            prog.w_eff = w_eff.contiguous()
         else:
             if corr is not None:
                 prog.correction = prog.op.operand(corr.reshape(i, g, tr, r, -1))
@@ -217,6 +236,20 @@ class CrossbarLayer(nn.Module):
             prog.gens = [seeding.torch_generator(s, self.layer_index, seeding.READ_NOISE, dev) for s in cells.seeds]
         self._prog = prog
 
+    @staticmethod
+    def to_logical(t: torch.Tensor, cells: LayerCells) -> torch.Tensor:
+        """Physical tile rows -> logical rows under a row remapping (identity when none):
+        logical row r reads physical row row_source[r], with the arrays swapped where flipped
+        (the input is negated digitally, so the stored -w acts as w)."""
+        if cells.row_source is None:
+            return t
+        idx = cells.row_source[:, None, ..., None].expand(-1, t.shape[1], *cells.row_source.shape[1:], t.shape[-1])
+        t = torch.gather(t, 5, idx)
+        if cells.row_flipped is not None:
+            flip = cells.row_flipped[:, None, ..., None]
+            t = torch.where(flip, t.flip(1), t)
+        return t
+
     def effective_conductance(self, cells: LayerCells) -> torch.Tensor:
         """G_eff per physical tile (above G_min, units of dG): bit-line currents are exactly
         v @ G_eff. With ``hardware.ir_drop`` on a sampled instance, the wire, sense and driver
@@ -228,8 +261,12 @@ class CrossbarLayer(nn.Module):
         dev = self.hw.device
         g_min_n = dev.g_min_s / dev.delta_g_s
         g = (cells.h.to(torch.float64) + g_min_n) * dev.delta_g_s
-        wires = irdrop.TileWires(ir.r_row_ohm, ir.r_col_ohm, ir.r_sense_ohm, ir.r_driver_ohm)
-        g_eff = irdrop.effective_conductance(g, wires) if ir.model == "exact" else irdrop.path_model(g, wires)
+        if self.reuse_ir_distortion and self._ir_distortion is not None and self._ir_distortion.shape == g.shape:
+            g_eff = g * (1 - self._ir_distortion)
+        else:
+            wires = irdrop.TileWires(ir.r_row_ohm, ir.r_col_ohm, ir.r_sense_ohm, ir.r_driver_ohm)
+            g_eff = irdrop.effective_conductance(g, wires) if ir.model == "exact" else irdrop.path_model(g, wires)
+            self._ir_distortion = (g - g_eff) / g
         return (g_eff / dev.delta_g_s - g_min_n).to(cells.h.dtype)
 
     def reset_read_noise(self) -> None:
@@ -263,12 +300,23 @@ class CrossbarLayer(nn.Module):
             return self.float_forward(x)
         if self._prog is None:
             self.program(None)
+        if self.straight_through and torch.is_grad_enabled():
+            # RxNN Sec. VI re-training: the crossbar's output forward, the float layer's gradient back
+            y_float = self.float_forward(x)
+            with torch.no_grad():
+                y_xbar = self._crossbar_forward(x.detach())
+            return y_float + (y_xbar - y_float).detach()
+        return self._crossbar_forward(x)
+
+    def _crossbar_forward(self, x: torch.Tensor) -> torch.Tensor:
         codes = self.coding.quantise(x, float(self.delta_x))
         scale = float(self.delta_x) * self.mapped.delta_w
         if self._prog.w_eff is not None:
             # scale and bias ride along in the native kernel: no extra passes over the output
             return self.folded_forward(codes, self._prog.w_eff * scale)
         y = self.read(codes) * scale
+        if self.zero_outputs is not None:  # Yu eq. 11: outputs with all-zero weights are 0
+            y = y.masked_fill(self.zero_outputs, 0.0)
         return self.add_bias(self.from_matrix(y, codes))
 
     def float_forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -306,14 +354,30 @@ class CrossbarLayer(nn.Module):
             sensed = cur if hw.adc.subtract == "digital" else self.sense(cur)
         if prog.noisy and hw.column_awgn.enabled:
             sensed = sensed + hw.column_awgn.sigma_lsb * self._randn(sensed.shape, sensed)
+        recording = self.mode in ("calibrate_adc", "record_moments")
         if self.mode == "calibrate_adc":  # per-slice max|I| (slices are the fastest column axis)
             per_slice = sensed.detach().reshape(-1, grid.slices).abs().amax(0).double().cpu()
             self._stats.append((per_slice, float(sensed.detach().min())))
-        adc = None if self.mode == "calibrate_adc" else self.adc
+        elif self.mode == "record_moments":  # per-slice sums of J and its ADC output q (Yu eq. 4-6)
+            j = sensed.detach().reshape(-1, grid.slices).double()
+            adc = self.adc
+            q = adc(sensed.detach()).reshape(-1, grid.slices).double() if adc is not None else j
+            self._stats.append(tuple(t.sum(0).cpu() for t in (j, j * j, q, q * q, j * q)) + (j.shape[0],))
+        adc = None if recording else self.adc
         step = torch.ones(grid.slices, dtype=sensed.dtype, device=sensed.device)
         if adc is not None:  # keep integer codes; the step joins the shift-and-add weights below
             sensed = adc.codes(sensed)
             step = adc.delta_i.to(sensed.device, sensed.dtype).expand(grid.slices)
+        if self.mmse is not None and not recording:
+            # Yu eq. 4 on the digitised column value, then the hard decision (nearest integer)
+            a, b = (t.to(sensed.device, sensed.dtype) for t in self.mmse)
+            shape = sensed.shape
+            per_slice = sensed.reshape(*shape[:-1], -1, grid.slices)
+            est = torch.round(a * (per_slice * step) + b)
+            if hw.adc.subtract == "digital":
+                est = est.clamp_min(0.0)  # a single array's column current is a natural number
+            sensed = est.reshape(shape)
+            step = torch.ones_like(step)
         if hw.adc.subtract == "digital" and not prog.precombined:
             sensed = self.sense(sensed)
         if prog.correction is not None:  # PytorX Alg. 2 line 4: y_ec = f_adc(V G_diff+ - V G_diff-)

@@ -124,7 +124,10 @@ class InputSpec(_Section):
 class ADCSpec(_Section):
     """Column ADC (PytorX eq. 11): code = clamp(round(I / dI_ADC)).
 
-    ``full_scale_a`` given: dI_ADC = full_scale_a / 2**(bits-1). Otherwise dI_ADC is calibrated
+    ``full_scale_a`` given: dI_ADC = full_scale_a / 2**(bits-1) for signed currents, full_scale_a /
+    (2**bits - 1) when the calibration never sees a negative current (e.g. digital subtraction of
+    non-negative inputs; Yu's 1-bit ADC whose LSB is one cell current: full_scale_a = (G_max -
+    G_min) v_read_v with 1-bit cells and DAC). Otherwise dI_ADC is calibrated
     per layer on ``calibration_batches`` batches of ideal-crossbar currents as in PytorX Alg. 1
     (mean over batches of max|I| / 2**(bits-1)), per layer or, with ``range_scope: slice``, per
     weight-slice significance. ``kind: ideal`` passes currents through.

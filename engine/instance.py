@@ -28,12 +28,19 @@ from .nonideal.variation import apply_variation
 
 @dataclass
 class LayerCells:
+    """One layer's programmed cells for I instances, in the physical tile layout."""
+
     h: torch.Tensor  # (I, A, G, t_r, t_c, R, C) float32
     faults: torch.Tensor | None  # same shape, int8 codes, None when no faults
     seeds: tuple[int, ...] | None  # None for the ideal (fault- and variation-free) crossbar
+    levels: torch.Tensor | None = None  # target levels programmed, (A, G, t_r, t_c, R, C) or per instance
     # Digital compensation read alongside the array (PytorX Alg. 2): a conductance-like matrix
     # whose read is digitised by its own ADC conversion and added to the column outputs.
     correction: torch.Tensor | None = None
+    # Row remapping (Jung's row permutation / row flipping): logical row r of a tile is stored on
+    # physical row row_source[..., r], with the two arrays swapped (input negated) where flipped.
+    row_source: torch.Tensor | None = None  # (I, G, t_r, t_c, R) int64
+    row_flipped: torch.Tensor | None = None  # (I, G, t_r, t_c, R) bool
 
     @property
     def n_instances(self) -> int:
@@ -54,14 +61,19 @@ def _draw(seeds: Sequence[int], layer_index: int, kind: int, shape: tuple[int, .
 
 
 def sample_cells(levels: torch.Tensor, hw: HardwareSpec, seeds: Sequence[int] | None, layer_index: int) -> LayerCells:
-    """Programmed cells of one layer for each seed (``seeds=None``: the ideal crossbar)."""
+    """Programmed cells of one layer for each seed (``seeds=None``: the ideal crossbar).
+
+    ``levels``: target levels (A, G, t_r, t_c, R, C), or (I, A, ...) with one target per instance
+    (after a row remapping). The draws depend only on the seed and the cell positions, so the
+    same seed gives the same physical faults and variation whatever is programmed."""
     device = levels.device
-    h = levels.to(torch.float32).unsqueeze(0)
+    per_instance = levels.dim() == 7
+    h = levels.to(torch.float32) if per_instance else levels.to(torch.float32).unsqueeze(0)
     if seeds is None:
-        return LayerCells(h=h, faults=None, seeds=None)
+        return LayerCells(h=h, faults=None, seeds=None, levels=levels)
     h = h.cpu()  # static draws are made on the CPU so an instance is the same on every device
     seeds = tuple(int(s) for s in seeds)
-    shape = tuple(levels.shape)
+    shape = tuple(levels.shape[1:] if per_instance else levels.shape)
     h = h.expand(len(seeds), *shape)
     dev = hw.device
     if hw.variation.enabled:
@@ -75,5 +87,5 @@ def sample_cells(levels: torch.Tensor, hw: HardwareSpec, seeds: Sequence[int] | 
         codes = fault_codes(u, hw.faults)
         h = apply_faults(h, codes, dev.levels - 1)
     return LayerCells(
-        h=h.contiguous().to(device), faults=None if codes is None else codes.to(device), seeds=seeds
+        h=h.contiguous().to(device), faults=None if codes is None else codes.to(device), seeds=seeds, levels=levels
     )

@@ -1,9 +1,11 @@
 """One trial = one hardware instance, every mitigation evaluated on it (common random numbers).
 
-:class:`TrialEvaluator` is what a worker keeps for the whole sweep: the model (and its offline
-variants), the evaluation and calibration data on the worker's device, and a cache of
-calibrated crossbar twins keyed by (variant, mapping scheme, quantisation/tiling fields).
-Changing only non-ideality parameters between points reuses a twin without recalibrating.
+:class:`TrialEvaluator` is what a worker keeps for the whole sweep: the model and its variants,
+the evaluation, calibration (and, for re-training, training) data on the worker's device, and a
+cache of calibrated crossbar twins keyed by (variant, mapping scheme, quantisation/tiling
+fields). Changing only non-ideality parameters between points reuses a twin without
+recalibrating. Per strategy: prepare (before programming), program the instance (the same seed
+for every strategy), the per-instance step, evaluate - each timed.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import torch
 from torch import nn
@@ -34,42 +36,65 @@ class Outcome:
 
 class TrialEvaluator:
     def __init__(self, models: dict[str | None, nn.Module], eval_loader: Iterable, calibration_inputs: list[torch.Tensor],
-                 device: torch.device, keep_digital: Sequence[str] = (), train_loader: Iterable | None = None) -> None:
+                 device: torch.device, keep_digital: Sequence[str] = (),
+                 train_data: Callable[[], tuple[torch.Tensor, torch.Tensor]] | None = None, base_key: str = "base") -> None:
         self.models = {k: m.to(device).eval() for k, m in models.items()}
         self.eval_loader = eval_loader
         self.calibration_inputs = [x.to(device) for x in calibration_inputs]
         self.device = device
         self.keep_digital = tuple(keep_digital)
-        self.train_loader = train_loader
+        self.base_key = base_key
+        self._train_data = train_data
+        self._train_cache: tuple | None = None
         self._twins: dict[tuple, CrossbarModel] = {}
 
-    def twin(self, variant: str | None, hw: HardwareSpec, strategy: Strategy) -> tuple[CrossbarModel, float]:
+    def add_model(self, key: str, model: nn.Module) -> None:
+        self.models[key] = model.to(self.device).eval()
+
+    def context(self, seed: int, needs_train: bool) -> TrialContext:
+        if needs_train and self._train_cache is None and self._train_data is not None:
+            self._train_cache = tuple(t.to(self.device) for t in self._train_data())
+        return TrialContext(calibration_inputs=self.calibration_inputs, train_loader=self._train_cache, seed=seed)
+
+    def model_for(self, strategy: Strategy, hw: HardwareSpec, ctx: TrialContext) -> tuple[str | None, nn.Module]:
+        key, maker = strategy.variant(self.base_key, hw)
+        if key is None:
+            return None, self.models[None]
+        if key not in self.models:
+            if maker.offline:
+                raise KeyError(f"model variant {key!r} ({maker.name}) was not provided to this worker")
+            self.add_model(key, maker.derive(self.models[None], ctx))
+        return key, self.models[key]
+
+    def twin(self, key: str | None, model: nn.Module, hw: HardwareSpec, scheme: str) -> tuple[CrossbarModel, float]:
         """Calibrated crossbar twin for (variant, scheme, mapping fields); seconds spent mapping."""
-        key = (variant, strategy.scheme, json.dumps(hw.mapping_key(), sort_keys=True))
+        cache_key = (key, scheme, json.dumps(hw.mapping_key(), sort_keys=True))
         start = time.perf_counter()
-        xm = self._twins.get(key)
+        xm = self._twins.get(cache_key)
         if xm is None:
-            if variant not in self.models:
-                raise KeyError(f"model variant {variant!r} is not loaded on this worker")
-            xm = convert(self.models[variant], hw, self.keep_digital)
-            xm.set_scheme(strategy.scheme)
+            xm = convert(model, hw, self.keep_digital)
+            xm.set_scheme(scheme)
             xm.calibrate(self.calibration_inputs)
-            self._twins[key] = xm
+            self._twins[cache_key] = xm
         else:
             xm.set_hardware(hw)
         return xm, time.perf_counter() - start
 
     def run(self, hw: HardwareSpec, seed: int, strategies: Sequence[Strategy]) -> list[Outcome]:
-        ctx = TrialContext(calibration_inputs=self.calibration_inputs, train_loader=self.train_loader, seed=seed)
         out = []
         for strategy in strategies:
-            xm, t_map = self.twin(strategy.variant, hw, strategy)
+            ctx = self.context(seed, any(c.name == "retrain" for c in strategy.components))
+            key, model = self.model_for(strategy, hw, ctx)
+            xm, t_map = self.twin(key, model, hw, strategy.scheme)
+            xm.reset_mitigations()
             t0 = time.perf_counter()
-            xm.program([seed])
+            strategy.prepare(xm, ctx)
             t1 = time.perf_counter()
-            strategy.after_program(xm, ctx)
+            xm.program([seed])
             t2 = time.perf_counter()
-            metrics = evaluate(xm, self.eval_loader, seeds=None, reprogram=False)[0]
+            strategy.after_program(xm, ctx)
             t3 = time.perf_counter()
-            out.append(Outcome(strategy.label, metrics, t1 - t0, t_map, t2 - t1, t3 - t2))
+            metrics = evaluate(xm, self.eval_loader, seeds=None, reprogram=False)[0]
+            t4 = time.perf_counter()
+            out.append(Outcome(strategy.label, metrics, t2 - t1, t_map, (t1 - t0) + (t3 - t2), t4 - t3))
         return out

@@ -84,6 +84,22 @@ def _sync(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    from analysis.report import build_report
+
+    from .results import is_local, local_path
+
+    out = args.out or (os.path.join(local_path(args.dir), "report") if is_local(args.dir) else "report")
+    report = build_report(args.dir, out, threshold=args.threshold, baseline=args.baseline)
+    console.print(f"report: {report.html_path} ({len(report.images)} plots)")
+    if args.mlflow:
+        from .driver import log_report
+        from .results import ResultStore
+
+        log_report(ResultStore(args.dir), out, console)
+    return 0
+
+
 def _train(args: argparse.Namespace) -> int:
     from engine.train import TrainConfig, train_default
 
@@ -111,6 +127,13 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("dir")
     m.add_argument("--tracking-uri", default=None)
     m.set_defaults(func=_sync)
+    r = sub.add_parser("report", help="write report.html (tables and plots) for a sweep output")
+    r.add_argument("dir")
+    r.add_argument("--out", default=None, help="directory for report.html and the PNGs (default DIR/report)")
+    r.add_argument("--threshold", type=float, default=None, help="top-1 threshold of the yield (default: best mean - 0.01)")
+    r.add_argument("--baseline", default="none", help="mitigation the others are compared with")
+    r.add_argument("--mlflow", action="store_true", help="also log the report as artifacts of the sweep's parent run")
+    r.set_defaults(func=_report)
     t = sub.add_parser("train", help="train a zoo model on a data set and save a checkpoint")
     t.add_argument("--model", default="lenet5")
     t.add_argument("--data", default="digits")

@@ -38,6 +38,12 @@ class SweepProgress:
             say(self.console, f"{self.done}/{self.total} rows already present")
         return self
 
+    def set_total(self, total: int) -> None:
+        """Adaptive sweeps grow their target as rounds open."""
+        self.total = total
+        if self._bar is not None:
+            self._bar.update(self._task, total=total)
+
     def advance(self, rows: int) -> None:
         self.done += rows
         elapsed = max(time.monotonic() - self._t0, 1e-9)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
 from dataclasses import dataclass, field
 from importlib import metadata
 
@@ -22,9 +23,10 @@ from rich.console import Console
 from rich.text import Text
 
 from analysis.summary import summarize
-from engine.data import load_dataset
-from engine.train import TrainConfig, train_recipe
+from engine.data import calibration_batches, load_dataset
+from engine.train import TrainConfig, checkpoint_bytes, model_from_bytes, train_recipe
 
+from .adaptive import AdaptiveStopping
 from .console import SweepProgress, say, summary_table
 from .execution import run_tasks
 from .hashing import digest
@@ -32,7 +34,7 @@ from .plan import Plan, Task, make_plan
 from .results import ResultStore, RowWriter, row_schema
 from .spec import SpecError, SweepSpec
 from .tracking import Tracker, default_tracking
-from .worker import model_key
+from .worker import model_key, offline_variants
 
 
 def package_version() -> str:
@@ -74,7 +76,35 @@ def plan_table(plan: Plan) -> pa.Table:
 
 
 def prepare_checkpoints(plan: Plan, store: ResultStore, console: Console) -> dict[str, bytes]:
-    """Checkpoint bytes per model key; train recipes run once and are cached by content hash."""
+    """Checkpoint bytes per model key: base models (train recipes run once, cached by content
+    hash) and the offline-trained variants mitigations need (also cached by content hash)."""
+    out = _base_checkpoints(plan, store, console)
+    for point in plan.points:
+        spec = point.spec
+        for key, maker in offline_variants(spec).items():
+            if key in out:
+                continue
+            rel = f"models/variant-{key}.pt"
+            if store.exists(rel):
+                out[key] = store.read_bytes(rel)
+                continue
+            d = spec.data
+            split = load_dataset(d.name, d.root, d.input_size)
+            base = model_from_bytes(out[model_key(spec)], spec.model.name, split.in_channels, split.num_classes, split.input_size)
+            recipe = TrainConfig(**spec.model.train.model_dump()) if spec.model.train else TrainConfig()
+            calib = calibration_batches(split.train, d.calibration_size, spec.hardware.adc.calibration_batches)
+            say(console, f"training model variant {key} ({maker.label()})")
+            t = time.perf_counter()
+            model = maker.train_variant(base, split, spec.hardware, recipe, calib)
+            say(console, f"trained {key} in {time.perf_counter() - t:.1f} s")
+            kwargs = {"in_channels": split.in_channels, "num_classes": split.num_classes, "input_size": split.input_size}
+            blob = checkpoint_bytes(model, spec.model.name, kwargs, {"variant": key, "mitigation": maker.label()})
+            store.write_bytes(rel, blob)
+            out[key] = blob
+    return out
+
+
+def _base_checkpoints(plan: Plan, store: ResultStore, console: Console) -> dict[str, bytes]:
     out: dict[str, bytes] = {}
     for point in plan.points:
         spec = point.spec
@@ -178,6 +208,18 @@ def sync_mlflow(store: ResultStore, console: Console, tracking_uri: str | None =
     return n
 
 
+def log_report(store: ResultStore, report_dir: str, console: Console) -> None:
+    """Log a report directory (report.html, PNGs) and the summary table as artifacts of the sweep's
+    parent MLflow run (created by the sweep or by mlflow-sync)."""
+    manifest = store.read_json("manifest.json") or {}
+    info = manifest.get("mlflow", {})
+    if not info.get("parent_run_id") or not info.get("tracking_uri"):
+        raise SpecError(f"{store.uri}: no MLflow parent run recorded; run `xbar-sweep mlflow-sync {store.uri}` first")
+    tracker = Tracker(info["tracking_uri"], info["experiment"], info.get("artifact_location"))
+    tracker.client.log_artifacts(info["parent_run_id"], report_dir, artifact_path="report")
+    say(console, f"MLflow: report logged to run {info['parent_run_id']} (artifacts/report)")
+
+
 def pq_read(store: ResultStore, rel: str) -> pa.Table:
     import pyarrow.parquet as pq
 
@@ -205,7 +247,19 @@ def run_sweep(spec: SweepSpec, raw: dict, *, force: bool = False, console: Conso
         raise SpecError(f"output.dir {spec.output.dir!r} already holds sweep {previous.get('sweep_id')!r} with a "
                         "different spec; rerun with --force to keep the rows that still match and compute the rest")
     done = store.done_keys() & plan.keys()
-    tasks = plan.pending(done)
+    adaptive = None
+    if spec.trials.until is not None:
+        present = {}
+        existing = store.read_rows({p.id for p in plan.points}) if done else None
+        if existing is not None:
+            metric = spec.trials.until.metric
+            for pid, i, m, v in zip(*(existing.column(c).to_pylist() for c in ("point_id", "instance", "mitigation", metric))):
+                if (pid, i, m) in done:
+                    present[(pid, i, m)] = v
+        adaptive = AdaptiveStopping(plan, spec.trials.until, present)
+        tasks = adaptive.initial_tasks()
+    else:
+        tasks = plan.pending(done)
     version = package_version()
     # --- from here on the output is written -------------------------------------------------------
     spec_yaml = yaml.safe_dump(raw, sort_keys=False)
@@ -229,22 +283,39 @@ def run_sweep(spec: SweepSpec, raw: dict, *, force: bool = False, console: Conso
     store.write_json("manifest.json", manifest)
 
     writer = RowWriter(store, row_schema(plan.axis_types), spec.output.flush_rows, spec.output.flush_seconds)
+    target = adaptive.rows_target if adaptive else plan.rows_total
     try:
-        with SweepProgress(console, plan.rows_total, len(plan.labels), len(done)) as progress:
-            def on_rows(task: Task, rows: list[dict]) -> None:
-                writer.add(compose_rows(plan, task, rows, version))
+        with SweepProgress(console, target, len(plan.labels), len(done)) as progress:
+            def on_rows(task: Task, rows: list[dict]) -> list[Task]:
+                composed = compose_rows(plan, task, rows, version)
+                writer.add(composed)
+                more = adaptive.add(composed) if adaptive else []
+                if adaptive:
+                    progress.set_total(adaptive.rows_target)
                 progress.advance(len(rows))
+                return more
 
             if tasks:
                 run_tasks(plan, tasks, checkpoints, on_rows, worker_cls)
     finally:
         writer.close()  # whatever arrived is kept, also on Ctrl-C
+        if adaptive is not None:
+            store.write_table("stopping.parquet", pa.Table.from_pandas(adaptive.table(), preserve_index=False))
 
     table = store.read_rows({p.id for p in plan.points})
     if table is not None:
         table = table.filter(pc.is_in(table.column("mitigation"), pa.array(list(plan.labels))))
+    if adaptive is not None:
+        target = adaptive.rows_target
+        if table is not None:  # rows beyond a point's final n (from an earlier rule) do not count
+            final_n = {pid: st.n for pid, st in adaptive.state.items()}
+            keep = [i < final_n[p] for p, i in zip(table.column("point_id").to_pylist(), table.column("instance").to_pylist())]
+            table = table.filter(pa.array(keep))
     present = 0 if table is None else table.num_rows
-    manifest["status"] = "complete" if present == plan.rows_total else "incomplete"
+    finished = adaptive is None or all(st.finished for st in adaptive.state.values())
+    manifest["status"] = "complete" if present == target and finished else "incomplete"
+    if adaptive is not None:
+        manifest["adaptive"] = {pid: {"n": st.n, "reason": st.reason} for pid, st in adaptive.state.items()}
     manifest["finished"] = dt.datetime.now(dt.timezone.utc).isoformat()
     summary = None
     logged = False
@@ -262,4 +333,4 @@ def run_sweep(spec: SweepSpec, raw: dict, *, force: bool = False, console: Conso
                 manifest["mlflow"]["synced"] = False
                 mlflow.warn(f"MLflow logging failed ({type(e).__name__}: {e}); run `xbar-sweep mlflow-sync {spec.output.dir}` later")
     store.write_json("manifest.json", manifest)
-    return SweepOutcome(plan, plan.rows_total, present, writer.written, summary, logged, warnings)
+    return SweepOutcome(plan, target, present, writer.written, summary, logged, warnings)

@@ -44,7 +44,7 @@ def task_payload(plan: Plan, task: Task, checkpoint_refs: dict) -> dict:
     """What a worker needs for one task. Checkpoints travel as object-store refs inside the
     payload (fetched once per worker), not as constructor arguments, so a restarted actor needs
     nothing but its spec."""
-    from .worker import model_key
+    from .worker import model_key, offline_variants
 
     point = plan.points[task.point_index]
     key = model_key(point.spec)
@@ -53,13 +53,15 @@ def task_payload(plan: Plan, task: Task, checkpoint_refs: dict) -> dict:
         "params": point.params,
         "model_key": key,
         "checkpoint": checkpoint_refs[key],
+        "variants": {k: checkpoint_refs[k] for k in offline_variants(point.spec)},
         "trials": [(i, plan.seed(point, i), list(labels)) for i, labels in task.trials],
     }
 
 
-def run_tasks(plan: Plan, tasks: list[Task], checkpoints: dict[str, bytes], on_rows: Callable[[Task, list[dict]], None],
-              worker_cls: type | None = None) -> None:
-    """Run ``tasks`` on a pool of ``worker_cls(raw_spec, cpus, gpus)`` actors."""
+def run_tasks(plan: Plan, tasks: list[Task], checkpoints: dict[str, bytes],
+              on_rows: Callable[[Task, list[dict]], list[Task] | None], worker_cls: type | None = None) -> None:
+    """Run ``tasks`` on a pool of ``worker_cls(raw_spec, cpus, gpus)`` actors; ``on_rows`` may
+    return further tasks (adaptive stopping), which join the queue."""
     import ray
     from ray.exceptions import RayActorError, RayTaskError
 
@@ -68,7 +70,7 @@ def run_tasks(plan: Plan, tasks: list[Task], checkpoints: dict[str, bytes], on_r
     ex = plan.spec.execution
     owns = init_ray(ex)
     cls = ray.remote(worker_cls or TrialWorker)
-    n = max(1, min(ex.workers, len(tasks)))
+    n = ex.workers if plan.spec.trials.until is not None else max(1, min(ex.workers, len(tasks)))
     retries = ex.max_task_failures
     # one copy of each checkpoint in the object store, shared by every actor on every node
     refs = {k: ray.put(v) for k, v in checkpoints.items()}
@@ -110,7 +112,7 @@ def run_tasks(plan: Plan, tasks: list[Task], checkpoints: dict[str, bytes], on_r
                         raise SweepFailed(f"workers keep dying; last error: {e}") from None
                     queue.appendleft((task, failures + 1))
                     continue
-                on_rows(task, rows)
+                queue.extend((t, 0) for t in on_rows(task, rows) or ())
     finally:
         for actor in actors:
             ray.kill(actor)

@@ -1,20 +1,5 @@
-"""Content hashes used for point ids, spec hashes and cache keys."""
+"""Content hashes (shared with the engine, which keys model variants the same way)."""
 
-from __future__ import annotations
+from engine.hashing import digest, file_sha256
 
-import hashlib
-import json
-from typing import Any
-
-
-def digest(obj: Any, n: int = 12) -> str:
-    """Hex prefix of sha256 over canonical JSON."""
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:n]
-
-
-def file_sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+__all__ = ["digest", "file_sha256"]

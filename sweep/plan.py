@@ -95,7 +95,8 @@ class Plan:
 
     @property
     def instances(self) -> int:
-        return self.spec.trials.instances
+        """Instances per point (the upper bound ``until.max`` for adaptive sweeps)."""
+        return self.spec.trials.max_instances
 
     @property
     def rows_total(self) -> int:
@@ -130,8 +131,13 @@ class Plan:
 
     def describe(self) -> str:
         n_axes = len(self.axis_types)
-        return (f"{len(self.points)} points ({n_axes} swept parameter{'s' * (n_axes != 1)}) x {self.instances} instances "
-                f"x {len(self.labels)} mitigations = {self.rows_total} rows")
+        head = f"{len(self.points)} points ({n_axes} swept parameter{'s' * (n_axes != 1)})"
+        until = self.spec.trials.until
+        if until is not None:
+            return (f"{head} x {until.min}..{until.max} instances (adaptive: until the 95% CI half-width of "
+                    f"{until.metric} <= {until.ci_halfwidth:g}) x {len(self.labels)} mitigations = "
+                    f"{len(self.points) * until.min * len(self.labels)}..{self.rows_total} rows")
+        return f"{head} x {self.instances} instances x {len(self.labels)} mitigations = {self.rows_total} rows"
 
 
 def make_plan(spec: SweepSpec, raw: dict) -> Plan:

@@ -71,22 +71,39 @@ class DataSection(_Section):
 
 
 class UntilRule(_Section):
-    """Adaptive stopping (analysis issue); accepted here so specs validate."""
+    """Adaptive stopping (see sweep.adaptive): add instances per point in rounds until the 95 %
+    t-interval half-width of ``metric``'s mean is <= ``ci_halfwidth`` for every mitigation."""
 
     metric: Literal["top1", "top5", "loss"] = "top1"
-    ci_halfwidth: float = Field(..., gt=0, le=1)
-    min: int = Field(20, ge=2)
-    max: int = Field(1000, ge=2)
+    ci_halfwidth: float = Field(..., gt=0, le=100)
+    min: int = Field(20, ge=2, le=10_000_000)
+    max: int = Field(1000, ge=2, le=10_000_000)
+
+    @model_validator(mode="after")
+    def _range(self) -> "UntilRule":
+        if self.min > self.max:
+            raise ValueError(f"trials.until: min must be <= max (got min={self.min}, max={self.max})")
+        return self
 
 
 class TrialsSection(_Section):
-    instances: int = Field(..., ge=1, le=10_000_000, description="hardware instances per sweep point")
+    instances: int | None = Field(None, ge=1, le=10_000_000, description="hardware instances per sweep point")
     until: UntilRule | None = None
 
     @model_validator(mode="before")
     @classmethod
     def _shorthand(cls, data: Any) -> Any:
         return {"instances": data} if isinstance(data, int) and not isinstance(data, bool) else data
+
+    @model_validator(mode="after")
+    def _one(self) -> "TrialsSection":
+        if (self.instances is None) == (self.until is None):
+            raise ValueError("trials: give either instances (a fixed count) or until (adaptive stopping)")
+        return self
+
+    @property
+    def max_instances(self) -> int:
+        return self.until.max if self.until is not None else self.instances
 
 
 class ExecutionSection(_Section):

@@ -25,6 +25,17 @@ def model_key(spec: SweepSpec) -> str:
     return digest({"model": spec.model.model_dump(mode="json"), "data": spec.data.model_dump(mode="json", include={"name", "root", "input_size"})})
 
 
+def offline_variants(spec: SweepSpec) -> dict[str, Any]:
+    """Model variants a point's strategies need that are trained offline: key -> component."""
+    base = model_key(spec)
+    out = {}
+    for strategy in spec.strategies():
+        key, maker = strategy.variant(base, spec.hardware)
+        if maker is not None and maker.offline:
+            out[key] = maker
+    return out
+
+
 class TrialWorker:
     def __init__(self, raw: dict, cpus: float, gpus: float) -> None:
         torch.set_num_threads(max(1, int(cpus)))  # same arithmetic whatever the worker count
@@ -54,7 +65,9 @@ class TrialWorker:
             test = materialise(subset(split.test, d.eval_size))
             test = torch.utils.data.TensorDataset(*(t.to(self.device) for t in test.tensors))
             calib = calibration_batches(split.train, d.calibration_size, spec.hardware.adc.calibration_batches)
-            ev = TrialEvaluator({None: model}, loader(test, spec.execution.batch_size), calib, self.device, spec.model.keep_digital)
+            train = lambda: materialise(split.train).tensors  # noqa: E731 - loaded only for re-training
+            ev = TrialEvaluator({None: model}, loader(test, spec.execution.batch_size), calib, self.device,
+                                spec.model.keep_digital, train_data=train, base_key=key[0])
             self._evaluators[key] = ev
         return ev
 
@@ -71,6 +84,10 @@ class TrialWorker:
         self.checkpoints.setdefault(task["model_key"], task["checkpoint"])
         spec, strategies = self._point(task["point_id"], task["params"])
         ev = self._evaluator(spec)
+        for key, ref in task.get("variants", {}).items():
+            if key not in ev.models:
+                self.checkpoints.setdefault(key, ref)
+                ev.add_model(key, model_from_bytes(self._blob(key), spec.model.name, 0, 0, 0))
         out = []
         for instance, seed, labels in task["trials"]:
             for o in ev.run(spec.hardware, seed, [strategies[m] for m in labels]):

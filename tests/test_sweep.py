@@ -179,3 +179,35 @@ def test_validate_prints_the_plan(tmp_path, capsys, lenet_checkpoint):
     assert main(["validate", str(path), "--set", "trials=7"]) == 0
     assert "2 points (1 swept parameter) x 7 instances x 2 mitigations = 28 rows" in capsys.readouterr().out
     assert not (tmp_path / "out").exists()
+
+
+def test_offline_variants_are_trained_once_cached_and_shipped(ray_cluster, lenet_checkpoint, tmp_path):
+    """An L1-trained variant (si) is produced by the driver once, cached by content hash and
+    shipped to the workers; a derived variant (fpt's inserted BN) is built on the worker."""
+    raw = spec_raw(tmp_path, lenet_checkpoint[0], instances=2, hardware={"faults": {"stuck_at_gmax_rate": 0.02}})
+    raw["mitigations"] = ["none", {"name": "si", "l1": 3e-4, "epochs": 2}, "fpt"]
+    first = run(raw)
+    assert first.complete and first.rows_total == 2 * 2 * 3
+    variants = [f for f in os.listdir(tmp_path / "models") if f.startswith("variant-si-")]
+    assert len(variants) == 1
+    stamp = os.path.getmtime(tmp_path / "models" / variants[0])
+    raw["trials"] = 3  # more instances: the cached variant is reused, not retrained
+    again = run(raw, force=True)
+    assert again.complete and again.rows_written == 2 * 1 * 3
+    assert os.path.getmtime(tmp_path / "models" / variants[0]) == stamp
+    df = table(tmp_path)
+    assert set(df.mitigation) == {"none", "si(epochs=2,l1=0.0003)", "fpt(batch_size=32,batches=32,momentum=0.1)"}
+    assert (df.groupby(["point_id", "instance"])["instance_seed"].nunique() == 1).all()
+
+
+def test_report_is_logged_to_the_sweeps_parent_run(two_worker_run):
+    from mlflow.tracking import MlflowClient
+
+    raw, out, _ = two_worker_run
+    assert main(["report", str(out), "--mlflow"]) == 0
+    assert os.path.isfile(os.path.join(out, "report", "report.html"))
+    client = MlflowClient(f"sqlite:///{out}/mlflow.db")
+    exp = client.get_experiment_by_name("t")
+    parent = next(r for r in client.search_runs([exp.experiment_id]) if r.data.tags.get("xbar.kind") == "sweep")
+    logged = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
+    assert {"report/report.html", "report/summary.csv", "report/accuracy_vs_stuck_at_gmin_rate.png"} <= logged

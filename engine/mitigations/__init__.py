@@ -1,4 +1,10 @@
-"""Mitigation strategies by name, composable with ``+`` (see :mod:`engine.mitigations.base`)."""
+"""Mitigation strategies by name, composable with ``+`` (see :mod:`engine.mitigations.base`).
+
+Components of a composition are applied in a fixed order, whatever order they are written in:
+re-training first (it re-programs the instance), then row remapping, error correction,
+zero-node removal, MMSE denoising, and BN recalibration last (it sees everything else).
+``row_flip+row_perm`` becomes one joint assignment.
+"""
 
 from __future__ import annotations
 
@@ -9,13 +15,22 @@ from pydantic import ValidationError
 from ..mapping import Scheme
 from .base import Mitigation, TrialContext
 from .basic import BitInversion, ErrorCorrection, NoMitigation
+from .fpt import FreeParameterTuning
+from .mmse import MMSEDenoising
+from .nia import NoiseInjectionAdaption
+from .remap import RowFlipPermutation, RowFlipping, RowPermutation
+from .retrain import HardwareAwareRetraining
+from .sparsity import SparsityInduction
 
-REGISTRY: dict[str, type[Mitigation]] = {cls.name: cls for cls in (NoMitigation, ErrorCorrection, BitInversion)}
+REGISTRY: dict[str, type[Mitigation]] = {cls.name: cls for cls in (
+    NoMitigation, ErrorCorrection, BitInversion, MMSEDenoising, SparsityInduction, FreeParameterTuning,
+    RowFlipping, RowPermutation, NoiseInjectionAdaption, HardwareAwareRetraining)}
+ORDER = ("retrain", "row_flip", "row_perm", "row_flip+row_perm", "ec", "si", "mmse", "fpt")
 
 
 @dataclass(frozen=True)
 class Strategy:
-    """A composition of components, applied in the order given."""
+    """A composition of components, applied in :data:`ORDER`."""
 
     components: tuple[Mitigation, ...]
     label: str
@@ -25,13 +40,25 @@ class Strategy:
         schemes = {c.scheme for c in self.components} - {"direct"}
         return schemes.pop() if schemes else "direct"
 
-    @property
-    def variant(self) -> str | None:
-        variants = {c.variant for c in self.components} - {None}
-        return variants.pop() if variants else None
+    def _variant_component(self, base_key: str, hw) -> Mitigation | None:
+        with_variant = [c for c in self.components if c.variant_key(base_key, hw) is not None]
+        return with_variant[0] if with_variant else None
+
+    def variant(self, base_key: str, hw) -> tuple[str | None, Mitigation | None]:
+        """(variant key, the component that makes it) - (None, None) for the base model."""
+        comp = self._variant_component(base_key, hw)
+        return (None, None) if comp is None else (comp.variant_key(base_key, hw), comp)
+
+    def _ordered(self) -> list[Mitigation]:
+        rank = {n: i for i, n in enumerate(ORDER)}
+        return sorted(self.components, key=lambda c: rank.get(c.name, -1))
+
+    def prepare(self, xmodel, ctx: TrialContext) -> None:
+        for c in self._ordered():
+            c.prepare(xmodel, ctx)
 
     def after_program(self, xmodel, ctx: TrialContext) -> None:
-        for c in self.components:
+        for c in self._ordered():
             c.after_program(xmodel, ctx)
 
 
@@ -59,14 +86,18 @@ def parse_strategy(entry: str | dict) -> Strategy:
         try:
             comps.append(REGISTRY[p](**kw))
         except ValidationError as e:
-            raise ValueError(f"mitigation {p!r}: {e.errors()[0]['loc']}: {e.errors()[0]['msg']}") from None
+            err = e.errors()[0]
+            raise ValueError(f"mitigation {p!r}: {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
     extra = set(params) - set(parts) if len(parts) > 1 else set()
     if extra:
         raise ValueError(f"mitigation {name!r}: parameters for unknown components {sorted(extra)}")
-    strategy = Strategy(tuple(comps), label or "+".join(c.label() for c in comps))
-    if len({c.scheme for c in comps} - {"direct"}) > 1 or len({c.variant for c in comps} - {None}) > 1:
+    label = label or "+".join(c.label() for c in comps)
+    if {"row_flip", "row_perm"} <= set(parts):  # one joint assignment
+        comps = [c for c in comps if c.name not in ("row_flip", "row_perm")] + [RowFlipPermutation()]
+    variant_makers = [c for c in comps if type(c).variant_key is not Mitigation.variant_key]
+    if len({c.scheme for c in comps} - {"direct"}) > 1 or len(variant_makers) > 1:
         raise ValueError(f"mitigation {name!r} combines incompatible mapping schemes or model variants")
-    return strategy
+    return Strategy(tuple(comps), label)
 
 
-__all__ = ["REGISTRY", "Mitigation", "Strategy", "TrialContext", "parse_strategy"]
+__all__ = ["ORDER", "REGISTRY", "Mitigation", "Strategy", "TrialContext", "parse_strategy"]

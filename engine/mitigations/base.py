@@ -3,19 +3,28 @@ with ``+`` (``bi+si+mmse``, Yu Fig. 4) and are applied on the same sampled hardw
 
 A component may
   * change the weight -> cell mapping (``scheme``, e.g. bit inversion);
-  * ask for a model variant trained offline (``variant``, e.g. sparsity induction);
-  * edit or tune the programmed instance (``after_program``, e.g. error correction, FPT).
+  * need a model variant: trained offline once per sweep (``offline``, e.g. sparsity induction,
+    noise-injection adaption) or derived on the worker (e.g. BN layers inserted for FPT);
+  * prepare once per calibrated twin (``prepare``, e.g. MMSE's offline statistics);
+  * edit or tune the programmed instance (``after_program``, e.g. error correction, FPT,
+    re-training); it may return a modified copy to evaluate instead of the shared twin.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from pydantic import BaseModel, ConfigDict
+from torch import nn
 
 from ..convert import CrossbarModel
 from ..mapping import Scheme
+
+if TYPE_CHECKING:
+    from ..data import DataSplit
+    from ..hardware import HardwareSpec
+    from ..train import TrainConfig
 
 
 @dataclass
@@ -33,17 +42,30 @@ class Mitigation(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     name: ClassVar[str]
     scheme: ClassVar[Scheme] = "direct"
+    offline: ClassVar[bool] = False  # its variant is trained once per sweep by the driver
 
-    @property
-    def variant(self) -> str | None:
-        """Key of the offline-trained model variant this component needs (None: the base model)."""
+    def variant_key(self, base_key: str, hw: "HardwareSpec") -> str | None:
+        """Key of the model variant this component needs (None: the base model)."""
         return None
 
-    def after_program(self, xmodel: CrossbarModel, ctx: TrialContext) -> None:
+    def derive(self, base: nn.Module, ctx: TrialContext) -> nn.Module:
+        """A locally derived variant (``offline`` False)."""
+        raise NotImplementedError
+
+    def train_variant(self, base: nn.Module, data: "DataSplit", hw: "HardwareSpec", recipe: "TrainConfig",
+                      calibration: list) -> nn.Module:
+        """An offline variant (``offline`` True), trained once per sweep and cached by its key."""
+        raise NotImplementedError
+
+    def prepare(self, xmodel: CrossbarModel, ctx: TrialContext) -> None:
+        """Once per calibrated twin, before any instance is programmed (cache on ``xmodel.cache``)."""
+
+    def after_program(self, xmodel: CrossbarModel, ctx: TrialContext) -> CrossbarModel | None:
         """Per-instance step after the instance is programmed (default: nothing)."""
+        return None
 
     def label(self) -> str:
-        params = self.model_dump()
+        params = {k: v for k, v in self.model_dump().items() if v is not None}
         if not params:
             return self.name
         return f"{self.name}(" + ",".join(f"{k}={v}" for k, v in sorted(params.items())) + ")"

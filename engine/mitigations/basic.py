@@ -35,7 +35,7 @@ class ErrorCorrection(Mitigation):
             cells = layer.cells
             if cells is None or cells.faults is None:
                 continue
-            target = layer.target_levels().to(cells.h.dtype)
+            target = cells.levels.to(cells.h.dtype)  # what was meant to be programmed, per cell
             corr = torch.where(cells.faults != HEALTHY, target - cells.h, torch.zeros_like(cells.h))
             layer.program_cells(replace(cells, correction=corr))
 

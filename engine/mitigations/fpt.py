@@ -1,0 +1,114 @@
+"""``fpt``: free parameter tuning, Jung et al. Sec. III.
+
+On the faulty instance, ``batches`` batches of an unlabeled calibration set run forward with
+only the BatchNorm running statistics updated by EMA (momentum ``momentum``, initialised from the
+trained statistics; no labels, no gradients). Models without BN get a BN layer inserted after
+every Linear/Conv2d, initialised to the float model's own output statistics so that it is the
+identity in float (gamma = sigma, beta = mu); FPT then re-standardises each channel of the faulty
+hardware to the trained distribution. For deployment the recalibrated BN folds into the layer's
+digital output stage (:func:`fold_batchnorm` shows the float equivalence); the crossbar weights
+stay as programmed.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import ClassVar
+
+import torch
+from pydantic import Field
+from torch import nn
+
+from ..convert import CrossbarModel
+from .base import Mitigation, TrialContext
+
+_BN = (nn.BatchNorm1d, nn.BatchNorm2d)
+
+
+def has_batchnorm(model: nn.Module) -> bool:
+    return any(isinstance(m, _BN) for m in model.modules())
+
+
+@torch.no_grad()
+def insert_batchnorm(model: nn.Module, inputs: list[torch.Tensor]) -> nn.Module:
+    """A copy with ``Sequential(layer, BN)`` for every Linear/Conv2d, each BN the identity in float."""
+    model = copy.deepcopy(model).eval()
+    targets = [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+    stats: dict[str, list] = {}
+
+    def record(name):
+        def hook(_m, _i, out):
+            dims = [0] + list(range(2, out.dim()))
+            stats.setdefault(name, []).append((out.mean(dims), out.var(dims, unbiased=False), out.numel() // out.shape[1]))
+        return hook
+
+    handles = [m.register_forward_hook(record(n)) for n, m in targets]
+    for x in inputs:
+        model(x)
+    for h in handles:
+        h.remove()
+    for name, mod in targets:
+        parts = stats[name]
+        n = sum(p[2] for p in parts)
+        mean = sum(p[0] * p[2] for p in parts) / n
+        var = sum((p[1] + p[0] ** 2) * p[2] for p in parts) / n - mean**2
+        bn = (nn.BatchNorm2d if isinstance(mod, nn.Conv2d) else nn.BatchNorm1d)(mean.numel()).to(mean.device)
+        bn.running_mean.copy_(mean)
+        bn.running_var.copy_(var.clamp_min(0))
+        bn.weight.copy_((var.clamp_min(0) + bn.eps).sqrt())
+        bn.bias.copy_(mean)
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, child, nn.Sequential(mod, bn))
+    return model.eval()
+
+
+@torch.no_grad()
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """A float copy with every BN that directly follows a Linear/Conv2d folded into its weights."""
+    model = copy.deepcopy(model).eval()
+    for parent in model.modules():
+        children = list(parent.named_children())
+        for (name_a, a), (name_b, b) in zip(children, children[1:]):
+            if isinstance(a, (nn.Linear, nn.Conv2d)) and isinstance(b, _BN):
+                scale = b.weight / (b.running_var + b.eps).sqrt()
+                shape = (-1,) + (1,) * (a.weight.dim() - 1)
+                a.weight.mul_(scale.view(shape))
+                bias = a.bias if a.bias is not None else torch.zeros_like(b.running_mean)
+                a.bias = nn.Parameter((bias - b.running_mean) * scale + b.bias)
+                setattr(parent, name_b, nn.Identity())
+    return model
+
+
+class FreeParameterTuning(Mitigation):
+    name: ClassVar[str] = "fpt"
+    batches: int = Field(32, ge=1, le=100_000, description="calibration batches (Jung: 32)")
+    batch_size: int = Field(32, ge=1, le=1 << 16, description="images per batch (Jung: 32)")
+    momentum: float = Field(0.1, gt=0, le=1, description="EMA momentum of the running statistics")
+
+    def variant_key(self, base_key: str, hw) -> str:
+        return "fpt-bn"
+
+    def derive(self, base: nn.Module, ctx: TrialContext) -> nn.Module:
+        return copy.deepcopy(base) if has_batchnorm(base) else insert_batchnorm(base, ctx.calibration_inputs)
+
+    def prepare(self, xmodel: CrossbarModel, ctx: TrialContext) -> None:
+        bns = [m for m in xmodel.modules() if isinstance(m, _BN)]
+        initial = xmodel.cache.setdefault("fpt-initial", [copy.deepcopy(bn.state_dict()) for bn in bns])
+        for bn, state in zip(bns, initial):  # every trial starts from the trained statistics
+            bn.load_state_dict(state)
+
+    @torch.no_grad()
+    def after_program(self, xmodel: CrossbarModel, ctx: TrialContext) -> None:
+        x = torch.cat(ctx.calibration_inputs)
+        chunks = [x[(i * self.batch_size) % len(x):][: self.batch_size] for i in range(self.batches)]
+        bns = [m for m in xmodel.modules() if isinstance(m, _BN)]
+        for bn in bns:
+            bn.momentum = self.momentum
+            bn.train()
+        try:
+            for batch in chunks:
+                xmodel(batch)
+        finally:
+            for bn in bns:
+                bn.eval()

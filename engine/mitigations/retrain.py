@@ -1,0 +1,73 @@
+"""``retrain``: per-instance hardware-aware re-training, RxNN Sec. VI.
+
+On the sampled instance: ``iterations`` steps of Adam on labeled training batches, with the
+crossbar model in the forward pass (faults, variation, quantisation, IR drop, ...) and the float
+layer's gradient in the backward pass (straight-through); after every step the new weights are
+re-mapped and re-programmed on the same physical cells (stuck cells stay stuck). Then evaluate.
+Batches are drawn with a generator seeded by the instance seed, so a trial is reproducible.
+With IR drop, the exact network is solved every ``irdrop_every`` steps and in between the
+distortion (G - G_eff)/G of the last solve is reused (TxSim's interpolated FCM); the instance
+is solved exactly once more before it is evaluated.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import nn
+
+from ..convert import CrossbarModel
+from .base import Mitigation, TrialContext
+
+
+class HardwareAwareRetraining(Mitigation):
+    name: ClassVar[str] = "retrain"
+    iterations: int = Field(150, ge=1, le=1_000_000)
+    lr: float = Field(1e-3, gt=0, le=1)
+    batch_size: int = Field(64, ge=1, le=1 << 16)
+    irdrop_every: int = Field(10, ge=1, le=1_000_000, description="exact IR-drop solve every L steps")
+
+    def variant_key(self, base_key: str, hw) -> str:
+        return "retrain-copy"  # its own twin: re-training changes the weights
+
+    def derive(self, base: nn.Module, ctx: TrialContext) -> nn.Module:
+        return copy.deepcopy(base)
+
+    def prepare(self, xmodel: CrossbarModel, ctx: TrialContext) -> None:
+        initial = xmodel.cache.setdefault("retrain-initial", copy.deepcopy(xmodel.net.state_dict()))
+        xmodel.net.load_state_dict(initial)  # every trial starts from the trained weights
+        for layer in xmodel.crossbar_layers():
+            layer.remap()
+
+    def after_program(self, xmodel: CrossbarModel, ctx: TrialContext) -> None:
+        if ctx.train_loader is None:
+            raise ValueError("retrain needs labeled training data on the worker")
+        x_all, y_all = ctx.train_loader
+        seeds = list(xmodel.crossbar_layers()[0].cells.seeds)
+        gen = torch.Generator().manual_seed(ctx.seed)
+        layers = xmodel.crossbar_layers()
+        params = [p for p in xmodel.net.parameters() if p.requires_grad]
+        opt = torch.optim.Adam(params, lr=self.lr)
+        for layer in layers:
+            layer.straight_through = True
+        try:
+            for step in range(1, self.iterations + 1):
+                idx = torch.randint(len(x_all), (self.batch_size,), generator=gen).to(x_all.device)
+                with torch.enable_grad():
+                    loss = F.cross_entropy(xmodel(x_all[idx])[0], y_all[idx])
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                opt.step()
+                last = step == self.iterations
+                for layer in layers:
+                    layer.remap()
+                    layer.reuse_ir_distortion = not last and step % self.irdrop_every != 0
+                xmodel.program(seeds)
+        finally:
+            for layer in layers:
+                layer.straight_through = False
+                layer.reuse_ir_distortion = False
