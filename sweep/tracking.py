@@ -34,11 +34,17 @@ CHILD_STATS = ("n", "mean", "std", "min", "p5", "median", "p95")
 
 
 def default_tracking(output_dir: str, tracking_uri: str | None) -> tuple[str | None, str | None]:
-    """(tracking URI, artifact location) for a sweep output."""
+    """(tracking URI, artifact location) for a sweep output: the spec's URI, else
+    ``MLFLOW_TRACKING_URI`` (set on every pod of the KubeRay manifests), else a SQLite store next to
+    a local output with artifacts in ``<output>/mlartifacts``. A tracking server chooses its own
+    artifact location."""
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if uri is not None:
+        return uri, None
     if not is_local(output_dir):
-        return tracking_uri, None
+        return None, None
     root = local_path(output_dir)
-    return tracking_uri or f"sqlite:///{root}/mlflow.db", f"file://{root}/mlartifacts"
+    return f"sqlite:///{root}/mlflow.db", f"file://{root}/mlartifacts"
 
 
 def flatten(d: Any, prefix: str = "") -> dict[str, str]:

@@ -40,13 +40,31 @@ def calib_inputs(digits):
     return [x[i : i + 256] for i in range(0, 1024, 256)]
 
 
+class LocalRay:
+    """The test session's in-process Ray. ``ensure()`` (re)starts it when needed - the tests that
+    run `ray start --head` ... `ray stop` take it down, since `ray stop` stops every Ray process on
+    the machine - and returns its live GCS address. Token auth is disabled on this 127.0.0.1-only
+    cluster so that driver subprocesses can join it."""
+
+    def ensure(self) -> str:
+        import ray
+
+        os.environ["RAY_AUTH_MODE"] = "disabled"
+        if not ray.is_initialized():
+            ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+        return ray.get_runtime_context().gcs_address
+
+    @staticmethod
+    def shutdown() -> None:
+        import ray
+
+        if ray.is_initialized():
+            ray.shutdown()
+
+
 @pytest.fixture(scope="session")
 def ray_cluster():
-    """One local Ray for the whole session (starting one costs ~8 s). Token auth is disabled on
-    this 127.0.0.1-only test cluster so that driver subprocesses can join it."""
-    os.environ["RAY_AUTH_MODE"] = "disabled"
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
-    yield ray.get_runtime_context().gcs_address
-    ray.shutdown()
+    local = LocalRay()
+    local.ensure()
+    yield local
+    local.shutdown()

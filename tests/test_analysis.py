@@ -100,6 +100,7 @@ def test_adaptive_rounds_do_not_depend_on_arrival_order(tmp_path):
 
 
 def test_adaptive_sweep_stops_a_low_variance_point_early_and_a_high_variance_one_later(ray_cluster, lenet_checkpoint, tmp_path):
+    ray_cluster.ensure()
     raw, plan = _adaptive_plan(tmp_path, lenet_checkpoint[0])
     out = run_sweep(validate(raw), raw, console=Console(file=io.StringIO()))
     assert out.complete

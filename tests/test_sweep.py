@@ -51,6 +51,7 @@ def table(out):
 
 @pytest.fixture(scope="module")
 def two_worker_run(ray_cluster, lenet_checkpoint, tmp_path_factory):
+    ray_cluster.ensure()
     out = tmp_path_factory.mktemp("sweep2")
     raw = spec_raw(out, lenet_checkpoint[0], workers=2)
     outcome = run(raw)
@@ -131,7 +132,7 @@ def test_interrupted_run_resumes_to_the_uninterrupted_table(ray_cluster, lenet_c
     raw = spec_raw(killed_dir, ckpt, instances=60, hardware=light)
     spec_path = tmp_path / "spec.yaml"
     spec_path.write_text(yaml.safe_dump(raw))
-    env = dict(os.environ, RAY_ADDRESS=ray_cluster, RAY_AUTH_MODE="disabled")
+    env = dict(os.environ, RAY_ADDRESS=ray_cluster.ensure(), RAY_AUTH_MODE="disabled")
     proc = subprocess.Popen([sys.executable, "-m", "sweep.cli", "run", str(spec_path)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     rows_dir = killed_dir / "rows"
@@ -184,6 +185,7 @@ def test_validate_prints_the_plan(tmp_path, capsys, lenet_checkpoint):
 def test_offline_variants_are_trained_once_cached_and_shipped(ray_cluster, lenet_checkpoint, tmp_path):
     """An L1-trained variant (si) is produced by the driver once, cached by content hash and
     shipped to the workers; a derived variant (fpt's inserted BN) is built on the worker."""
+    ray_cluster.ensure()
     raw = spec_raw(tmp_path, lenet_checkpoint[0], instances=2, hardware={"faults": {"stuck_at_gmax_rate": 0.02}})
     raw["mitigations"] = ["none", {"name": "si", "l1": 3e-4, "epochs": 2}, "fpt"]
     first = run(raw)

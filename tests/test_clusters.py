@@ -1,0 +1,162 @@
+"""Deploy files and `ray job submit` on a real `ray start --head` bound to 127.0.0.1."""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+import pyarrow.dataset as ds
+import pytest
+import yaml
+
+from sweep.plan import make_plan
+from sweep.spec import validate
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.dirname(sys.executable)
+SCRIPTS = sorted(glob.glob(f"{REPO}/clusters/**/*.sh", recursive=True) + glob.glob(f"{REPO}/clusters/**/*.sbatch", recursive=True))
+KEY = ["point_id", "instance", "mitigation"]
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=os.path.basename)
+def test_scripts_parse_and_pass_shellcheck(script):
+    assert os.access(script, os.X_OK)
+    assert subprocess.run(["bash", "-n", script]).returncode == 0
+    res = subprocess.run([os.path.join(BIN, "shellcheck"), "-x", script], capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout
+
+
+def _containers(pod_spec: dict) -> list[dict]:
+    return pod_spec["template"]["spec"]["containers"]
+
+
+@pytest.mark.parametrize("name", ["raycluster.yaml", "rayjob.yaml"])
+def test_kuberay_manifests_have_the_required_fields(name):
+    with open(f"{REPO}/clusters/k8s/{name}") as f:
+        docs = [d for d in yaml.safe_load_all(f) if d]
+    assert len(docs) == 1
+    doc = docs[0]
+    assert doc["apiVersion"] == "ray.io/v1" and doc["metadata"]["name"]
+    spec = doc["spec"]
+    if doc["kind"] == "RayJob":
+        assert "xbar-sweep run" in spec["entrypoint"] and "output.dir=" in spec["entrypoint"]
+        assert spec["shutdownAfterJobFinishes"] is True
+        spec = spec["rayClusterSpec"]
+    else:
+        assert doc["kind"] == "RayCluster"
+    assert spec["rayVersion"] and spec["authOptions"]["mode"] == "token"
+    head = _containers(spec["headGroupSpec"])[0]
+    workers = spec["workerGroupSpecs"]
+    assert workers and all(int(w["rayStartParams"]["num-gpus"]) >= 1 for w in workers)
+    for container in [head] + [c for w in workers for c in _containers(w)]:
+        assert container["image"]
+        assert any(e["name"] == "MLFLOW_TRACKING_URI" for e in container["env"])
+        assert {m["mountPath"] for m in container["volumeMounts"]} == {"/results"}
+    for w in workers:
+        for c in _containers(w):
+            assert c["resources"]["limits"]["nvidia.com/gpu"] == c["resources"]["requests"]["nvidia.com/gpu"]
+
+
+def test_runtime_env_excludes_local_state():
+    with open(f"{REPO}/clusters/runtime_env.yaml") as f:
+        env = yaml.safe_load(f)
+    assert env["working_dir"] == "."
+    assert {".venv/", ".git/", "results/"} <= set(env["excludes"])
+
+
+# ray start --head + ray job submit ----------------------------------------------------------------
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def head(ray_cluster):
+    """`ray start --head` on 127.0.0.1 in a temp dir; `ray stop` afterwards. The session's
+    in-process Ray is taken down first (`ray stop` stops every Ray process on the machine)."""
+    ray_cluster.shutdown()
+    tmp = tempfile.mkdtemp(prefix="xr", dir="/tmp")  # short: Ray's unix socket paths are length-limited
+    env = dict(os.environ, RAY_AUTH_MODE="disabled", PATH=f"{BIN}:{os.environ['PATH']}")
+    port, dash = _free_port(), _free_port()
+    subprocess.run([f"{BIN}/ray", "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}",
+                    "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", f"--temp-dir={tmp}",
+                    "--num-cpus=2", "--disable-usage-stats"], env=env, check=True, timeout=180, capture_output=True)
+    try:
+        yield f"http://127.0.0.1:{dash}", env
+    finally:
+        subprocess.run([f"{BIN}/ray", "stop", "--force"], env=env, timeout=180, capture_output=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _submit(address: str, env: dict, spec: str, submission_id: str, wait: bool = True) -> subprocess.CompletedProcess | subprocess.Popen:
+    cmd = [f"{BIN}/ray", "job", "submit", "--address", address, "--submission-id", submission_id,
+           "--working-dir", ".", "--runtime-env", "clusters/runtime_env.yaml"]
+    cmd += [] if wait else ["--no-wait"]
+    cmd += ["--", "python", "-m", "sweep.cli", "run", spec]
+    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+
+
+def _status(address: str, env: dict, submission_id: str) -> str:
+    from ray.job_submission import JobSubmissionClient
+
+    return JobSubmissionClient(address).get_job_status(submission_id).value
+
+
+def _spec(path, out, ckpt) -> str:
+    raw = {"name": "job", "seed": 9, "model": {"name": "lenet5", "checkpoint": ckpt},
+           "data": {"name": "digits", "eval_size": 200, "calibration_size": 256},
+           "hardware": {"faults": {"stuck_at_gmax_rate": 0.01}},
+           "sweep": {"grid": {"hardware.faults.stuck_at_gmin_rate": [0.02, 0.08]}},
+           "mitigations": ["none", "ec"], "trials": 40,
+           "execution": {"workers": 2, "batch_size": 200, "trials_per_task": 1},
+           "output": {"dir": str(out), "flush_rows": 4}}
+    path.write_text(yaml.safe_dump(raw))
+    return str(path)
+
+
+def _table(out):
+    return ds.dataset(os.path.join(out, "rows")).to_table().to_pandas().sort_values(KEY).reset_index(drop=True)
+
+
+def test_job_submit_runs_a_sweep_and_a_killed_driver_resumes_to_the_same_table(head, lenet_checkpoint, tmp_path):
+    address, env = head
+    ckpt = lenet_checkpoint[0]
+    clean, killed = tmp_path / "clean", tmp_path / "killed"
+    spec_a = _spec(tmp_path / "a.yaml", clean, ckpt)
+    res = _submit(address, env, spec_a, "xbar-a")
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert _status(address, env, "xbar-a") == "SUCCEEDED"
+    raw = yaml.safe_load(open(spec_a))
+    plan = make_plan(validate(raw), raw)
+    a = _table(clean)
+    assert len(a) == plan.rows_total and not a.duplicated(KEY).any()
+
+    # the same sweep into another directory; SIGKILL its driver once rows are on disk
+    spec_b = _spec(tmp_path / "b.yaml", killed, ckpt)
+    assert _submit(address, env, spec_b, "xbar-b1", wait=False).returncode == 0
+    deadline = time.time() + 300
+    rows_dir = killed / "rows"
+    while time.time() < deadline and not (rows_dir.exists() and any(p.name.startswith("part-") for p in rows_dir.iterdir())):
+        time.sleep(0.2)
+    driver = subprocess.run(["pgrep", "-f", f"sweep.cli run {spec_b}"], capture_output=True, text=True).stdout.split()
+    assert driver, "the job's driver process must be running"
+    for pid in driver:
+        os.kill(int(pid), signal.SIGKILL)
+    while _status(address, env, "xbar-b1") in ("RUNNING", "PENDING"):
+        time.sleep(1)
+    partial = len(ds.dataset(str(rows_dir)).to_table())
+    assert 0 < partial < plan.rows_total
+    res = _submit(address, env, spec_b, "xbar-b2")  # the same command again
+    assert res.returncode == 0 and _status(address, env, "xbar-b2") == "SUCCEEDED", res.stdout[-3000:]
+    b = _table(killed)
+    assert len(b) == plan.rows_total and not b.duplicated(KEY).any()
+    for col in ["instance_seed", "top1", "top5", "loss", "count"]:
+        assert a[col].equals(b[col]), col
