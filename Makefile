@@ -23,6 +23,7 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.engine
 	$(BIN)/python -m benchmarks.irdrop
 	$(BIN)/python -m benchmarks.sweep
+	$(BIN)/python -m benchmarks.training
 
 clean:
 	rm -rf $(VENV) results .pytest_cache

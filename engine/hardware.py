@@ -319,6 +319,19 @@ class DACLoading(_Section):
     r_pd_ohm: float = Field(1000.0, gt=0.0, le=1e9, description="pull-down resistance R_PD")
 
 
+class UpdateSpec(_Section):
+    """Device writes during training on the crossbar (TxSim eq. 1, Sec. IV-C, IV-D)."""
+
+    nonlinearity: float = Field(0.0, ge=0.0, le=100.0, description="update non-linearity factor v (TxSim 0.01-1)")
+    write_noise: float = Field(0.0, ge=0.0, le=1000.0, description="write-noise factor gamma (TxSim 1-10)")
+    weight_range: float = Field(1.0, gt=0.0, le=1e3, description="W_max = weight_range x the largest |w| of the "
+                                "layer in native (float) training of the same recipe (TxSim's weight statistics)")
+    pair: Literal["direct", "balanced"] = Field(
+        "direct", description="initial pair: direct (the inactive device at G_min, PytorX eq. 9 / TxSim's separate "
+        "positive and negative crossbars) or balanced (both around the mid conductance)")
+    refresh_every: int = Field(1, ge=1, le=1_000_000, description="exact IR-drop solve every L updates (interpolated between)")
+
+
 class HardwareSpec(_Section):
     """The whole crossbar accelerator: geometry, device, mapping, periphery, non-idealities."""
 
@@ -336,6 +349,7 @@ class HardwareSpec(_Section):
     column_awgn: ColumnAWGN = Field(default_factory=ColumnAWGN)
     ir_drop: IRDrop = Field(default_factory=IRDrop)
     dac_loading: DACLoading = Field(default_factory=DACLoading)
+    update: UpdateSpec = Field(default_factory=UpdateSpec)
 
     @model_validator(mode="after")
     def _consistent(self) -> "HardwareSpec":

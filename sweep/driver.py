@@ -108,6 +108,8 @@ def _base_checkpoints(plan: Plan, store: ResultStore, console: Console) -> dict[
     out: dict[str, bytes] = {}
     for point in plan.points:
         spec = point.spec
+        if spec.kind == "train":  # trained from scratch inside each trial
+            continue
         key = model_key(spec)
         if key in out:
             continue

@@ -47,6 +47,9 @@ def task_payload(plan: Plan, task: Task, checkpoint_refs: dict) -> dict:
     from .worker import model_key, offline_variants
 
     point = plan.points[task.point_index]
+    trials = [(i, plan.seed(point, i), list(labels)) for i, labels in task.trials]
+    if point.spec.kind == "train":  # trained from scratch on the instance: no checkpoint to ship
+        return {"kind": "train", "point_id": point.id, "params": point.params, "trials": trials}
     key = model_key(point.spec)
     return {
         "point_id": point.id,
@@ -54,7 +57,7 @@ def task_payload(plan: Plan, task: Task, checkpoint_refs: dict) -> dict:
         "model_key": key,
         "checkpoint": checkpoint_refs[key],
         "variants": {k: checkpoint_refs[k] for k in offline_variants(point.spec)},
-        "trials": [(i, plan.seed(point, i), list(labels)) for i, labels in task.trials],
+        "trials": trials,
     }
 
 

@@ -36,7 +36,7 @@ RESULT_EXECUTION_FIELDS = ("batch_size",)
 
 def result_content(spec: SweepSpec) -> dict:
     """Everything in a point's spec that changes a trial's result (the point id hashes it)."""
-    d = spec.model_dump(mode="json", include={"seed", "model", "data", "hardware"})
+    d = spec.model_dump(mode="json", include={"seed", "kind", "model", "data", "hardware", "training"})
     d["execution"] = {k: getattr(spec.execution, k) for k in RESULT_EXECUTION_FIELDS}
     if spec.model.checkpoint:
         d["model"]["checkpoint"] = file_sha256(spec.model.checkpoint)
@@ -156,7 +156,7 @@ def make_plan(spec: SweepSpec, raw: dict) -> Plan:
     for path in spec.sweep.axes():
         vals = spec.sweep.grid.get(path) or next(g[path] for g in spec.sweep.zip if path in g)
         axis_types[path] = column_type(vals)
-    labels = tuple(s.label for s in spec.strategies())
+    labels = spec.labels
     content = spec.model_dump(mode="json", exclude={"execution", "output"})
     content["execution"] = {k: getattr(spec.execution, k) for k in RESULT_EXECUTION_FIELDS}
     content["points"] = ids

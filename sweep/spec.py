@@ -55,11 +55,22 @@ class ModelSection(_Section):
 
     @model_validator(mode="after")
     def _source(self) -> "ModelSection":
-        if (self.checkpoint is None) == (self.train is None):
-            raise ValueError("model: give exactly one of 'checkpoint' (a file) or 'train' (a recipe)")
+        if self.checkpoint is not None and self.train is not None:
+            raise ValueError("model: give either 'checkpoint' (a file) or 'train' (a recipe), not both")
         if self.checkpoint is not None and not os.path.isfile(self.checkpoint):
             raise ValueError(f"model.checkpoint: file not found: {self.checkpoint!r}")
         return self
+
+
+class CrossbarTraining(_Section):
+    """``kind: train`` trials: the network is trained from scratch on the sampled crossbar instance
+    (engine.training, TxSim) with SGD; the initial weights and batch order come from ``seed``."""
+
+    epochs: int = Field(8, ge=1, le=10_000)
+    batch_size: int = Field(64, ge=1, le=1 << 16)
+    lr: float = Field(0.05, gt=0, le=10)
+    momentum: float = Field(0.9, ge=0, lt=1, description="digital momentum accumulator; 0 = TxSim's plain SGD")
+    seed: int = Field(0, ge=0)
 
 
 class DataSection(_Section):
@@ -164,7 +175,9 @@ class SweepAxes(_Section):
 class SweepSpec(_Section):
     name: str = Field(..., pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
     seed: int = Field(0, ge=0, le=2**63 - 1)
+    kind: Literal["inference", "train"] = Field("inference", description="evaluate trained networks, or train on the crossbar")
     model: ModelSection
+    training: CrossbarTraining | None = None
     data: DataSection = Field(default_factory=DataSection)
     hardware: HardwareSpec = Field(default_factory=HardwareSpec)
     mitigations: list[str | dict[str, Any]] = Field(default_factory=lambda: ["none"], min_length=1)
@@ -186,8 +199,27 @@ class SweepSpec(_Section):
             raise ValueError(f"mitigations: labels must be unique (got {labels})")
         return v
 
+    @model_validator(mode="after")
+    def _kind(self) -> "SweepSpec":
+        if self.kind == "inference":
+            if (self.model.checkpoint is None) == (self.model.train is None):
+                raise ValueError("model: give exactly one of 'checkpoint' (a file) or 'train' (a recipe)")
+            if self.training is not None:
+                raise ValueError("training: only for kind: train")
+        else:
+            if self.training is None:
+                raise ValueError("training: kind: train needs a training section (epochs, batch_size, lr, ...)")
+            if self.mitigations != ["none"]:
+                raise ValueError("mitigations: training trials have none (leave the default)")
+        return self
+
     def strategies(self):
         return [parse_strategy(m) for m in self.mitigations]
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """Row labels per trial: the mitigation labels, or ``train`` for training trials."""
+        return ("train",) if self.kind == "train" else tuple(s.label for s in self.strategies())
 
 
 # Loading ------------------------------------------------------------------------------------

@@ -29,6 +29,8 @@ def offline_variants(spec: SweepSpec) -> dict[str, Any]:
     """Model variants a point's strategies need that are trained offline: key -> component."""
     base = model_key(spec)
     out = {}
+    if spec.kind == "train":
+        return out
     for strategy in spec.strategies():
         key, maker = strategy.variant(base, spec.hardware)
         if maker is not None and maker.offline:
@@ -44,6 +46,7 @@ class TrialWorker:
         self.checkpoints: dict[str, Any] = {}
         self._points: dict[str, tuple] = {}
         self._evaluators: dict[tuple, TrialEvaluator] = {}
+        self._splits: dict[tuple, object] = {}
         self.host, self.pid = socket.gethostname(), os.getpid()
 
     def _blob(self, key: str) -> bytes:
@@ -80,11 +83,32 @@ class TrialWorker:
     def ping(self) -> str:
         return f"{self.host}:{self.pid}:{self.device}"
 
+    def _train_trial(self, spec: SweepSpec, instance: int, seed: int) -> dict:
+        from engine.training import train_on_crossbar
+
+        d, t = spec.data, spec.training
+        key = (d.name, d.root, d.input_size, d.eval_size)
+        if key not in self._splits:
+            split = load_dataset(d.name, d.root, d.input_size)
+            split.test = materialise(subset(split.test, d.eval_size))
+            self._splits[key] = split
+        start = time.perf_counter()
+        res = train_on_crossbar(spec.model.name, self._splits[key], spec.hardware, t.epochs, t.batch_size, t.lr, t.seed,
+                                seed, self.device, spec.execution.batch_size, t.momentum)
+        return {"instance": instance, "instance_seed": seed, "mitigation": "train", "top1": res.top1,
+                "top5": res.final.top5, "loss": res.final.loss, "count": res.final.count,
+                "top1_per_epoch": res.top1_per_epoch, "t_sample_s": 0.0, "t_map_s": 0.0,
+                "t_mitigate_s": time.perf_counter() - start, "t_evaluate_s": 0.0, "worker_host": self.host,
+                "worker_pid": self.pid, "worker_device": str(self.device), "finished": time.time()}
+
     def run(self, task: dict) -> list[dict]:
+        if task.get("kind") == "train":
+            spec, _ = self._point(task["point_id"], task["params"])
+            return [self._train_trial(spec, i, seed) for i, seed, _labels in task["trials"]]
         self.checkpoints.setdefault(task["model_key"], task["checkpoint"])
         spec, strategies = self._point(task["point_id"], task["params"])
         ev = self._evaluator(spec)
-        for key, ref in task.get("variants", {}).items():
+        for key, ref in task.get("variants", {}).items():  # offline-trained model variants
             if key not in ev.models:
                 self.checkpoints.setdefault(key, ref)
                 ev.add_model(key, model_from_bytes(self._blob(key), spec.model.name, 0, 0, 0))
@@ -92,7 +116,7 @@ class TrialWorker:
         for instance, seed, labels in task["trials"]:
             for o in ev.run(spec.hardware, seed, [strategies[m] for m in labels]):
                 out.append({
-                    "instance": instance, "instance_seed": seed, "mitigation": o.mitigation,
+                    "instance": instance, "instance_seed": seed, "mitigation": o.mitigation, "top1_per_epoch": None,
                     "top1": o.metrics.top1, "top5": o.metrics.top5, "loss": o.metrics.loss, "count": o.metrics.count,
                     "t_sample_s": o.t_sample_s, "t_map_s": o.t_map_s, "t_mitigate_s": o.t_mitigate_s,
                     "t_evaluate_s": o.t_evaluate_s, "worker_host": self.host, "worker_pid": self.pid,

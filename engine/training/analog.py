@@ -1,0 +1,276 @@
+"""Training on a non-ideal crossbar (TxSim Sec. IV): forward, backward and update in hardware.
+
+Every Linear/Conv2d (convolutions as im2col) becomes an :class:`AnalogLayer` whose weights live
+as analog conductance pairs, one cell per weight in each array of a differential pair:
+G+ - G- = w S / W_max, S = G_max - G_min, W_max = ``weight_range`` x max|w| at initialisation
+(TxSim's per-layer gradient-to-dG scaling, Scale_k = S / W_max). ``pair: direct`` starts each
+weight on the array of its sign with the other device at G_min (TxSim's separate positive and
+negative crossbars); ``balanced`` starts both devices around the mid conductance.
+
+* Forward: inputs quantised by the DAC (PytorX Alg. 1: dx = max|x| / 2^(N-1) per training batch,
+  the mean over the last epoch's batches at test time), every tile read as v @ G_eff (IR drop:
+  the exact network, re-solved every ``refresh_every`` updates with the distortion reused in
+  between - TxSim's interpolated FCM), I+ - I- digitised per tile column (ADC range as Alg. 1),
+  partial sums added digitally.
+* Backward: the activation gradient is read through the same tiles transposed - errors driven
+  onto the columns, currents sensed on the rows, with their own DAC and ADC ranges. By
+  reciprocity of the linear resistive network the transposed read is exactly G_eff^T.
+* Update: dW = -lr x^T delta from the quantised inputs and errors (optionally averaged with
+  momentum in a digital accumulator), dG_ideal = dW S / W_max, split
+  +dG/2 on G+ and -dG/2 on G- (a device's share that would cross its bound goes to its partner),
+  each through TxSim eq. 1 with write noise
+  (:class:`engine.training.update.UpdateModel`); stuck cells stay stuck.
+Biases stay digital (plain SGD).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import seeding
+from ..hardware import HardwareSpec
+from ..instance import _draw
+from ..irdrop import TileWires, effective_conductance, path_model
+from ..nonideal.faults import STUCK_GMAX, STUCK_GMIN, fault_codes
+from ..tiling import TileGrid
+from .update import UpdateModel
+
+WRITE_NOISE = 3  # seeding stream of the per-instance write-noise draws
+
+
+class _RangeTracker:
+    """PytorX Alg. 1 for one quantiser: per-batch max|t| while training, the mean at test time."""
+
+    def __init__(self, bits: int) -> None:
+        self.bits = bits
+        self.sum, self.count, self.signed = 0.0, 0, False
+        self.epoch_sum, self.epoch_count = 0.0, 0
+
+    def step(self, t: torch.Tensor, training: bool) -> tuple[float, int, int]:
+        if training:
+            lo, hi = (float(v) for v in torch.aminmax(t.detach()))
+            m = max(-lo, hi)
+            self.signed = self.signed or lo < 0
+            self.sum, self.count = self.sum + m, self.count + 1
+        else:
+            m = self.epoch_sum / max(self.epoch_count, 1) if self.epoch_count else self.sum / max(self.count, 1)
+        if self.signed:
+            return max(m, 1e-30) / 2 ** (self.bits - 1), -(2 ** (self.bits - 1)), 2 ** (self.bits - 1) - 1
+        return max(m, 1e-30) / (2**self.bits - 1), 0, 2**self.bits - 1
+
+    def end_epoch(self) -> None:
+        """Freeze this epoch's mean for evaluation; start accumulating the next epoch."""
+        self.epoch_sum, self.epoch_count = self.sum, self.count
+        self.sum, self.count = 0.0, 0
+
+
+def _pad_to(t: torch.Tensor, width: int) -> torch.Tensor:
+    return t if t.shape[-1] == width else F.pad(t, (0, width - t.shape[-1]))
+
+
+def _quantise(t: torch.Tensor, tracker: _RangeTracker, training: bool) -> tuple[torch.Tensor, float]:
+    step, lo, hi = tracker.step(t, training)
+    return (t / step).round_().clamp_(lo, hi), step
+
+
+class AnalogLayer(nn.Module):
+    def __init__(self, module: nn.Module, hw: HardwareSpec, layer_index: int, seed: int, w_max: float | None = None) -> None:
+        super().__init__()
+        if isinstance(module, nn.Conv2d):
+            if module.groups != 1 or module.padding_mode != "zeros" or isinstance(module.padding, str):
+                raise ValueError("crossbar training supports ungrouped, zero-padded convolutions")
+            self.conv = dict(kernel_size=module.kernel_size, dilation=module.dilation, padding=module.padding,
+                             stride=module.stride)
+            self.out_channels = module.out_channels
+            w = module.weight.detach().reshape(module.out_channels, -1).t()
+        else:
+            self.conv = None
+            w = module.weight.detach().t()
+        k, n = w.shape
+        self.hw, self.layer_index = hw, layer_index
+        self.grid = TileGrid(groups=1, k=k, n=n, rows=hw.crossbar.rows, cols=hw.crossbar.cols, slices=1, arrays=2,
+                             wcols=min(hw.crossbar.cols, n), offset=False)
+        dev, up = hw.device, hw.update
+        self.update_model = UpdateModel(up.nonlinearity, up.write_noise, dev.g_min_s, dev.g_max_s)
+        self.w_max = up.weight_range * (float(w.abs().max()) if w_max is None else w_max)
+        self.scale = self.update_model.span / self.w_max  # siemens per unit weight
+        if up.pair == "balanced":
+            g_ref = 0.5 * (dev.g_min_s + dev.g_max_s)
+            g = torch.stack([g_ref + 0.5 * self.scale * w, g_ref - 0.5 * self.scale * w]).double()
+        else:  # each sign on its own array, the other device at G_min
+            g = torch.stack([dev.g_min_s + self.scale * w.clamp(min=0), dev.g_min_s + self.scale * (-w).clamp(min=0)]).double()
+        self.register_buffer("g", g.clamp(dev.g_min_s, dev.g_max_s))  # (2, k, n) siemens
+        self.bias = None if module.bias is None else nn.Parameter(module.bias.detach().clone())
+        self.delta = nn.Parameter(torch.zeros(k, n, device=w.device))  # receives dL/dW from the crossbar backward
+        self._stuck = self._sample_faults(seed, w.device)
+        self._apply_stuck()
+        self.write_gen = torch.Generator(device=w.device)
+        self.write_gen.manual_seed(int(seeding.stream(seed, layer_index, WRITE_NOISE).generate_state(1)[0]) & (2**63 - 1))
+        self.ranges = {name: _RangeTracker(bits) for name, bits in (
+            ("x", hw.input.input_bits), ("y", hw.adc.bits), ("e", hw.input.input_bits), ("ex", hw.adc.bits))}
+        self.updates = 0
+        self._momentum: torch.Tensor | None = None
+        self._geff: torch.Tensor | None = None
+        self._distortion: torch.Tensor | None = None
+
+    # cells -------------------------------------------------------------------------------------------
+    def _sample_faults(self, seed: int, device) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Stuck cells: the same physical draws as inference instances of this layer (engine.instance)."""
+        if not self.hw.faults.enabled:
+            return None
+        u = _draw([seed], self.layer_index, seeding.FAULTS, self.grid.cell_shape, normal=False)[0]
+        codes = self.grid.unplace(fault_codes(u, self.hw.faults))[:, 0, :, :, 0].to(device)  # (2, k, n)
+        return codes == STUCK_GMAX, codes == STUCK_GMIN
+
+    def _apply_stuck(self) -> None:
+        if self._stuck is not None:
+            hi, lo = self._stuck
+            self.g.masked_fill_(hi, self.hw.device.g_max_s).masked_fill_(lo, self.hw.device.g_min_s)
+
+    def weight(self) -> torch.Tensor:
+        """The weight the conductances represent, (k, n)."""
+        return ((self.g[0] - self.g[1]) / self.scale).float()
+
+    def effective_difference(self) -> torch.Tensor:
+        """G+_eff - G-_eff of every weight (siemens), padded to whole tiles: (t_r R, t_c wcols).
+
+        Without wire resistance the pair is read as stored. With IR drop, the whole physical tiles
+        (unused cells at G_min) go through the exact network (re-solved every ``refresh_every``
+        updates, the distortion reused in between - TxSim's interpolated FCM)."""
+        if self._geff is not None:
+            return self._geff
+        grid, dev, ir = self.grid, self.hw.device, self.hw.ir_drop
+        pad = (0, grid.t_c * grid.wcols - grid.n, 0, grid.t_r * grid.rows - grid.k)
+        if not ir.enabled:
+            self._geff = F.pad((self.g[0] - self.g[1]).float(), pad)
+            return self._geff
+        cells = grid.place(self.g.unsqueeze(1).unsqueeze(-1) - dev.g_min_s, None)[:, 0] + dev.g_min_s
+        if self._distortion is not None and self.updates % self.hw.update.refresh_every != 0:
+            geff = cells * (1 - self._distortion)
+        else:
+            wires = TileWires(ir.r_row_ohm, ir.r_col_ohm, ir.r_sense_ohm, ir.r_driver_ohm)
+            geff = effective_conductance(cells, wires) if ir.model == "exact" else path_model(cells, wires)
+            self._distortion = (cells - geff) / cells
+        per_weight = grid.unplace(geff.unsqueeze(1))[:, 0, :, :, 0]  # (2, k, n)
+        self._geff = F.pad((per_weight[0] - per_weight[1]).float(), pad)
+        return self._geff
+
+    # reads -------------------------------------------------------------------------------------------
+    def read(self, codes: torch.Tensor, transpose: bool, adc: _RangeTracker) -> torch.Tensor:
+        """Tile reads of input codes, (M, k) -> (M, n); transposed: (M, n) -> (M, k). Units: code x S.
+        The pair is subtracted in analog; every tile column's (row's, transposed) current is digitised
+        and the tiles' partial sums are added digitally."""
+        grid, diff = self.grid, self.effective_difference()
+        if not transpose:
+            v = _pad_to(codes, grid.t_r * grid.rows).reshape(-1, grid.t_r, grid.rows)
+            cur = torch.einsum("mtr,trn->mtn", v, diff.view(grid.t_r, grid.rows, -1))  # per row tile
+            out = grid.n
+        else:
+            v = _pad_to(codes, grid.t_c * grid.wcols).reshape(-1, grid.t_c, grid.wcols)
+            rows = diff[: grid.k].reshape(grid.k, grid.t_c, grid.wcols)  # only the rows that hold weights
+            cur = torch.einsum("mcj,kcj->mck", v, rows)  # per column tile
+            out = grid.k
+        if self.hw.adc.kind == "quantized":
+            cur, step = _quantise(cur, adc, self.training)
+            return cur.sum(1)[:, :out] * step  # the digital sum of the tiles' codes, times the ADC step
+        return cur.sum(1)[:, :out]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.conv is None:
+            lead = x.shape[:-1]
+            y = _AnalogMVM.apply(x.reshape(-1, self.grid.k), self.delta, self)
+            y = y.reshape(*lead, self.grid.n)
+            return y if self.bias is None else y + self.bias
+        b, _, h, w = x.shape
+        cols = F.unfold(x, **self.conv)  # (B, K, L)
+        l = cols.shape[-1]
+        y = _AnalogMVM.apply(cols.transpose(1, 2).reshape(-1, self.grid.k), self.delta, self)  # (B*L, n)
+        kh, kw = self.conv["kernel_size"]
+        (ph, pw), (sh, sw), (dh, dw) = self.conv["padding"], self.conv["stride"], self.conv["dilation"]
+        ho = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+        wo = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+        y = y.reshape(b, l, self.grid.n).transpose(1, 2).reshape(b, self.grid.n, ho, wo)
+        return y if self.bias is None else y + self.bias.view(1, -1, 1, 1)
+
+    # update ------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def apply_update(self, lr: float, momentum: float = 0.0) -> None:
+        """dG_ideal = -lr m S / W_max split over the pair, through TxSim eq. 1 and write noise; m is
+        dL/dW, or its momentum average (a digital accumulator per weight) when ``momentum`` > 0."""
+        if self.delta.grad is None:
+            return
+        step = self.delta.grad.double()
+        if momentum > 0:
+            self._momentum = step if self._momentum is None else momentum * self._momentum + step
+            step = self._momentum
+        dg = (-lr * self.scale) * step
+        d_plus, d_minus = self._split(dg)
+        model = self.update_model
+        self.g[0] = model.apply(self.g[0], d_plus, self.write_gen)
+        self.g[1] = model.apply(self.g[1], d_minus, self.write_gen)
+        self._apply_stuck()
+        self.delta.grad = None
+        self.updates += 1
+        self._geff = None
+
+    def _split(self, dg: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Ideal changes of G+ and G- for a weight change dg (siemens): half each, and the part a
+        device cannot take at its bound goes to its partner (so a pair whose inactive device sits
+        at G_min still realises the whole step)."""
+        lo, hi = self.hw.device.g_min_s, self.hw.device.g_max_s
+
+        def fit(g: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+            return torch.minimum(torch.maximum(d, lo - g), hi - g)
+
+        d_plus = fit(self.g[0], 0.5 * dg)
+        d_minus = fit(self.g[1], -0.5 * dg - (0.5 * dg - d_plus))  # the partner takes G+'s shortfall
+        d_plus = fit(self.g[0], dg + d_minus)  # and G+ takes G-'s
+        return d_plus, d_minus
+
+    def end_epoch(self) -> None:
+        for r in self.ranges.values():
+            r.end_epoch()
+
+
+class _AnalogMVM(torch.autograd.Function):
+    """Forward and backward through the crossbar; the weight 'gradient' is the digital outer
+    product of the quantised inputs and errors, used by :meth:`AnalogLayer.apply_update`."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, delta: torch.Tensor, layer: AnalogLayer) -> torch.Tensor:
+        codes, dx = _quantise(x, layer.ranges["x"], layer.training)
+        y = layer.read(codes, transpose=False, adc=layer.ranges["y"]) * (dx / layer.scale)
+        ctx.layer, ctx.dx = layer, dx
+        ctx.save_for_backward(codes)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad_y: torch.Tensor):
+        layer = ctx.layer
+        (codes,) = ctx.saved_tensors
+        ecodes, de = _quantise(grad_y, layer.ranges["e"], True)
+        grad_x = layer.read(ecodes, transpose=True, adc=layer.ranges["ex"]) * (de / layer.scale)
+        grad_w = (codes.t() @ ecodes) * (ctx.dx * de)
+        return grad_x, grad_w, None
+
+
+def analog_layers(model: nn.Module) -> list[AnalogLayer]:
+    return [m for m in model.modules() if isinstance(m, AnalogLayer)]
+
+
+def to_analog(model: nn.Module, hw: HardwareSpec, seed: int, weight_ranges: list[float] | None = None) -> nn.Module:
+    """Replace every Linear/Conv2d in place by an :class:`AnalogLayer` (numbered as in
+    engine.convert, so an instance's stuck cells are the same physical cells). ``weight_ranges``:
+    per-layer W_max before the ``weight_range`` factor (default: the layer's initial max|w|)."""
+    names = [n for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+    for index, name in enumerate(names):
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        w_max = None if weight_ranges is None else weight_ranges[index]
+        setattr(parent, child, AnalogLayer(getattr(parent, child), hw, index, seed, w_max))
+    return model
+
+
+__all__ = ["AnalogLayer", "analog_layers", "to_analog"]
