@@ -59,21 +59,24 @@ class InputCoding:
         return (x / delta_x).round_().clamp_(self.lo, self.hi)  # one allocation, in-place after
 
     def split(self, codes: torch.Tensor) -> torch.Tensor:
-        """(...,) codes -> (planes, ...) DAC chunks, two's complement with a signed top chunk."""
+        """(...,) codes -> (planes, ...) DAC chunks, two's complement with a signed top chunk. The
+        planes-times larger shift/mask pass runs on bytes when the code fits in 8 bits."""
         if self.planes == 1:
             return codes.unsqueeze(0)
+        narrow = torch.uint8 if self.bits <= 8 else torch.int32
         u = codes.to(torch.int32)
         if self.signed:
             u = u & (2**self.bits - 1)
+        u = u.to(narrow)
         widths = self._widths()
-        shifts = torch.arange(self.planes, dtype=torch.int32, device=codes.device) * self.dac_bits
-        masks = torch.tensor([2**w - 1 for w in widths], dtype=torch.int32, device=codes.device)
+        shifts = torch.arange(self.planes, dtype=narrow, device=codes.device) * self.dac_bits
+        masks = torch.tensor([2**w - 1 for w in widths], dtype=narrow, device=codes.device)
         view = (-1,) + (1,) * codes.dim()
-        chunks = (u.unsqueeze(0) >> shifts.view(view)) & masks.view(view)
+        chunks = ((u.unsqueeze(0) >> shifts.view(view)) & masks.view(view)).to(codes.dtype)
         if self.signed:
             top, w = chunks[-1], widths[-1]
             chunks[-1] = torch.where(top >= 2 ** (w - 1), top - 2**w, top)
-        return chunks.to(codes.dtype)
+        return chunks
 
 
 @dataclass(frozen=True)

@@ -51,6 +51,15 @@ class MatmulTiles:
     def apply(self, v: torch.Tensor, operand: torch.Tensor) -> torch.Tensor:
         return v @ operand
 
+    apply_native = apply  # (I, G, t_r, P*M, Q) is already the layout reads are contracted in
+
+    def contract(self, out: torch.Tensor, coef: torch.Tensor) -> torch.Tensor:
+        """sum over row tiles t and chunks p of coef[p] out[i, g, t, (p, m), q] -> (I, G, M, Q):
+        one batched GEMV that reads ``out`` once."""
+        i, g, tr = out.shape[:3]
+        flat = out.reshape(i * g, tr * coef.numel(), -1)
+        return (coef.to(out.dtype).repeat(tr) @ flat).reshape(i, g, -1, out.shape[-1])
+
 
 class ConvTiles:
     """Reads as a convolution; output channels are (instance, group, row tile, tile column)."""
@@ -91,11 +100,12 @@ class ConvTiles:
         x = self.pad_input(codes)
         if self._gather is not None:
             x = x.index_select(1, self._gather.to(x.device))  # (I*B, G*t_r*window, H, W)
-        chunks = coding.split(x)  # (P, I*B, ...)
-        p, ib = chunks.shape[:2]
+        # channels last before the planes-times larger split: oneDNN's grouped convs run faster in NHWC
+        chunks = coding.split(x.permute(0, 2, 3, 1))  # (P, I*B, H, W, C)
+        p, ib, h, w, c = chunks.shape
         b = ib // instances
-        v = chunks.reshape(p, instances, b, *chunks.shape[2:]).transpose(1, 2)
-        return v.reshape(p * b, instances * chunks.shape[2], *chunks.shape[3:]), -1
+        v = chunks.reshape(p, instances, b, h, w, c).permute(0, 2, 3, 4, 1, 5).reshape(p * b, h, w, instances * c)
+        return v.permute(0, 3, 1, 2), -1  # (P*B, I*C, H, W) in NHWC strides
 
     def operand(self, mat: torch.Tensor) -> torch.Tensor:
         """(I, G, t_r, R, Q) -> conv weight (I*G*t_r*Q, window, kh, kw)."""
@@ -103,13 +113,28 @@ class ConvTiles:
         padded = torch.cat([mat, mat.new_zeros(i, g, tr, 1, q)], dim=3)  # row R is zero
         rows = self._row.to(mat.device)
         w = padded[:, :, torch.arange(tr, device=mat.device)[:, None, None], rows]  # (I,G,t_r,window,kk,Q)
-        return w.permute(0, 1, 2, 5, 3, 4).reshape(i * g * tr * q, self.window, *self.kernel_size).contiguous()
+        w = w.permute(0, 1, 2, 5, 3, 4).reshape(i * g * tr * q, self.window, *self.kernel_size)
+        return w.contiguous(memory_format=torch.channels_last)
 
-    def apply(self, v: torch.Tensor, operand: torch.Tensor) -> torch.Tensor:
+    def apply_native(self, v: torch.Tensor, operand: torch.Tensor) -> torch.Tensor:
+        """The convolution's own layout, (P*B, L, I, G, t_r, Q) - a view of its NHWC result."""
         g = self.grid
         n_groups = v.shape[1] // self.window  # I*G*t_r (windowed) or I*G
         out = F.conv2d(v, operand, None, self.stride, self.padding, self.dilation, n_groups)
         inst = n_groups // (g.groups * (g.t_r if self.windowed else 1))
-        pb = out.shape[0]
-        out = out.reshape(pb, inst, g.groups, g.t_r, -1, out.shape[2] * out.shape[3])  # (PB, I, G, t_r, Q, L)
-        return out.permute(1, 2, 3, 0, 5, 4).reshape(inst, g.groups, g.t_r, -1, out.shape[4])
+        pb, c, h, w = out.shape
+        return out.permute(0, 2, 3, 1).reshape(pb, h * w, inst, g.groups, g.t_r, c // (inst * g.groups * g.t_r))
+
+    def apply(self, v: torch.Tensor, operand: torch.Tensor) -> torch.Tensor:
+        """(I, G, t_r, P*M, Q), one copy of the native result."""
+        out = self.apply_native(v, operand)
+        pb, l, inst = out.shape[:3]
+        return out.permute(2, 3, 4, 0, 1, 5).reshape(inst, self.grid.groups, self.grid.t_r, pb * l, -1)
+
+    def contract(self, out: torch.Tensor, coef: torch.Tensor) -> torch.Tensor:
+        """sum over chunks p and row tiles t of coef[p] out[(p, b), l, i, g, t, q] -> (I, G, B*L, Q),
+        reading the native layout once (chunks are its outermost axis)."""
+        pb, l, inst, groups, tr, q = out.shape
+        p = coef.numel()
+        y = (coef.to(out.dtype) @ out.reshape(p, -1)).reshape(pb // p * l, inst, groups, tr, q).sum(3)
+        return y.permute(1, 2, 0, 3)
