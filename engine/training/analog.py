@@ -3,7 +3,8 @@
 Every Linear/Conv2d (convolutions as im2col) becomes an :class:`AnalogLayer` whose weights live
 as analog conductance pairs, one cell per weight in each array of a differential pair:
 G+ - G- = w S / W_max, S = G_max - G_min, W_max = ``weight_range`` x max|w| at initialisation
-(TxSim's per-layer gradient-to-dG scaling, Scale_k = S / W_max). ``pair: direct`` starts each
+(TxSim's per-layer gradient-to-dG scaling, Scale_k = S / W_max; TxSim also names the gradient
+statistic dW_max without a formula - it plays no part here). ``pair: direct`` starts each
 weight on the array of its sign with the other device at G_min (TxSim's separate positive and
 negative crossbars); ``balanced`` starts both devices around the mid conductance.
 
