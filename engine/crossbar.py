@@ -128,9 +128,12 @@ class CrossbarLayer(nn.Module):
         return self._mapped
 
     def target_levels(self) -> torch.Tensor:
-        """Ideal cell levels, (arrays, groups, t_r, t_c, rows, cols)."""
-        m = self.mapped
-        return self.grid.place(m.digits, m.reference)
+        """Ideal cell levels, (arrays, groups, t_r, t_c, rows, cols); placed once per mapping and grid
+        (read-only: every instance starts from it)."""
+        m, cached = self.mapped, getattr(self, "_levels", None)
+        if cached is None or cached[0] is not m or cached[1] is not self.grid:
+            self._levels = (m, self.grid, self.grid.place(m.digits, m.reference))
+        return self._levels[2]
 
     def remap(self, scheme: Scheme | None = None) -> None:
         """Re-quantise and re-map after the weight or the mapping scheme changed."""

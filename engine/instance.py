@@ -6,10 +6,10 @@ h = L, a cell stuck at G_max gives h = 2**b - 1, stuck at G_min h = 0. Keeping G
 ``h`` keeps the ideal path in exact integer arithmetic; the G_min term is added back where
 physics needs it (digital subtraction baselines, read noise).
 
-Random draws per (seed, layer): one uniform per cell for faults and two standard normals per
-cell for variation (see :mod:`engine.seeding`, :mod:`engine.nonideal.faults`,
-:mod:`engine.nonideal.variation`). Streams a spec does not use are not drawn; since every
-stream has its own spawn key, skipping one never shifts another.
+Random draws per (seed, layer): one uniform per cell for faults, and one standard normal per
+cell for each variation term in use, absolute and relative (see :mod:`engine.seeding`,
+:mod:`engine.nonideal.faults`, :mod:`engine.nonideal.variation`). Streams a spec does not use
+are not drawn; since every stream has its own spawn key, skipping one never shifts another.
 """
 
 from __future__ import annotations
@@ -76,11 +76,13 @@ def sample_cells(levels: torch.Tensor, hw: HardwareSpec, seeds: Sequence[int] | 
     shape = tuple(levels.shape[1:] if per_instance else levels.shape)
     h = h.expand(len(seeds), *shape)
     dev = hw.device
-    if hw.variation.enabled:
-        z = _draw(seeds, layer_index, seeding.VARIATION, (2, *shape), normal=True)
+    var = hw.variation
+    if var.enabled:
+        has_abs = var.sigma_abs_s > 0 or var.sigma_abs_delta_g > 0
+        z_abs = _draw(seeds, layer_index, seeding.VARIATION, shape, normal=True) if has_abs else None
+        z_rel = _draw(seeds, layer_index, seeding.VARIATION_REL, shape, normal=True) if var.sigma_rel > 0 else None
         g_min_n = dev.g_min_s / dev.delta_g_s
-        g = apply_variation(h + g_min_n, z[:, 0], z[:, 1], hw.variation, dev.delta_g_s)
-        h = g - g_min_n
+        h = apply_variation(h + g_min_n, z_abs, z_rel, var, dev.delta_g_s) - g_min_n
     codes = None
     if hw.faults.enabled:
         u = _draw(seeds, layer_index, seeding.FAULTS, shape, normal=False)

@@ -102,8 +102,11 @@ class CrossbarConv2d(CrossbarLayer):
     def tile_operator(self, cell_draws: bool) -> MatmulTiles | ConvTiles:
         if cell_draws:
             return MatmulTiles(self.grid, self._unfold)
-        return ConvTiles(self.grid, self.in_channels, self.kernel_size, self.stride, self._conv_padding,
-                         self.dilation, self._pad_input)
+        cached = getattr(self, "_conv_tiles", None)  # index tables depend only on the grid: build once
+        if cached is None or cached.grid is not self.grid:
+            cached = self._conv_tiles = ConvTiles(self.grid, self.in_channels, self.kernel_size, self.stride,
+                                                  self._conv_padding, self.dilation, self._pad_input)
+        return cached
 
     def float_forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._conv(x, self.weight, self.bias, self.groups)

@@ -5,7 +5,9 @@ The derivation is documented because users must be able to reproduce any row:
     stream(seed, layer_index, kind) = numpy.random.SeedSequence(entropy=seed,
                                                                 spawn_key=(layer_index, kind))
 
-with ``kind`` one of :data:`FAULTS`, :data:`VARIATION`, :data:`READ_NOISE`. A spawn key
+with ``kind`` one of :data:`FAULTS` (one uniform per cell), :data:`VARIATION` (absolute-variation
+normal per cell), :data:`VARIATION_REL` (relative-variation normal per cell), :data:`READ_NOISE`,
+:data:`WRITE_NOISE` (training). A stream is drawn only when its term is used. A spawn key
 addresses a child stream directly, so the draws of layer 3 do not depend on how many
 layers, instances or batches were sampled before it, nor on the device the model runs on
 (static draws are made on the CPU with PCG64 and then moved).
@@ -19,6 +21,12 @@ import torch
 FAULTS = 0
 VARIATION = 1
 READ_NOISE = 2
+WRITE_NOISE = 3
+VARIATION_REL = 4
+
+# Version of the static-draw derivation above; every sweep point id includes it, so rows drawn
+# under another scheme are never mixed into a resumed sweep. 2: one stream per variation term.
+DRAW_SCHEME = 2
 
 
 def stream(seed: int, layer_index: int, kind: int) -> np.random.SeedSequence:

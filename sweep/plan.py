@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from engine import seeding
+
 from .hashing import digest as _digest
 from .hashing import file_sha256
 from .spec import SpecError, SweepSpec, resolve_point
@@ -38,6 +40,7 @@ def result_content(spec: SweepSpec) -> dict:
     """Everything in a point's spec that changes a trial's result (the point id hashes it)."""
     d = spec.model_dump(mode="json", include={"seed", "kind", "model", "data", "hardware", "training"})
     d["execution"] = {k: getattr(spec.execution, k) for k in RESULT_EXECUTION_FIELDS}
+    d["draw_scheme"] = seeding.DRAW_SCHEME
     if spec.model.checkpoint:
         d["model"]["checkpoint"] = file_sha256(spec.model.checkpoint)
     return d

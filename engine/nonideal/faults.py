@@ -22,13 +22,11 @@ STUCK_GMIN = 2
 def fault_codes(u: torch.Tensor, spec: StuckAtFaults) -> torch.Tensor:
     """int8 fault code per cell from its uniform draw."""
     p_max, p_min = spec.stuck_at_gmax_rate, spec.stuck_at_gmin_rate
-    codes = torch.zeros(u.shape, dtype=torch.int8, device=u.device)
-    codes[u < p_max] = STUCK_GMAX
-    codes[(u >= p_max) & (u < p_max + p_min)] = STUCK_GMIN
-    return codes
+    gmax = u < p_max
+    gmin = (u < p_max + p_min) & ~gmax
+    return gmax.to(torch.int8) * STUCK_GMAX + gmin.to(torch.int8) * STUCK_GMIN
 
 
 def apply_faults(h: torch.Tensor, codes: torch.Tensor, full_level: int) -> torch.Tensor:
     """Force stuck cells; ``h`` is conductance above G_min in units of dG."""
-    h = torch.where(codes == STUCK_GMAX, torch.full_like(h, float(full_level)), h)
-    return torch.where(codes == STUCK_GMIN, torch.zeros_like(h), h)
+    return h.masked_fill(codes == STUCK_GMAX, float(full_level)).masked_fill_(codes == STUCK_GMIN, 0.0)

@@ -1,8 +1,9 @@
 """Static programming variation (PytorX eq. 2 second term; RxNN sigma/mu; Jung R' = R(1+eps)).
 
-Applied to the programmed conductance g = g_min + level (units of dG) with two standard normals
-per cell and instance, z_abs and z_rel, always both drawn so that enabling one term does not
-change the other's draw (and sweeping sigma scales the same z: coupled across points):
+Applied to the programmed conductance g = g_min + level (units of dG) with standard normals per
+cell and instance, z_abs and z_rel, each from its own stream (drawn only when its sigma is
+non-zero), so enabling one term does not change the other's draw, and sweeping sigma scales the
+same z (coupled across points):
   absolute:           g' = g + sigma_abs * z_abs
   relative gaussian:  g' = g (1 + sigma_rel z_rel)
   relative lognormal: g' = g exp(s z_rel - s^2/2), s^2 = ln(1 + sigma_rel^2)
@@ -20,8 +21,10 @@ from ..hardware import ProgrammingVariation
 
 
 def apply_variation(
-    g: torch.Tensor, z_abs: torch.Tensor, z_rel: torch.Tensor, spec: ProgrammingVariation, delta_g_s: float
+    g: torch.Tensor, z_abs: torch.Tensor | None, z_rel: torch.Tensor | None, spec: ProgrammingVariation,
+    delta_g_s: float,
 ) -> torch.Tensor:
+    """``z_abs`` / ``z_rel`` may be None when their sigma is zero."""
     sigma_abs = spec.sigma_abs_s / delta_g_s if spec.sigma_abs_s > 0 else spec.sigma_abs_delta_g
     if spec.sigma_rel > 0:
         if spec.distribution == "gaussian":

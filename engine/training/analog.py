@@ -38,7 +38,6 @@ from ..nonideal.faults import STUCK_GMAX, STUCK_GMIN, fault_codes
 from ..tiling import TileGrid
 from .update import UpdateModel
 
-WRITE_NOISE = 3  # seeding stream of the per-instance write-noise draws
 
 
 class _RangeTracker:
@@ -108,7 +107,7 @@ class AnalogLayer(nn.Module):
         self._stuck = self._sample_faults(seed, w.device)
         self._apply_stuck()
         self.write_gen = torch.Generator(device=w.device)
-        self.write_gen.manual_seed(int(seeding.stream(seed, layer_index, WRITE_NOISE).generate_state(1)[0]) & (2**63 - 1))
+        self.write_gen.manual_seed(int(seeding.stream(seed, layer_index, seeding.WRITE_NOISE).generate_state(1)[0]) & (2**63 - 1))
         self.ranges = {name: _RangeTracker(bits) for name, bits in (
             ("x", hw.input.input_bits), ("y", hw.adc.bits), ("e", hw.input.input_bits), ("ex", hw.adc.bits))}
         self.updates = 0
