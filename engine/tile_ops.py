@@ -100,8 +100,9 @@ class ConvTiles:
         x = self.pad_input(codes)
         if self._gather is not None:
             x = x.index_select(1, self._gather.to(x.device))  # (I*B, G*t_r*window, H, W)
-        # channels last before the planes-times larger split: oneDNN's grouped convs run faster in NHWC
-        chunks = coding.split(x.permute(0, 2, 3, 1))  # (P, I*B, H, W, C)
+        # channels last before the planes-times larger split (elementwise ops keep their input's
+        # memory order): oneDNN's grouped convs run faster in NHWC
+        chunks = coding.split(x.permute(0, 2, 3, 1).contiguous())  # (P, I*B, H, W, C)
         p, ib, h, w, c = chunks.shape
         b = ib // instances
         v = chunks.reshape(p, instances, b, h, w, c).permute(0, 2, 3, 4, 1, 5).reshape(p * b, h, w, instances * c)
