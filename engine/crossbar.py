@@ -345,9 +345,10 @@ class CrossbarLayer(nn.Module):
         """Tiled read of input codes -> (I, M, groups * n) in units of dx * dw."""
         grid, hw, prog = self.grid, self.hw, self._prog
         v, _ = prog.op.voltages(codes, self.coding, self.n_instances)
-        if (self.mode == "crossbar" and prog.sensed_matrix is not None and not prog.noisy
-                and prog.correction is None and self.mmse is None and self.adc is not None):
-            return self._digitised_read(v)
+        adc = self.adc if self.mode == "crossbar" else None
+        if adc is not None and prog.sensed_matrix is not None and not prog.noisy and prog.correction is None \
+                and self.mmse is None:
+            return self._digitised_read(v, adc)
         if prog.dac_alpha is None:
             cur = prog.op.apply(v, prog.hmm)  # (I, G, t_r, P*M, Q)
         else:  # RxNN DAC divider: V_out = V / (1 + R_PD G_load (1 - |V|/V_fs)) per array tile row
@@ -395,13 +396,13 @@ class CrossbarLayer(nn.Module):
             sensed = sensed + (adc.codes(ec) if adc is not None else ec)
         return self._shift_add(sensed, step * self._slice_coef(sensed))
 
-    def _digitised_read(self, v: torch.Tensor) -> torch.Tensor:
+    def _digitised_read(self, v: torch.Tensor, adc: ADC) -> torch.Tensor:
         """The common noiseless quantised read, the same result as the general path in fewer passes
         over the (chunk x row tile x column) partial sums: the ADC step is divided into the operand,
         so the read yields I / dI directly; rounding and clipping (PytorX eq. 11) run in place in
         the operator's native layout; chunks and row tiles are contracted first (Yu eq. 3 f shift
         and add), weight slices last, on the small result."""
-        grid, prog, adc = self.grid, self._prog, self.adc
+        grid, prog = self.grid, self._prog
         step = adc.delta_i.to(v.device, prog.sensed_matrix.dtype).expand(grid.slices)
         key = tuple(step.tolist())
         if prog.digitised is None or prog.digitised[0] != key:
@@ -410,22 +411,19 @@ class CrossbarLayer(nn.Module):
         out = prog.op.apply_native(v, prog.digitised[1])
         out.round_().clamp_(adc.lo, adc.hi)
         y = prog.op.contract(out, self.coding.plane_coefficients(out.device))  # (I, G, M, t_c*wcols*S)
-        y = y.reshape(*y.shape[:3], grid.t_c * grid.wcols, grid.slices) @ (step * self._slice_coef(y))
-        i = y.shape[0]
-        return y[..., : grid.n].transpose(1, 2).reshape(i, -1, grid.groups * grid.n)
+        return self._combine_slices(y.reshape(*y.shape[:3], grid.t_c, grid.wcols, grid.slices), step * self._slice_coef(y))
 
     def _shift_add(self, sensed: torch.Tensor, slice_w: torch.Tensor) -> torch.Tensor:
-        """Digital recombination (Yu eq. 3 f): weighted sum over weight slices and input chunks,
-        plain sum over row tiles. (I, G, t_r, P*M, t_c, wcols, S) -> (I, M, G*n)."""
+        """Digital recombination (Yu eq. 3 f): weighted sum over input chunks and plain sum over
+        row tiles (one pass over the partial sums), then over weight slices on the small result.
+        (I, G, t_r, P*M, t_c, wcols, S) -> (I, M, G*n)."""
+        return self._combine_slices(MatmulTiles.contract(sensed, self.coding.plane_coefficients(sensed.device)), slice_w)
+
+    def _combine_slices(self, y: torch.Tensor, slice_w: torch.Tensor) -> torch.Tensor:
+        """(I, G, M, t_c, wcols, S) weighted over slices -> (I, M, G*n), padded columns dropped."""
         grid = self.grid
-        i, p = sensed.shape[0], self.coding.planes
-        y = sensed @ slice_w if grid.slices > 1 else sensed.squeeze(-1) * slice_w  # (I,G,t_r,PM,t_c,wcols)
-        if p > 1:  # one weighted reduction over (row tile, chunk): a batched GEMV reads y once
-            coef = self.coding.plane_coefficients(y.device).to(y.dtype).repeat(grid.t_r)
-            y = (coef @ y.reshape(i * grid.groups, grid.t_r * p, -1)).reshape(i, grid.groups, -1, grid.t_c * grid.wcols)
-        else:
-            y = y.reshape(i, grid.groups, grid.t_r, -1, grid.t_c * grid.wcols).sum(2)
-        return y[..., : grid.n].transpose(1, 2).reshape(i, -1, grid.groups * grid.n)
+        y = (y @ slice_w).reshape(*y.shape[:3], grid.t_c * grid.wcols)
+        return y[..., : grid.n].transpose(1, 2).reshape(y.shape[0], -1, grid.groups * grid.n)
 
     @torch.no_grad()
     def tile_shift(self, x: torch.Tensor) -> torch.Tensor:

@@ -18,6 +18,13 @@ from .hardware import HardwareSpec
 from .tile_ops import ConvTiles, MatmulTiles
 
 
+
+def conv_output_size(h: int, w: int, kernel_size, stride, padding, dilation) -> tuple[int, int]:
+    """Spatial output size of a convolution (the formula of ``nn.Conv2d``)."""
+    ho = (h + 2 * padding[0] - dilation[0] * (kernel_size[0] - 1) - 1) // stride[0] + 1
+    wo = (w + 2 * padding[1] - dilation[1] * (kernel_size[1] - 1) - 1) // stride[1] + 1
+    return ho, wo
+
 class CrossbarLinear(CrossbarLayer):
     @classmethod
     def from_module(cls, mod: nn.Linear, hw: HardwareSpec, name: str, layer_index: int) -> "CrossbarLinear":
@@ -88,10 +95,7 @@ class CrossbarConv2d(CrossbarLayer):
         return F.conv2d(self._pad_input(x), w, bias, self.stride, self._conv_padding, self.dilation, groups)
 
     def _out_size(self, h: int, w: int) -> tuple[int, int]:
-        ph, pw = self.padding
-        ho = (h + 2 * ph - self.dilation[0] * (self.kernel_size[0] - 1) - 1) // self.stride[0] + 1
-        wo = (w + 2 * pw - self.dilation[1] * (self.kernel_size[1] - 1) - 1) // self.stride[1] + 1
-        return ho, wo
+        return conv_output_size(h, w, self.kernel_size, self.stride, self.padding, self.dilation)
 
     def _unfold(self, codes: torch.Tensor, instances: int) -> torch.Tensor:
         """im2col: (I*B, C, H, W) -> (I, B*L, C*kh*kw)."""

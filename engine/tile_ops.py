@@ -53,12 +53,14 @@ class MatmulTiles:
 
     apply_native = apply  # (I, G, t_r, P*M, Q) is already the layout reads are contracted in
 
-    def contract(self, out: torch.Tensor, coef: torch.Tensor) -> torch.Tensor:
-        """sum over row tiles t and chunks p of coef[p] out[i, g, t, (p, m), q] -> (I, G, M, Q):
+    @staticmethod
+    def contract(out: torch.Tensor, coef: torch.Tensor) -> torch.Tensor:
+        """sum over row tiles t and chunks p of coef[p] out[i, g, t, (p, m), ...] -> (I, G, M, ...):
         one batched GEMV that reads ``out`` once."""
-        i, g, tr = out.shape[:3]
+        i, g, tr, pm = out.shape[:4]
         flat = out.reshape(i * g, tr * coef.numel(), -1)
-        return (coef.to(out.dtype).repeat(tr) @ flat).reshape(i, g, -1, out.shape[-1])
+        y = coef.to(out.dtype).repeat(tr) @ flat
+        return y.reshape(i, g, pm // coef.numel(), *out.shape[4:])
 
 
 class ConvTiles:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import socket
 import time
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -15,6 +16,8 @@ import torch
 from engine.data import calibration_batches, load_dataset, loader, materialise, subset
 from engine.trial import TrialEvaluator
 from engine.train import model_from_bytes
+from engine.training import train_on_crossbar
+from engine.training.trainer import native_weight_ranges
 
 from .hashing import digest
 from .spec import SweepSpec, resolve_point
@@ -46,7 +49,8 @@ class TrialWorker:
         self.checkpoints: dict[str, Any] = {}
         self._points: dict[str, tuple] = {}
         self._evaluators: dict[tuple, TrialEvaluator] = {}
-        self._splits: dict[tuple, object] = {}
+        self._data: dict[str, tuple] = {}
+        self._weight_ranges: dict[str, list[float]] = {}
         self.host, self.pid = socket.gethostname(), os.getpid()
 
     def _blob(self, key: str) -> bytes:
@@ -63,9 +67,8 @@ class TrialWorker:
         ev = self._evaluators.get(key)
         if ev is None:
             d = spec.data
-            split = load_dataset(d.name, d.root, d.input_size)
+            split, test = self._dataset(spec)
             model = model_from_bytes(self._blob(key[0]), spec.model.name, split.in_channels, split.num_classes, split.input_size)
-            test = materialise(subset(split.test, d.eval_size))
             test = torch.utils.data.TensorDataset(*(t.to(self.device) for t in test.tensors))
             calib = calibration_batches(split.train, d.calibration_size, spec.hardware.adc.calibration_batches)
             train = lambda: materialise(split.train).tensors  # noqa: E731 - loaded only for re-training
@@ -73,6 +76,14 @@ class TrialWorker:
                                 spec.model.keep_digital, train_data=train, base_key=key[0])
             self._evaluators[key] = ev
         return ev
+
+    def _dataset(self, spec: SweepSpec) -> tuple:
+        """The data split and its fixed evaluation subset, loaded once per worker."""
+        key = spec.data.model_dump_json()
+        if key not in self._data:
+            split = load_dataset(spec.data.name, spec.data.root, spec.data.input_size)
+            self._data[key] = (split, materialise(subset(split.test, spec.data.eval_size)))
+        return self._data[key]
 
     def _point(self, point_id: str, values: dict):
         if point_id not in self._points:
@@ -84,17 +95,17 @@ class TrialWorker:
         return f"{self.host}:{self.pid}:{self.device}"
 
     def _train_trial(self, spec: SweepSpec, instance: int, seed: int) -> dict:
-        from engine.training import train_on_crossbar
-
-        d, t = spec.data, spec.training
-        key = (d.name, d.root, d.input_size, d.eval_size)
-        if key not in self._splits:
-            split = load_dataset(d.name, d.root, d.input_size)
-            split.test = materialise(subset(split.test, d.eval_size))
-            self._splits[key] = split
+        t = spec.training
+        split, test = self._dataset(spec)
+        split = replace(split, test=test)
+        # W_max per layer comes from the same recipe trained natively: one float run per recipe, not per trial
+        recipe = f"{spec.model.name}|{spec.data.model_dump_json()}|{t.model_dump_json()}"
+        if recipe not in self._weight_ranges:
+            self._weight_ranges[recipe] = native_weight_ranges(spec.model.name, split, t.epochs, t.batch_size, t.lr,
+                                                               t.seed, t.momentum, self.device)
         start = time.perf_counter()
-        res = train_on_crossbar(spec.model.name, self._splits[key], spec.hardware, t.epochs, t.batch_size, t.lr, t.seed,
-                                seed, self.device, spec.execution.batch_size, t.momentum)
+        res = train_on_crossbar(spec.model.name, split, spec.hardware, t.epochs, t.batch_size, t.lr, t.seed,
+                                seed, self.device, spec.execution.batch_size, t.momentum, self._weight_ranges[recipe])
         return {"instance": instance, "instance_seed": seed, "mitigation": "train", "top1": res.top1,
                 "top5": res.final.top5, "loss": res.final.loss, "count": res.final.count,
                 "top1_per_epoch": res.top1_per_epoch, "t_sample_s": 0.0, "t_map_s": 0.0,

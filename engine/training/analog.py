@@ -34,10 +34,11 @@ from .. import seeding
 from ..hardware import HardwareSpec
 from ..instance import _draw
 from ..irdrop import TileWires, effective_conductance, path_model
+from ..layers import conv_output_size
 from ..nonideal.faults import STUCK_GMAX, STUCK_GMIN, fault_codes
+from ..periphery import InputCoding
 from ..tiling import TileGrid
 from .update import UpdateModel
-
 
 
 class _RangeTracker:
@@ -48,7 +49,8 @@ class _RangeTracker:
         self.sum, self.count, self.signed = 0.0, 0, False
         self.epoch_sum, self.epoch_count = 0.0, 0
 
-    def step(self, t: torch.Tensor, training: bool) -> tuple[float, int, int]:
+    def step(self, t: torch.Tensor, training: bool) -> tuple[float, InputCoding]:
+        """The step and the code range (signed or not, as PytorX Alg. 1 lines 5 and 7)."""
         if training:
             lo, hi = (float(v) for v in torch.aminmax(t.detach()))
             m = max(-lo, hi)
@@ -56,9 +58,8 @@ class _RangeTracker:
             self.sum, self.count = self.sum + m, self.count + 1
         else:
             m = self.epoch_sum / max(self.epoch_count, 1) if self.epoch_count else self.sum / max(self.count, 1)
-        if self.signed:
-            return max(m, 1e-30) / 2 ** (self.bits - 1), -(2 ** (self.bits - 1)), 2 ** (self.bits - 1) - 1
-        return max(m, 1e-30) / (2**self.bits - 1), 0, 2**self.bits - 1
+        coding = InputCoding(self.bits, self.bits, self.signed)
+        return max(m, 1e-30) / coding.full_scale_divisor, coding
 
     def end_epoch(self) -> None:
         """Freeze this epoch's mean for evaluation; start accumulating the next epoch."""
@@ -71,8 +72,8 @@ def _pad_to(t: torch.Tensor, width: int) -> torch.Tensor:
 
 
 def _quantise(t: torch.Tensor, tracker: _RangeTracker, training: bool) -> tuple[torch.Tensor, float]:
-    step, lo, hi = tracker.step(t, training)
-    return (t / step).round_().clamp_(lo, hi), step
+    step, coding = tracker.step(t, training)
+    return coding.quantise(t, step), step
 
 
 class AnalogLayer(nn.Module):
@@ -187,10 +188,7 @@ class AnalogLayer(nn.Module):
         cols = F.unfold(x, **self.conv)  # (B, K, L)
         l = cols.shape[-1]
         y = _AnalogMVM.apply(cols.transpose(1, 2).reshape(-1, self.grid.k), self.delta, self)  # (B*L, n)
-        kh, kw = self.conv["kernel_size"]
-        (ph, pw), (sh, sw), (dh, dw) = self.conv["padding"], self.conv["stride"], self.conv["dilation"]
-        ho = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
-        wo = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+        ho, wo = conv_output_size(h, w, **self.conv)
         y = y.reshape(b, l, self.grid.n).transpose(1, 2).reshape(b, self.grid.n, ho, wo)
         return y if self.bias is None else y + self.bias.view(1, -1, 1, 1)
 
