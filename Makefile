@@ -24,6 +24,7 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.irdrop
 	$(BIN)/python -m benchmarks.sweep
 	$(BIN)/python -m benchmarks.training
+	$(BIN)/python -m benchmarks.scale
 
 clean:
 	rm -rf $(VENV) results .pytest_cache

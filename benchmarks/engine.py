@@ -10,7 +10,14 @@ in the same run (medians of repeats):
 * ``ratio_bitserial``: the same instance with 8-bit inputs streamed through a 1-bit DAC and an
   8-bit ADC per tile and chunk (the tiled path, 8 reads per input);
 * ``ratio_batched_8``: per-instance time of 8 instances in one batched call over 8 sequential
-  single-instance trials (quantized configuration).
+  single-instance trials (quantized configuration);
+* ``ratio_sample``: the static sampling of one instance (counter-based draws of faults and
+  variation for every cell, and the programmed conductances) over the float forward;
+* ``ratio_3_strategies_irdrop`` (LeNet-5): a trial with ``[none, ec, fpt]`` over a trial with
+  ``[none]``, default 64 x 64 tiles, 8-bit ADC, exact IR drop and the quantized configuration's
+  faults (every strategy shares the trial's instance and its solve).
+
+Where a GPU is available the same cases run on it and go under the ``cuda`` key.
 """
 
 from __future__ import annotations
@@ -23,8 +30,11 @@ from rich.table import Table
 
 from engine import HardwareSpec, convert, evaluate, evaluate_float
 from engine.data import load_dataset, loader
+from engine.instance import HardwareInstance
+from engine.mitigations import parse_strategy
 from engine.models import build_model
 from engine.train import TrainConfig, train_default
+from engine.trial import TrialEvaluator
 
 from .common import median_seconds, write
 
@@ -35,7 +45,34 @@ CONFIGS = {
 }
 
 
-def _case(name: str, model: torch.nn.Module, test, calib, repeats: int) -> dict:
+def _sample(xm, hw: HardwareSpec, seed: int) -> None:
+    """What programming an instance costs before any read operand is built: every layer's static
+    draws (one pass) and programmed conductances."""
+    inst = HardwareInstance([seed], hw)
+    layers = xm.crossbar_layers()
+    inst.prefetch([(la.layer_index, la.grid.cell_shape) for la in layers], layers[0].weight.device)
+    for layer in layers:
+        inst.cells(layer.target_levels(), layer.layer_index)
+    _sync(layers[0].weight.device)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _strategies_irdrop(model: torch.nn.Module, test, calib, device: torch.device, repeats: int) -> dict:
+    hw = HardwareSpec.model_validate({**STATIC, "ir_drop": {"enabled": True}})
+    ev = TrialEvaluator({None: model}, test, calib, device)
+    one, three = [parse_strategy("none")], [parse_strategy(s) for s in ("none", "ec", "fpt")]
+    ev.run(hw, 10**6, three)  # twins converted and calibrated once per sweep, not per trial
+    seed = iter(range(10**6))
+    t1 = median_seconds(lambda: ev.run(hw, next(seed), one), repeats)
+    t3 = median_seconds(lambda: ev.run(hw, next(seed), three), repeats)
+    return {"trial_none_irdrop_s": t1, "trial_none_ec_fpt_irdrop_s": t3, "ratio_3_strategies_irdrop": t3 / t1}
+
+
+def _case(name: str, model: torch.nn.Module, test, calib, repeats: int, irdrop: bool = False) -> dict:
     row = {"model": name}
     t_float = median_seconds(lambda: evaluate_float(model, test), repeats)
     row["float_s"] = t_float
@@ -43,6 +80,9 @@ def _case(name: str, model: torch.nn.Module, test, calib, repeats: int) -> dict:
         xm = convert(model, HardwareSpec.model_validate(hw))
         xm.calibrate(calib)
         seed = iter(range(10**6))
+        if cfg == "quantized":
+            row["sample_s"] = median_seconds(lambda: _sample(xm, xm.hw, next(seed)), repeats)
+            row["ratio_sample"] = row["sample_s"] / t_float
         t = median_seconds(lambda: evaluate(xm, test, [next(seed)]), repeats)
         row[f"trial_{cfg}_s"] = t
         row[f"ratio_{cfg}"] = t / t_float
@@ -50,7 +90,23 @@ def _case(name: str, model: torch.nn.Module, test, calib, repeats: int) -> dict:
             t8 = median_seconds(lambda: evaluate(xm, test, [next(seed) for _ in range(8)]), max(2, repeats // 2))
             row["batched_8_per_instance_s"] = t8 / 8
             row["ratio_batched_8"] = (t8 / 8) / t
+    if irdrop:
+        row.update(_strategies_irdrop(model, test, calib, next(model.parameters()).device, repeats))
     return row
+
+
+def _cases(device: torch.device, args) -> list[dict]:
+    torch.manual_seed(0)
+    digits = load_dataset("digits")
+    lenet = train_default("results/bench_lenet5.pt", cfg=TrainConfig(epochs=10)).model.to(device)
+    dig = torch.utils.data.TensorDataset(*(t.to(device) for t in digits.test.tensors))
+    rows = [_case("lenet5_digits", lenet, loader(dig, args.eval_batch),
+                  [x.to(device) for x, _ in loader(digits.train, 256)], args.repeats, irdrop=True)]
+    resnet = build_model("resnet20", in_channels=3, num_classes=10, input_size=32).eval().to(device)
+    x = torch.randn(1000, 3, 32, 32, device=device)
+    data = torch.utils.data.TensorDataset(x, torch.randint(0, 10, (1000,), device=device))
+    rows.append(_case("resnet20_random_1000", resnet, loader(data, 250), [x[:250]], max(2, args.repeats // 2)))
+    return rows
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -58,24 +114,22 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--eval-batch", type=int, default=540, help="data batch size of every evaluation")
     args = ap.parse_args(argv)
-    torch.manual_seed(0)
-    rows = []
-    digits = load_dataset("digits")
-    lenet = train_default("results/bench_lenet5.pt", cfg=TrainConfig(epochs=10)).model
-    rows.append(_case("lenet5_digits", lenet, loader(digits.test, args.eval_batch),
-                      [x for x, _ in loader(digits.train, 256)], args.repeats))
-    resnet = build_model("resnet20", in_channels=3, num_classes=10, input_size=32).eval()
-    x = torch.randn(1000, 3, 32, 32)
-    data = torch.utils.data.TensorDataset(x, torch.randint(0, 10, (1000,)))
-    rows.append(_case("resnet20_random_1000", resnet, loader(data, 250), [x[:250]], max(2, args.repeats // 2)))
-    path = write("engine", {"goals": {"ratio_quantized": 1.5, "ratio_bitserial": 3.0, "ratio_batched_8": 0.5},
-                            "eval_batch": args.eval_batch, "results": rows})
-    table = Table(title=f"engine benchmark ({path})")
-    for c in ("model", "float (s)", "ratio_quantized", "ratio_bitserial", "ratio_batched_8"):
-        table.add_column(c)
-    for r in rows:
-        table.add_row(r["model"], f"{r['float_s']:.4f}", f"{r['ratio_quantized']:.2f}", f"{r['ratio_bitserial']:.2f}", f"{r['ratio_batched_8']:.2f}")
-    Console().print(table)
+    payload: dict = {"goals": {"ratio_quantized": 1.25, "ratio_bitserial": 3.0, "ratio_batched_8": 0.5,
+                               "ratio_sample": 0.1, "ratio_3_strategies_irdrop": 1.4},
+                     "eval_batch": args.eval_batch, "results": _cases(torch.device("cpu"), args)}
+    if torch.cuda.is_available():
+        payload["cuda"] = {"device": torch.cuda.get_device_name(0), "results": _cases(torch.device("cuda"), args)}
+    path = write("engine", payload)
+    cols = ("ratio_quantized", "ratio_bitserial", "ratio_batched_8", "ratio_sample", "ratio_3_strategies_irdrop")
+    for key, rows in (("cpu", payload["results"]), ("cuda", payload.get("cuda", {}).get("results"))):
+        if not rows:
+            continue
+        table = Table(title=f"engine benchmark, {key} ({path})")
+        for c in ("model", "float (s)") + cols:
+            table.add_column(c)
+        for r in rows:
+            table.add_row(r["model"], f"{r['float_s']:.4f}", *(f"{r[c]:.2f}" if c in r else "-" for c in cols))
+        Console().print(table)
 
 
 if __name__ == "__main__":

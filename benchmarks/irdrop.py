@@ -6,7 +6,9 @@ batched fast solve (16 tiles per call on this CPU), of the scipy.sparse direct r
 factorisation, M unit inputs), the maximum relative error of G_eff against the reference, and
 the ratio to RxNN's reported FCM generation times (1.2 s for 32x32, 61 s for 64x64). Also the
 measured maximum relative error of TxSim's path model and of interpolated reuse after a 1 %
-conductance change, for PytorX's (3 kOhm - 3 MOhm) and TxSim's (100 kOhm - 1 MOhm) cells.
+conductance change, for PytorX's (3 kOhm - 3 MOhm) and TxSim's (100 kOhm - 1 MOhm) cells, and
+the float32 solve (``hardware.ir_drop.solver_dtype``) against the float64 one: its time and its
+error relative to the tile's largest G_eff and per cell.
 """
 
 from __future__ import annotations
@@ -38,8 +40,13 @@ def main() -> None:
         ref = reference_effective_conductance(g[0].numpy(), WIRES)
         ref_s = time.perf_counter() - t
         err = float(np.abs(fast[0] - ref).max() / np.abs(ref).max())
+        f32_s = median_seconds(lambda: effective_conductance(g, WIRES, dtype=torch.float32), repeats=3) / batch
+        f32 = effective_conductance(g, WIRES, dtype=torch.float32).numpy()
         row = {"size": size, "tiles_per_call": batch, "fast_ms_per_tile": fast_s * 1e3, "reference_ms_per_tile": ref_s * 1e3,
-               "max_rel_error_vs_reference": err}
+               "max_rel_error_vs_reference": err, "float32_ms_per_tile": f32_s * 1e3,
+               # float32 solve against the float64 solve, relative to each tile's largest G_eff and per cell
+               "float32_max_error_rel_to_max": float(np.abs(f32 - fast).max() / np.abs(fast).max()),
+               "float32_max_rel_error_per_cell": float((np.abs(f32 - fast) / np.abs(fast)).max())}
         for name, (lo, hi) in RANGES.items():
             gr = torch.tensor(rng.uniform(lo, hi, (batch, size, size)))
             exact = effective_conductance(gr, WIRES)
@@ -55,14 +62,17 @@ def main() -> None:
     path = write("irdrop", {"goal_ms_per_64x64_tile": 20.0, "wires": WIRES.__dict__, "results": rows,
                             "threads": torch.get_num_threads()})
     table = Table(title=f"exact G_eff per tile ({path})")
-    for c in ("size", "fast ms/tile", "scipy ms/tile", "max rel err", "vs RxNN", "path err (PytorX/TxSim)", "interp err (PytorX/TxSim)"):
+    for c in ("size", "fast ms/tile", "scipy ms/tile", "max rel err", "vs RxNN", "path err (PytorX/TxSim)",
+              "interp err (PytorX/TxSim)", "float32 ms/tile", "float32 err (of max / per cell)"):
         table.add_column(c)
     for r in rows:
         rx = f"{r['speedup_vs_rxnn']:.0f}x" if "speedup_vs_rxnn" in r else "-"
         table.add_row(str(r["size"]), f"{r['fast_ms_per_tile']:.2f}", f"{r['reference_ms_per_tile']:.0f}",
                       f"{r['max_rel_error_vs_reference']:.1e}", rx,
                       f"{r['path_model_max_rel_error_pytorx_3k_3M']:.2f} / {r['path_model_max_rel_error_txsim_100k_1M']:.3f}",
-                      f"{r['interpolated_max_rel_error_pytorx_3k_3M']:.1e} / {r['interpolated_max_rel_error_txsim_100k_1M']:.1e}")
+                      f"{r['interpolated_max_rel_error_pytorx_3k_3M']:.1e} / {r['interpolated_max_rel_error_txsim_100k_1M']:.1e}",
+                      f"{r['float32_ms_per_tile']:.2f}",
+                      f"{r['float32_max_error_rel_to_max']:.1e} / {r['float32_max_rel_error_per_cell']:.1e}")
     Console().print(table)
 
 

@@ -15,6 +15,7 @@ from torch import nn
 
 from .crossbar import CrossbarLayer
 from .hardware import HardwareSpec
+from .instance import HardwareInstance
 from .layers import CrossbarConv2d, CrossbarLinear
 from .mapping import Scheme
 
@@ -49,7 +50,8 @@ class CrossbarModel(nn.Module):
         return out.reshape(i, b, *out.shape[1:])
 
     def set_hardware(self, hw: HardwareSpec) -> None:
-        """Change the hardware; calibration is kept only if quantisation and tiling are unchanged."""
+        """Change the hardware; calibration is kept only if quantisation and tiling are unchanged
+        (equal hardware keeps everything, including the programmed instance)."""
         self.hw = hw
         for layer in self.crossbar_layers():
             layer.set_hardware(hw)
@@ -85,10 +87,28 @@ class CrossbarModel(nn.Module):
             self.program(None)
         return out
 
-    def program(self, seeds: Sequence[int] | None) -> None:
-        """Sample the instances ``seeds`` (``None``: the ideal crossbar) on every layer."""
+    def program(self, instance: HardwareInstance | Sequence[int] | None) -> HardwareInstance | None:
+        """Program a sampled instance on every layer: a :class:`HardwareInstance` (shared by every
+        strategy of a trial), seeds (a new instance of this model's hardware) or ``None`` (the
+        ideal crossbar). Returns the instance programmed."""
+        if instance is not None and not isinstance(instance, HardwareInstance):
+            instance = HardwareInstance(instance, self.hw)
+        layers = self.crossbar_layers()
+        if instance is not None and layers:  # every layer's static draws in one pass
+            instance.prefetch([(la.layer_index, la.grid.cell_shape) for la in layers], layers[0].weight.device)
+        for layer in layers:
+            layer.program(instance)
+        return instance
+
+    def release(self) -> None:
+        """Drop every layer's programmed state (its instance's cells, G_eff and read operands)."""
         for layer in self.crossbar_layers():
-            layer.program(None if seeds is None else list(seeds))
+            layer._prog, layer._ir_solution = None, None
+
+    def set_solve_budget(self, max_bytes: int | None) -> None:
+        """Memory budget of one exact IR-drop solve (None: a quarter of the device's free memory)."""
+        for layer in self.crossbar_layers():
+            layer.solve_max_bytes = max_bytes
 
     def reset_read_noise(self) -> None:
         for layer in self.crossbar_layers():
@@ -128,7 +148,7 @@ class CrossbarModel(nn.Module):
                 self.net(x)
             for layer in layers:
                 layer.adc_signed.fill_(min(s[1] for s in layer._stats) < 0)
-                layer.adc_max_abs = torch.stack([s[0] for s in layer._stats]).mean(0)
+                layer.adc_max_abs = torch.stack([s[0] for s in layer._stats]).mean(0).to(layer.adc_max_abs.device)
         self._set_mode("crossbar")
         self.program(None)
         self.train(was_training)

@@ -6,8 +6,8 @@ programmed, one or more sampled hardware instances. A read of one tile is
     currents = v @ G_eff                                     (the IR-drop seam)
 
 with v the DAC voltages of one input chunk (units of dV_DAC) and G_eff the tile's effective
-conductance (units of dG). Today G_eff is the programmed conductance; an exact wire / sense /
-driver resistance model only has to return another G_eff per tile (RxNN Sec. V-B).
+conductance (units of dG): the programmed conductance, or with wire / sense / driver resistance
+the exact network's G_eff per tile (RxNN Sec. V-B, :mod:`engine.irdrop`).
 Then, per read: thermal/shot and telegraph noise per bit line, sensing (analog I+ - I- or
 I - I_ref, or digital), column AWGN, the column ADC, digital subtraction, shift-and-add over
 weight slices and input chunks, and the digital sum of the row tiles' partial sums.
@@ -23,16 +23,15 @@ runs the native matmul/convolution kernel on the input codes (``folded`` path).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import torch
 from torch import nn
 
-from . import seeding
+from . import irdrop, seeding
 from .hardware import HardwareSpec
-from .instance import LayerCells, sample_cells
-from . import irdrop
+from .instance import HardwareInstance, LayerCells, ideal_cells
 from .mapping import MappedWeights, Scheme, map_weights, slice_weights
 from .nonideal.telegraph import rtn_jump_s
 from .nonideal.thermal_shot import ThermalShotCoefficients
@@ -50,17 +49,24 @@ class _Programmed:
     cells: LayerCells
     noisy: bool
     op: MatmulTiles | ConvTiles
+    delta_x: float  # the DAC step when programmed (a host scalar: no device sync per read)
+    coding: InputCoding  # the input code (its sign read once from the calibrated buffer)
+    plane_coef: torch.Tensor  # (planes,) shift-and-add weights of the DAC chunks, on the device
+    adc: ADC | None  # the column ADC on the cells' device (None: ideal, or a calibration mode)
+    slice_coef: torch.Tensor  # (slices,) shift-and-add weights 2**(b s), float32 on the device
     h_eff: torch.Tensor | None = None  # logical G_eff of the cells (above G_min, dG units)
     hmm: torch.Tensor | None = None  # operand of the effective conductance, (I, G, t_r, R, Q)
     sensed_matrix: torch.Tensor | None = None  # (I, G, t_r, R, Q) sensed conductances (precombined)
-    digitised: tuple[tuple[float, ...], torch.Tensor] | None = None  # (ADC steps, hmm / step per column)
+    digitised: torch.Tensor | None = None  # sensed operand / ADC step per column (built on first read)
     precombined: bool = False
     g_phys: torch.Tensor | None = None  # operand of g = h + g_min, for shot noise
     g_colsum: torch.Tensor | None = None  # (I, G, t_r, 1, Qraw)
     rtn: torch.Tensor | None = None  # telegraph jump (dG units): operand, or raw for exact draws
     rtn_sq: torch.Tensor | None = None  # operand of the squared jump (Gaussian sampling only)
     w_eff: torch.Tensor | None = None  # (I, G, k, n) folded weight in units of dw
-    correction: torch.Tensor | None = None  # operand of the sensed digital correction (EC)
+    correction_matrix: torch.Tensor | None = None  # (I, G, t_r, R, Q) sensed digital correction (EC)
+    correction: torch.Tensor | None = None  # its operand (built on first use)
+    digitised_correction: torch.Tensor | None = None  # correction / ADC step per column (fast read)
     dac_alpha: torch.Tensor | None = None  # (I, G, t_r, A*t_c, 1, R): R_PD * G_load per row
     gens: list[torch.Generator] | None = None
 
@@ -85,11 +91,13 @@ class CrossbarLayer(nn.Module):
         self.straight_through = False  # crossbar forward, float backward (RxNN Sec. VI)
         # TxSim interpolated FCM: while True, G_eff = G (1 - D) with D from the last exact solve
         self.reuse_ir_distortion = False
-        self._ir_distortion: torch.Tensor | None = None
-        self.register_buffer("delta_x", torch.tensor(0.0, dtype=torch.float64))
-        self.register_buffer("x_signed", torch.tensor(False))
-        self.register_buffer("adc_max_abs", torch.full((hw.slices,), float("nan"), dtype=torch.float64))
-        self.register_buffer("adc_signed", torch.tensor(True))
+        self._ir_solution: tuple[torch.Tensor, torch.Tensor] | None = None  # (G, G_eff) of the last exact solve
+        self.solve_max_bytes: int | None = None  # memory budget of one exact IR-drop solve (None: from free memory)
+        dev = weight.device  # buffers live with the weight (never on the default device)
+        self.register_buffer("delta_x", torch.tensor(0.0, dtype=torch.float64, device=dev))
+        self.register_buffer("x_signed", torch.tensor(False, device=dev))
+        self.register_buffer("adc_max_abs", torch.full((hw.slices,), float("nan"), dtype=torch.float64, device=dev))
+        self.register_buffer("adc_signed", torch.tensor(True, device=dev))
         self._stats: list[tuple[float, float]] = []
         self._mapped: MappedWeights | None = None
         self._prog: _Programmed | None = None
@@ -98,13 +106,16 @@ class CrossbarLayer(nn.Module):
     # Configuration ---------------------------------------------------------------------------
     def set_hardware(self, hw: HardwareSpec) -> None:
         old = getattr(self, "hw", None)
+        if old is not None and old == hw:
+            return  # the same hardware by value: keep the programmed state and every cache
         self.hw = hw
         self.grid = TileGrid.for_layer(hw, self.groups, self.k, self.n)
         if old is None or old.mapping_key() != hw.mapping_key():
             self._mapped = None
             if old is not None:  # new quantisation or tiling: the old ranges no longer apply
                 self.delta_x.zero_()
-                self.adc_max_abs = torch.full((hw.slices,), float("nan"), dtype=torch.float64)
+                self.adc_max_abs = torch.full((hw.slices,), float("nan"), dtype=torch.float64,
+                                              device=self.adc_max_abs.device)
         self._prog = None
 
     def weight_matrix(self) -> torch.Tensor:
@@ -128,11 +139,16 @@ class CrossbarLayer(nn.Module):
         return self._mapped
 
     def target_levels(self) -> torch.Tensor:
-        """Ideal cell levels, (arrays, groups, t_r, t_c, rows, cols); placed once per mapping and grid
-        (read-only: every instance starts from it)."""
+        """Ideal cell levels (float32, integer-valued), (arrays, groups, t_r, t_c, rows, cols); placed
+        once per mapping and grid (read-only: every instance starts from it)."""
         m, cached = self.mapped, getattr(self, "_levels", None)
-        if cached is None or cached[0] is not m or cached[1] is not self.grid:
-            self._levels = (m, self.grid, self.grid.place(m.digits, m.reference))
+        if cached is None or cached[0] is not m or cached[1] != self.grid:
+            if m.digits is None:  # placed before on another grid: map again
+                self._mapped = None
+                m = self.mapped
+            levels = self.grid.place(m.digits, m.reference).to(torch.float32)
+            self._mapped = m = replace(m, digits=None)  # the digits live on as the placed levels only
+            self._levels = (m, self.grid, levels)
         return self._levels[2]
 
     def remap(self, scheme: Scheme | None = None) -> None:
@@ -152,22 +168,43 @@ class CrossbarLayer(nn.Module):
 
     @property
     def adc(self) -> ADC | None:
+        """The column ADC from the calibrated range, on the layer's device."""
         a = self.hw.adc
         if a.kind == "ideal":
             return None
+        dev = self.adc_max_abs.device
         if a.full_scale_a is not None:  # given range; the sign still comes from calibration
             max_abs = a.full_scale_a / (self.hw.device.delta_g_s * self.delta_v_v)
-            return ADC.calibrated(a.bits, torch.tensor([max_abs]), signed=bool(self.adc_signed))
+            return ADC.calibrated(a.bits, torch.tensor([max_abs], device=dev), signed=bool(self.adc_signed))
         if torch.isnan(self.adc_max_abs).any():
             raise RuntimeError(f"layer {self.name}: ADC range not calibrated; call calibrate() first")
         max_abs = self.adc_max_abs if a.range_scope == "slice" else self.adc_max_abs.max().reshape(1)
         return ADC.calibrated(a.bits, max_abs, bool(self.adc_signed))
 
+    def _apply(self, fn, recurse: bool = True):
+        """Moving the layer (``.to(device)``) moves its parameters and calibration buffers; the
+        derived state (mapping, placed levels, programmed cells, tile index tables) is rebuilt on
+        the new device when next needed."""
+        out = super()._apply(fn, recurse)
+        self._mapped, self._prog, self._ir_solution = None, None, None
+        for attr in ("_levels", "_conv_tiles"):
+            if hasattr(self, attr):
+                delattr(self, attr)
+        return out
+
     # Programming -----------------------------------------------------------------------------
-    def program(self, seeds: list[int] | None) -> None:
-        """Sample and program instances (``None``: the ideal crossbar, no read noise)."""
-        cells = sample_cells(self.target_levels(), self.hw, seeds, self.layer_index)
-        self.program_cells(cells)
+    def program(self, instance: HardwareInstance | list[int] | tuple[int, ...] | None) -> None:
+        """Program a sampled instance (``None``: the ideal crossbar, no read noise). A list of
+        seeds samples a new :class:`HardwareInstance` of this layer's hardware."""
+        levels = self.target_levels()
+        if instance is None:
+            self.program_cells(ideal_cells(levels))
+            return
+        if not isinstance(instance, HardwareInstance):
+            instance = HardwareInstance(instance, self.hw)
+        elif instance.hw is not self.hw and instance.hw != self.hw:
+            raise ValueError(f"layer {self.name}: the instance was sampled for other hardware than the layer's")
+        self.program_cells(instance.cells(levels, self.layer_index))
 
     def tile_operator(self, cell_draws: bool) -> MatmulTiles | ConvTiles:
         """How reads meet tiles; ``cell_draws``: per-cell per-read draws are needed."""
@@ -180,7 +217,12 @@ class CrossbarLayer(nn.Module):
         per_cell = noisy and hw.per_read_cell_noise
         exact_rtn = per_cell and hw.rtn.enabled and hw.rtn.sampling == "exact"
         loaded = cells.seeds is not None and hw.dac_loading.enabled
-        prog = _Programmed(cells=cells, noisy=noisy, op=self.tile_operator(exact_rtn or loaded))
+        dev = cells.h.device
+        adc = self.adc if self.mode == "crossbar" else None
+        prog = _Programmed(cells=cells, noisy=noisy, op=self.tile_operator(exact_rtn or loaded),
+                           delta_x=float(self.delta_x), adc=adc, coding=self.coding,
+                           plane_coef=self.coding.plane_coefficients(dev),
+                           slice_coef=slice_weights(grid.slices, hw.device.bits_per_cell, dev).to(torch.float32))
         prev = self._prog
         if (prev is not None and prev.cells.h is cells.h and prev.cells.row_source is cells.row_source
                 and prev.cells.row_flipped is cells.row_flipped):
@@ -198,7 +240,8 @@ class CrossbarLayer(nn.Module):
         linear = hw.adc.kind == "ideal" and not noisy and not loaded and self.mmse is None
         if linear and self.mode == "crossbar" and self.allow_fold:
             sensed = self.sense(raw) if corr is None else self.sense(raw) + corr  # exact with an ideal ADC
-            folded = (sensed * self._slice_coef(raw)).sum(-1)  # (I,G,t_r,R,t_c,wcols)
+            # (I,G,t_r,R,t_c,wcols); one slice needs no shift-and-add pass
+            folded = sensed[..., 0] if grid.slices == 1 else (sensed * prog.slice_coef).sum(-1)
             folded = folded.reshape(i, g, tr * r, grid.t_c * grid.wcols)
             w_eff = folded[:, :, : grid.k, : grid.n]
             if self.zero_outputs is not None:  # Yu eq. 11 in the folded weight
@@ -206,7 +249,7 @@ class CrossbarLayer(nn.Module):
             prog.w_eff = w_eff.contiguous()
         else:
             if corr is not None:
-                prog.correction = prog.op.operand(corr.reshape(i, g, tr, r, -1))
+                prog.correction_matrix = corr.reshape(i, g, tr, r, -1)
             prog.precombined = hw.adc.subtract == "analog" and not per_cell and not loaded
             if prog.precombined:  # sensing is linear: subtract the conductances once, not per read
                 mat = self.sense(raw)
@@ -223,9 +266,10 @@ class CrossbarLayer(nn.Module):
                 alpha = hw.dac_loading.r_pd_ohm * g_load.permute(0, 2, 3, 1, 4, 5)
                 prog.dac_alpha = alpha.reshape(i, g, tr, grid.arrays * grid.t_c, 1, r).to(raw.dtype)
             else:
-                prog.hmm = prog.op.operand(mat.reshape(i, g, tr, r, -1))
-                if prog.precombined:
+                if prog.precombined:  # the operand is built on first use: the digitised read has its own
                     prog.sensed_matrix = mat.reshape(i, g, tr, r, -1)
+                else:
+                    prog.hmm = prog.op.operand(mat.reshape(i, g, tr, r, -1))
         if per_cell:
             g_phys = (raw + g_min_n).reshape(i, g, tr, r, -1)
             if hw.read_noise.enabled:
@@ -239,7 +283,6 @@ class CrossbarLayer(nn.Module):
                 else:
                     prog.rtn, prog.rtn_sq = prog.op.operand(rtn), prog.op.operand(rtn * rtn)
         if noisy:
-            dev = cells.h.device
             prog.gens = [seeding.torch_generator(s, self.layer_index, seeding.READ_NOISE, dev) for s in cells.seeds]
         self._prog = prog
 
@@ -261,20 +304,33 @@ class CrossbarLayer(nn.Module):
         """G_eff per physical tile (above G_min, units of dG): bit-line currents are exactly
         v @ G_eff. With ``hardware.ir_drop`` on a sampled instance, the wire, sense and driver
         resistances of every whole tile (unused cells included) enter through the exact network
-        solve of :mod:`engine.irdrop` (RxNN Sec. V-B) or TxSim's path model; otherwise G_eff = G."""
+        solve of :mod:`engine.irdrop` (RxNN Sec. V-B) or TxSim's path model; otherwise G_eff = G.
+        An instance solves each distinct programmed state once (cached by value)."""
         ir = self.hw.ir_drop
         if not ir.enabled or cells.seeds is None:
             return cells.h
         dev = self.hw.device
         g_min_n = dev.g_min_s / dev.delta_g_s
-        g = (cells.h.to(torch.float64) + g_min_n) * dev.delta_g_s
-        if self.reuse_ir_distortion and self._ir_distortion is not None and self._ir_distortion.shape == g.shape:
-            g_eff = g * (1 - self._ir_distortion)
-        else:
-            wires = irdrop.TileWires(ir.r_row_ohm, ir.r_col_ohm, ir.r_sense_ohm, ir.r_driver_ohm)
-            g_eff = irdrop.effective_conductance(g, wires) if ir.model == "exact" else irdrop.path_model(g, wires)
-            self._ir_distortion = (g - g_eff) / g
-        return (g_eff / dev.delta_g_s - g_min_n).to(cells.h.dtype)
+        last = self._ir_solution
+        if self.reuse_ir_distortion and last is not None and last[0].shape == cells.h.shape:
+            # TxSim's interpolated FCM: G_eff = G (1 - D), D = (G - G_eff) / G of the last exact solve
+            g0, g_eff0 = last[0].double() + g_min_n, last[1].double() + g_min_n
+            g = cells.h.double() + g_min_n
+            return (g * (1 - (g0 - g_eff0) / g0) - g_min_n).to(cells.h.dtype)
+        wires = irdrop.TileWires(ir.r_row_ohm, ir.r_col_ohm, ir.r_sense_ohm, ir.r_driver_ohm)
+        solver = torch.float32 if ir.solver_dtype == "float32" else torch.float64
+
+        def solve() -> torch.Tensor:  # in the units of h: dG above G_min
+            if ir.model == "path":
+                g = (cells.h.double() + g_min_n) * dev.delta_g_s
+                return (irdrop.path_model(g, wires) / dev.delta_g_s - g_min_n).to(cells.h.dtype)
+            return irdrop.effective_conductance(cells.h, wires, max_bytes=self.solve_max_bytes, dtype=solver,
+                                                scale=dev.delta_g_s, offset=g_min_n)
+
+        key = ("irdrop", self.layer_index, self.grid, ir.model_dump_json(), str(cells.h.device))
+        h_eff = solve() if cells.instance is None else cells.instance.effective(key, cells.h, solve)
+        self._ir_solution = (cells.h, h_eff)
+        return h_eff
 
     def reset_read_noise(self) -> None:
         """Restart every instance's per-read noise stream (re-evaluation gives the same logits)."""
@@ -296,7 +352,7 @@ class CrossbarLayer(nn.Module):
         return data[..., 0, :, :, :] - ref
 
     def _slice_coef(self, like: torch.Tensor) -> torch.Tensor:
-        return slice_weights(self.grid.slices, self.hw.device.bits_per_cell).to(like.device, like.dtype)
+        return slice_weights(self.grid.slices, self.hw.device.bits_per_cell, like.device).to(like.dtype)
 
     # Forward ---------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -316,8 +372,9 @@ class CrossbarLayer(nn.Module):
         return self._crossbar_forward(x)
 
     def _crossbar_forward(self, x: torch.Tensor) -> torch.Tensor:
-        codes = self.coding.quantise(x, float(self.delta_x))
-        scale = float(self.delta_x) * self.mapped.delta_w
+        dx = self._prog.delta_x
+        codes = self._prog.coding.quantise(x, dx)
+        scale = dx * self.mapped.delta_w
         if self._prog.w_eff is not None:
             # scale and bias ride along in the native kernel: no extra passes over the output
             return self.folded_forward(codes, self._prog.w_eff * scale)
@@ -344,15 +401,19 @@ class CrossbarLayer(nn.Module):
     def read(self, codes: torch.Tensor) -> torch.Tensor:
         """Tiled read of input codes -> (I, M, groups * n) in units of dx * dw."""
         grid, hw, prog = self.grid, self.hw, self._prog
-        v, _ = prog.op.voltages(codes, self.coding, self.n_instances)
-        adc = self.adc if self.mode == "crossbar" else None
-        if adc is not None and prog.sensed_matrix is not None and not prog.noisy and prog.correction is None \
+        v, _ = prog.op.voltages(codes, prog.coding, self.n_instances)
+        if self.mode == "crossbar" and prog.adc is None and hw.adc.kind != "ideal":
+            prog.adc = self.adc  # programmed in a calibration mode, read in crossbar mode
+        adc = prog.adc if self.mode == "crossbar" else None
+        if adc is not None and prog.sensed_matrix is not None and not prog.noisy \
                 and self.mmse is None:
             return self._digitised_read(v, adc)
         if prog.dac_alpha is None:
+            if prog.hmm is None:
+                prog.hmm = prog.op.operand(prog.sensed_matrix)
             cur = prog.op.apply(v, prog.hmm)  # (I, G, t_r, P*M, Q)
         else:  # RxNN DAC divider: V_out = V / (1 + R_PD G_load (1 - |V|/V_fs)) per array tile row
-            loaded = v.unsqueeze(3) / (1 + prog.dac_alpha * (1 - v.abs().unsqueeze(3) / self.coding.max_chunk))
+            loaded = v.unsqueeze(3) / (1 + prog.dac_alpha * (1 - v.abs().unsqueeze(3) / prog.coding.max_chunk))
             cur = (loaded @ prog.hmm).permute(0, 1, 2, 4, 3, 5)  # (I, G, t_r, P*M, A*t_c, used)
             cur = cur.reshape(*cur.shape[:4], -1)
         if prog.noisy and hw.per_read_cell_noise:
@@ -367,18 +428,18 @@ class CrossbarLayer(nn.Module):
             sensed = sensed + hw.column_awgn.sigma_lsb * self._randn(sensed.shape, sensed)
         recording = self.mode in ("calibrate_adc", "record_moments")
         if self.mode == "calibrate_adc":  # per-slice max|I| (slices are the fastest column axis)
-            per_slice = sensed.detach().reshape(-1, grid.slices).abs().amax(0).double().cpu()
+            per_slice = sensed.detach().reshape(-1, grid.slices).abs().amax(0).double()
             self._stats.append((per_slice, float(sensed.detach().min())))
         elif self.mode == "record_moments":  # per-slice sums of J and its ADC output q (Yu eq. 4-6)
             j = sensed.detach().reshape(-1, grid.slices).double()
-            adc = self.adc
-            q = adc(sensed.detach()).reshape(-1, grid.slices).double() if adc is not None else j
-            self._stats.append(tuple(t.sum(0).cpu() for t in (j, j * j, q, q * q, j * q)) + (j.shape[0],))
-        adc = None if recording else self.adc
+            adc_now = self.adc
+            q = adc_now(sensed.detach()).reshape(-1, grid.slices).double() if adc_now is not None else j
+            self._stats.append(tuple(t.sum(0) for t in (j, j * j, q, q * q, j * q)) + (j.shape[0],))
+        adc = None if recording else adc
         step = torch.ones(grid.slices, dtype=sensed.dtype, device=sensed.device)
         if adc is not None:  # keep integer codes; the step joins the shift-and-add weights below
             sensed = adc.codes(sensed)
-            step = adc.delta_i.to(sensed.device, sensed.dtype).expand(grid.slices)
+            step = adc.delta_i.to(sensed.dtype).expand(grid.slices)
         if self.mmse is not None and not recording:
             # Yu eq. 4 on the digitised column value, then the hard decision (nearest integer)
             a, b = (t.to(sensed.device, sensed.dtype) for t in self.mmse)
@@ -391,10 +452,12 @@ class CrossbarLayer(nn.Module):
             step = torch.ones_like(step)
         if hw.adc.subtract == "digital" and not prog.precombined:
             sensed = self.sense(sensed)
-        if prog.correction is not None:  # PytorX Alg. 2 line 4: y_ec = f_adc(V G_diff+ - V G_diff-)
+        if prog.correction_matrix is not None:  # PytorX Alg. 2 line 4: y_ec = f_adc(V G_diff+ - V G_diff-)
+            if prog.correction is None:
+                prog.correction = prog.op.operand(prog.correction_matrix)
             ec = prog.op.apply(v, prog.correction).reshape(sensed.shape)
             sensed = sensed + (adc.codes(ec) if adc is not None else ec)
-        return self._shift_add(sensed, step * self._slice_coef(sensed))
+        return self._shift_add(sensed, step * prog.slice_coef.to(sensed.dtype))
 
     def _digitised_read(self, v: torch.Tensor, adc: ADC) -> torch.Tensor:
         """The common noiseless quantised read, the same result as the general path in fewer passes
@@ -403,21 +466,25 @@ class CrossbarLayer(nn.Module):
         the operator's native layout; chunks and row tiles are contracted first (Yu eq. 3 f shift
         and add), weight slices last, on the small result."""
         grid, prog = self.grid, self._prog
-        step = adc.delta_i.to(v.device, prog.sensed_matrix.dtype).expand(grid.slices)
-        key = tuple(step.tolist())
-        if prog.digitised is None or prog.digitised[0] != key:
-            per_column = step.repeat(grid.t_c * grid.wcols)
-            prog.digitised = (key, prog.op.operand(prog.sensed_matrix / per_column))
-        out = prog.op.apply_native(v, prog.digitised[1])
+        step = adc.delta_i.to(prog.sensed_matrix.dtype).expand(grid.slices)
+        if prog.digitised is None:  # the ADC is fixed for the programmed state: divide once
+            prog.digitised = prog.op.operand(prog.sensed_matrix / step.repeat(grid.t_c * grid.wcols))
+        out = prog.op.apply_native(v, prog.digitised)
         out.round_().clamp_(adc.lo, adc.hi)
-        y = prog.op.contract(out, self.coding.plane_coefficients(out.device))  # (I, G, M, t_c*wcols*S)
-        return self._combine_slices(y.reshape(*y.shape[:3], grid.t_c, grid.wcols, grid.slices), step * self._slice_coef(y))
+        if prog.correction_matrix is not None:  # PytorX Alg. 2: the correction has its own conversion
+            if prog.digitised_correction is None:
+                per_column = step.repeat(grid.t_c * grid.wcols)
+                prog.digitised_correction = prog.op.operand(prog.correction_matrix / per_column)
+            out += prog.op.apply_native(v, prog.digitised_correction).round_().clamp_(adc.lo, adc.hi)
+        y = prog.op.contract(out, prog.plane_coef)  # (I, G, M, t_c*wcols*S)
+        return self._combine_slices(y.reshape(*y.shape[:3], grid.t_c, grid.wcols, grid.slices),
+                                    step * prog.slice_coef.to(y.dtype))
 
     def _shift_add(self, sensed: torch.Tensor, slice_w: torch.Tensor) -> torch.Tensor:
         """Digital recombination (Yu eq. 3 f): weighted sum over input chunks and plain sum over
         row tiles (one pass over the partial sums), then over weight slices on the small result.
         (I, G, t_r, P*M, t_c, wcols, S) -> (I, M, G*n)."""
-        return self._combine_slices(MatmulTiles.contract(sensed, self.coding.plane_coefficients(sensed.device)), slice_w)
+        return self._combine_slices(MatmulTiles.contract(sensed, self._prog.plane_coef), slice_w)
 
     def _combine_slices(self, y: torch.Tensor, slice_w: torch.Tensor) -> torch.Tensor:
         """(I, G, M, t_c, wcols, S) weighted over slices -> (I, M, G*n), padded columns dropped."""
@@ -463,7 +530,8 @@ class CrossbarLayer(nn.Module):
         op = prog.op
         noise = torch.zeros((), device=v.device, dtype=v.dtype)
         if hw.read_noise.enabled:
-            c = ThermalShotCoefficients.for_read(hw.frequency_hz, hw.temperature_k, hw.device.delta_g_s, self.delta_v_v)
+            dv = hw.input.v_read_v / prog.coding.max_chunk  # the DAC step in volts
+            c = ThermalShotCoefficients.for_read(hw.frequency_hz, hw.temperature_k, hw.device.delta_g_s, dv)
             var = c.thermal * prog.g_colsum + c.shot * op.apply(v.abs(), prog.g_phys)
             noise = noise + var.sqrt() * self._randn(var.shape, var)
         if hw.rtn.enabled:

@@ -59,13 +59,13 @@ def _digits(input_size: int) -> DataSplit:
     from sklearn.model_selection import train_test_split
 
     d = load_digits()
-    x = torch.tensor(d.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    x = torch.tensor(d.images, dtype=torch.float32, device="cpu").unsqueeze(1) / 16.0
     if input_size != 8:
         x = F.interpolate(x, size=(input_size, input_size), mode="bilinear", align_corners=False)
-    y = torch.tensor(d.target, dtype=torch.int64)
-    idx = torch.arange(len(y)).numpy()
+    y = torch.tensor(d.target, dtype=torch.int64, device="cpu")
+    idx = torch.arange(len(y), device="cpu").numpy()
     tr, te = train_test_split(idx, test_size=0.3, stratify=d.target, random_state=0)
-    tr, te = torch.as_tensor(sorted(tr)), torch.as_tensor(sorted(te))
+    tr, te = torch.as_tensor(sorted(tr), device="cpu"), torch.as_tensor(sorted(te), device="cpu")
     return DataSplit(TensorDataset(x[tr], y[tr]), TensorDataset(x[te], y[te]), 10, 1, input_size)
 
 
@@ -97,7 +97,7 @@ def subset(ds: Dataset, size: int | None, seed: int = 0) -> Dataset:
     """A fixed subset: the first ``size`` indices of a seeded permutation, in index order."""
     if size is None or size >= len(ds):
         return ds
-    perm = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))[:size]
+    perm = torch.randperm(len(ds), generator=torch.Generator(device="cpu").manual_seed(seed), device="cpu")[:size]
     return Subset(ds, sorted(perm.tolist()))
 
 
@@ -106,11 +106,30 @@ def materialise(ds: Dataset) -> TensorDataset:
     if isinstance(ds, TensorDataset):
         return ds
     xs, ys = zip(*(ds[i] for i in range(len(ds))))
-    return TensorDataset(torch.stack(xs), torch.as_tensor(ys, dtype=torch.int64))
+    return TensorDataset(torch.stack(xs), torch.as_tensor(ys, dtype=torch.int64, device=xs[0].device))
 
 
-def loader(ds: Dataset, batch_size: int, shuffle: bool = False, seed: int = 0) -> DataLoader:
-    gen = torch.Generator().manual_seed(seed) if shuffle else None
+class TensorBatches:
+    """In-order batches of an in-memory :class:`TensorDataset` by slicing, on the tensors' device:
+    the same batches as a DataLoader without per-sample collation, worker processes or host RNG."""
+
+    def __init__(self, ds: TensorDataset, batch_size: int) -> None:
+        self.dataset, self.batch_size = ds, batch_size
+
+    def __len__(self) -> int:
+        return -(-len(self.dataset) // self.batch_size)
+
+    def __iter__(self):
+        tensors = self.dataset.tensors
+        for start in range(0, len(self.dataset), self.batch_size):
+            yield tuple(t[start : start + self.batch_size] for t in tensors)
+
+
+def loader(ds: Dataset, batch_size: int, shuffle: bool = False, seed: int = 0) -> DataLoader | TensorBatches:
+    """Evaluation order (in memory: :class:`TensorBatches`), or a seeded shuffle for training."""
+    if not shuffle and isinstance(ds, TensorDataset):
+        return TensorBatches(ds, batch_size)
+    gen = torch.Generator(device="cpu").manual_seed(seed) if shuffle else None
     return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, generator=gen)
 
 

@@ -25,10 +25,11 @@ class Metrics:
 
 
 class _Accumulator:
+    """Sums on the logits' device; one copy to the host at the end (no sync per batch)."""
+
     def __init__(self, n: int) -> None:
-        self.correct1 = torch.zeros(n, dtype=torch.float64)
-        self.correct5 = torch.zeros(n, dtype=torch.float64)
-        self.loss = torch.zeros(n, dtype=torch.float64)
+        self.n = n
+        self.sums: torch.Tensor | None = None  # (3, n): loss, top-1 hits, top-5 hits
         self.count = 0
         self.classes = 0
 
@@ -38,14 +39,15 @@ class _Accumulator:
         self.classes = c
         y = y.to(logits.device)
         logits = logits.float()
-        self.loss += F.cross_entropy(logits.reshape(i * b, c), y.repeat(i), reduction="none").view(i, b).sum(1).double().cpu()
-        top = logits.topk(min(5, c), dim=-1).indices
-        hit = top == y.view(1, b, 1)
-        self.correct1 += hit[..., 0].sum(1).double().cpu()
-        self.correct5 += hit.any(-1).sum(1).double().cpu()
+        loss = F.cross_entropy(logits.reshape(i * b, c), y.repeat(i), reduction="none").view(i, b).sum(1)
+        hit = logits.topk(min(5, c), dim=-1).indices == y.view(1, b, 1)
+        batch = torch.stack([loss.double(), hit[..., 0].sum(1).double(), hit.any(-1).sum(1).double()])
+        self.sums = batch if self.sums is None else self.sums + batch
         self.count += b
 
     def result(self) -> list[Metrics]:
+        sums = torch.zeros(3, self.n, dtype=torch.float64) if self.sums is None else self.sums.cpu()
+        self.loss, self.correct1, self.correct5 = sums[0], sums[1], sums[2]
         n = max(self.count, 1)
         return [
             Metrics(

@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 class _Section(BaseModel):
     """Base for every spec section: unknown keys are errors, assignments are re-validated."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False, allow_inf_nan=False)
 
 
 class CrossbarGeometry(_Section):
@@ -296,7 +296,8 @@ class IRDrop(_Section):
     Each cell owns one row segment on its driver side and one column segment on its sense side
     (TxSim's per-cell values: r_row 1 Ohm, r_col 4.6 Ohm). ``model: exact`` solves the network;
     ``path`` is TxSim's approximate analytical model (each cell in series with its path).
-    Applies to sampled instances; calibration uses the ideal crossbar.
+    Applies to sampled instances; calibration uses the ideal crossbar. The exact solve runs in
+    chunks of tiles sized to ``execution.solve_memory_mb`` (bounded memory at any layer size).
     """
 
     enabled: bool = False
@@ -305,6 +306,9 @@ class IRDrop(_Section):
     r_sense_ohm: float = Field(0.0, ge=0.0, le=1e9, description="sense resistance into the virtual ground")
     r_driver_ohm: float = Field(0.0, ge=0.0, le=1e9, description="row driver resistance")
     model: Literal["exact", "path"] = "exact"
+    solver_dtype: Literal["float64", "float32"] = Field(
+        "float64", description="precision of the exact solve (float32: about twice as fast, error in the IR-drop "
+        "benchmark; wire conductances exceed cell conductances by up to 10^7)")
 
 
 class DACLoading(_Section):

@@ -6,29 +6,37 @@ h = L, a cell stuck at G_max gives h = 2**b - 1, stuck at G_min h = 0. Keeping G
 ``h`` keeps the ideal path in exact integer arithmetic; the G_min term is added back where
 physics needs it (digital subtraction baselines, read noise).
 
-Random draws per (seed, layer): one uniform per cell for faults, and one standard normal per
-cell for each variation term in use, absolute and relative (see :mod:`engine.seeding`,
-:mod:`engine.nonideal.faults`, :mod:`engine.nonideal.variation`). Streams a spec does not use
-are not drawn; since every stream has its own spawn key, skipping one never shifts another.
+Random draws per (seed, layer): one 32-bit uniform per cell for faults, and one standard normal
+per cell for each variation term in use, absolute and relative, from the counter-based generator
+of :mod:`engine.counter_rng` on the layer's device (streams in :mod:`engine.seeding`; the
+physics in :mod:`engine.nonideal.faults` and :mod:`engine.nonideal.variation`). Streams a spec
+does not use are not drawn; every draw is addressed by its own (stream, cell) counter, so skipping
+one never shifts another.
+
+:class:`HardwareInstance` is one trial's chip: the seeds and the hardware description. Every
+strategy of a trial programs the same instance; its static draws are made once per layer and its
+exact IR-drop solutions are cached by the value of the programmed conductances, so strategies
+that only read (``none``, ``ec``, ``mmse``, ``fpt``) share one solve and strategies that program
+other targets (``bi``, row remapping, model variants) reuse the same physical draws.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
-import numpy as np
 import torch
 
-from . import seeding
-from .hardware import HardwareSpec
-from .nonideal.faults import apply_faults, fault_codes
+from . import counter_rng, seeding
+from .hardware import HardwareSpec, StuckAtFaults
+from .nonideal.faults import apply_faults_, codes_from_masks, fault_codes, stuck_masks
 from .nonideal.variation import apply_variation
 
 
-@dataclass
+@dataclass(frozen=True)
 class LayerCells:
-    """One layer's programmed cells for I instances, in the physical tile layout."""
+    """One layer's programmed cells for I instances, in the physical tile layout (an immutable value)."""
 
     h: torch.Tensor  # (I, A, G, t_r, t_c, R, C) float32
     faults: torch.Tensor | None  # same shape, int8 codes, None when no faults
@@ -41,53 +49,154 @@ class LayerCells:
     # physical row row_source[..., r], with the two arrays swapped (input negated) where flipped.
     row_source: torch.Tensor | None = None  # (I, G, t_r, t_c, R) int64
     row_flipped: torch.Tensor | None = None  # (I, G, t_r, t_c, R) bool
+    instance: "HardwareInstance | None" = None  # where the draws came from (None: the ideal crossbar)
 
     @property
     def n_instances(self) -> int:
         return self.h.shape[0]
 
 
-def _draw(seeds: Sequence[int], layer_index: int, kind: int, shape: tuple[int, ...], normal: bool) -> torch.Tensor:
-    # One generator per instance (its own stream), stacked: instances stay independent of how
-    # many are sampled together.
-    out = np.empty((len(seeds), *shape), dtype=np.float32)
-    for i, seed in enumerate(seeds):
-        gen = seeding.numpy_generator(seed, layer_index, kind)
-        if normal:
-            gen.standard_normal(shape, dtype=np.float32, out=out[i])
-        else:
-            gen.random(shape, dtype=np.float32, out=out[i])
-    return torch.from_numpy(out)
+@dataclass(frozen=True)
+class LayerDraws:
+    """The static draws of one layer for I instances: stuck cells and variation normals."""
+
+    stuck: torch.Tensor | None  # (I, *cell_shape) bool: stuck at G_min or G_max
+    stuck_gmax: torch.Tensor | None  # (I, *cell_shape) bool: the subset stuck at G_max
+    faults: torch.Tensor | None  # (I, *cell_shape) int8 codes (engine.nonideal.faults)
+    z_abs: torch.Tensor | None  # (I, *cell_shape) float32
+    z_rel: torch.Tensor | None
 
 
-def sample_cells(levels: torch.Tensor, hw: HardwareSpec, seeds: Sequence[int] | None, layer_index: int) -> LayerCells:
-    """Programmed cells of one layer for each seed (``seeds=None``: the ideal crossbar).
+def _keys(seeds: Sequence[int], layers: Sequence[int], stream: int, device: torch.device) -> torch.Tensor:
+    """(instances, layers) int64 keys, computed exactly on the host (a few scalars per trial)."""
+    rows = [[counter_rng.stream_key_int(int(s), li, stream) for li in layers] for s in seeds]
+    signed = [[k - (1 << 64) if k >= 1 << 63 else k for k in row] for row in rows]
+    return torch.tensor(signed, dtype=torch.int64, device=device)
 
-    ``levels``: target levels (A, G, t_r, t_c, R, C), or (I, A, ...) with one target per instance
-    (after a row remapping). The draws depend only on the seed and the cell positions, so the
-    same seed gives the same physical faults and variation whatever is programmed."""
-    device = levels.device
-    per_instance = levels.dim() == 7
-    h = levels.to(torch.float32) if per_instance else levels.to(torch.float32).unsqueeze(0)
-    if seeds is None:
-        return LayerCells(h=h, faults=None, seeds=None, levels=levels)
-    h = h.cpu()  # static draws are made on the CPU so an instance is the same on every device
-    seeds = tuple(int(s) for s in seeds)
-    shape = tuple(levels.shape[1:] if per_instance else levels.shape)
-    h = h.expand(len(seeds), *shape)
-    dev = hw.device
+
+def _split(flat: torch.Tensor, shapes: Sequence[tuple[int, ...]]) -> list[torch.Tensor]:
+    """Per-layer (I, *shape) views of segments concatenated by :mod:`engine.counter_rng` (each
+    padded to an even length)."""
+    out, start = [], 0
+    for shape in shapes:
+        n = math.prod(shape)
+        out.append(flat[:, start : start + n].reshape(flat.shape[0], *shape))
+        start += n + (n % 2)
+    return out
+
+
+def draw_faults(seeds: Sequence[int], layer_index: int, shape: tuple[int, ...], spec: StuckAtFaults,
+                device: torch.device) -> torch.Tensor:
+    """(I, *shape) int8 fault codes of one layer from its FAULTS stream (engine.nonideal.faults)."""
+    keys = _keys(seeds, [layer_index], seeding.FAULTS, device)
+    n = math.prod(shape)
+    return fault_codes(counter_rng.bits32(keys, [n]), spec)[:, :n].reshape(len(seeds), *shape)
+
+
+def draw_layers(seeds: Sequence[int], layers: Sequence[tuple[int, tuple[int, ...]]], hw: HardwareSpec,
+                device: torch.device) -> list[LayerDraws]:
+    """Static draws of several layers (layer index, cell shape) on ``device``: every stream of every
+    layer hashed in one pass (no Python loop over instances, layers' cells or tiles)."""
+    index = [li for li, _ in layers]
+    shapes = [tuple(shape) for _, shape in layers]
+    sizes = [math.prod(shape) for shape in shapes]
     var = hw.variation
-    if var.enabled:
-        has_abs = var.sigma_abs_s > 0 or var.sigma_abs_delta_g > 0
-        z_abs = _draw(seeds, layer_index, seeding.VARIATION, shape, normal=True) if has_abs else None
-        z_rel = _draw(seeds, layer_index, seeding.VARIATION_REL, shape, normal=True) if var.sigma_rel > 0 else None
-        g_min_n = dev.g_min_s / dev.delta_g_s
-        h = apply_variation(h + g_min_n, z_abs, z_rel, var, dev.delta_g_s) - g_min_n
-    codes = None
+    none: list[torch.Tensor | None] = [None] * len(layers)
+    z_abs, z_rel, stuck, gmax, codes = none, none, none, none, none
+    if var.sigma_abs_s > 0 or var.sigma_abs_delta_g > 0:
+        z_abs = _split(counter_rng.normal(_keys(seeds, index, seeding.VARIATION, device), sizes), shapes)
+    if var.sigma_rel > 0:
+        z_rel = _split(counter_rng.normal(_keys(seeds, index, seeding.VARIATION_REL, device), sizes), shapes)
     if hw.faults.enabled:
-        u = _draw(seeds, layer_index, seeding.FAULTS, shape, normal=False)
-        codes = fault_codes(u, hw.faults)
-        h = apply_faults(h, codes, dev.levels - 1)
-    return LayerCells(
-        h=h.contiguous().to(device), faults=None if codes is None else codes.to(device), seeds=seeds, levels=levels
-    )
+        bits = counter_rng.bits32(_keys(seeds, index, seeding.FAULTS, device), sizes)
+        a, b = stuck_masks(bits, hw.faults)
+        stuck, gmax, codes = _split(a, shapes), _split(b, shapes), _split(codes_from_masks(a, b), shapes)
+    return [LayerDraws(*d) for d in zip(stuck, gmax, codes, z_abs, z_rel)]
+
+
+def program_levels(levels: torch.Tensor, draws: LayerDraws, hw: HardwareSpec) -> torch.Tensor:
+    """Programmed conductances h (I, A, G, t_r, t_c, R, C) of float target ``levels`` (A, ...) or
+    (I, A, ...) on drawn cells: variation of the programmed conductance, then stuck cells forced
+    (a pure function; a few in-place passes over one fresh tensor)."""
+    like = next((t for t in (draws.stuck, draws.z_rel, draws.z_abs) if t is not None), None)
+    levels = levels.to(torch.float32)
+    if levels.dim() == 6:
+        levels = levels.unsqueeze(0)
+    shape = levels.shape if like is None else like.shape
+    dev = hw.device
+    if draws.z_abs is not None or draws.z_rel is not None:
+        g_min_n = dev.g_min_s / dev.delta_g_s
+        g = torch.add(levels, g_min_n)
+        g = g if g.shape == shape else g.expand(shape).clone()
+        h = apply_variation(g, draws.z_abs, draws.z_rel, hw.variation, dev.delta_g_s, inplace=True).sub_(g_min_n)
+    else:
+        h = levels.expand(shape).clone()
+    if draws.stuck is not None:
+        apply_faults_(h, draws.stuck, draws.stuck_gmax, dev.levels - 1)
+    return h
+
+
+class HardwareInstance:
+    """One trial's sampled chip(s): instance seeds and the hardware description.
+
+    Draws are made on first use per layer and kept for the trial; :meth:`cells` returns the same
+    :class:`LayerCells` value for equal target levels, and :meth:`effective` solves the wire
+    network once per distinct programmed state (compared by value, not by object identity).
+    """
+
+    def __init__(self, seeds: Sequence[int], hw: HardwareSpec, max_solutions: int = 4) -> None:
+        self.seeds = tuple(int(s) for s in seeds)
+        if any(s < 0 for s in self.seeds):
+            raise ValueError(f"instance seeds must be >= 0 (got {self.seeds})")
+        self.hw = hw
+        self.max_solutions = max_solutions
+        self._draws: dict[tuple, LayerDraws] = {}
+        self._cells: dict[tuple, list[LayerCells]] = {}
+        self._solved: dict[tuple, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+        self.stats = {"draws": 0, "programs": 0, "solves": 0}
+
+    def prefetch(self, layers: Sequence[tuple[int, tuple[int, ...]]], device: torch.device) -> None:
+        """Draw every listed layer (layer index, cell shape) not drawn yet, all in one pass."""
+        todo = [(li, tuple(shape)) for li, shape in layers if (li, tuple(shape), str(device)) not in self._draws]
+        if todo:
+            for (li, shape), d in zip(todo, draw_layers(self.seeds, todo, self.hw, device)):
+                self._draws[(li, shape, str(device))] = d
+            self.stats["draws"] += len(todo)
+
+    def draws(self, layer_index: int, shape: tuple[int, ...], device: torch.device) -> LayerDraws:
+        self.prefetch([(layer_index, tuple(shape))], device)
+        return self._draws[(layer_index, tuple(shape), str(device))]
+
+    def cells(self, levels: torch.Tensor, layer_index: int) -> LayerCells:
+        """The instance's cells programmed with ``levels`` (A, G, t_r, t_c, R, C) or (I, A, ...)."""
+        shape = tuple(levels.shape[1:] if levels.dim() == 7 else levels.shape)
+        key = (layer_index, shape, str(levels.device))
+        known = self._cells.setdefault(key, [])
+        for c in known:
+            if c.levels is levels or (c.levels.shape == levels.shape and torch.equal(c.levels, levels)):
+                return c
+        h = program_levels(levels, self.draws(layer_index, shape, levels.device), self.hw)
+        cells = LayerCells(h=h, faults=self.draws(layer_index, shape, levels.device).faults, seeds=self.seeds,
+                           levels=levels, instance=self)
+        known.append(cells)
+        del known[: -self.max_solutions]
+        self.stats["programs"] += 1
+        return cells
+
+    def effective(self, key: tuple, h: torch.Tensor, solve: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """``solve()`` (an effective conductance of ``h``), cached by the value of ``h`` under ``key``."""
+        known = self._solved.setdefault(key, [])
+        for h0, g0 in known:
+            if h0 is h or (h0.shape == h.shape and h0.device == h.device and torch.equal(h0, h)):
+                return g0
+        g = solve()
+        known.append((h, g))
+        del known[: -self.max_solutions]
+        self.stats["solves"] += 1
+        return g
+
+
+def ideal_cells(levels: torch.Tensor) -> LayerCells:
+    """The fault- and variation-free crossbar programmed with ``levels``."""
+    h = levels.to(torch.float32)
+    return LayerCells(h=h if levels.dim() == 7 else h.unsqueeze(0), faults=None, seeds=None, levels=levels)

@@ -91,33 +91,93 @@ def _spd_inverse(a: torch.Tensor) -> torch.Tensor:
     return torch.cholesky_inverse(torch.linalg.cholesky(a))
 
 
-def _row_systems(g: torch.Tensor, w: TileWires) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """X_i = (L_r + diag G_i)^-1, S_i, h_i for every tile and row. g: (T, M, N) float64 siemens."""
-    t, m, n = g.shape
-    a = _row_laplacian(n, w, g) + torch.diag_embed(g)  # (T, M, N, N)
-    x = _spd_inverse(a)
-    c = torch.tensor(_column_shunts(m, w), dtype=g.dtype, device=g.device)
-    s = torch.diag_embed(g + c[None, :, None]) - g.unsqueeze(-1) * x * g.unsqueeze(-2)
-    h = w.g_in * g * x[..., :, 0]
+def _row_system(g_i: torch.Tensor, c_i: float, w: TileWires,
+                lap: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """X_i = (L_r + diag G_i)^-1, S_i and h_i of one row i of every tile; g_i (T, N) siemens."""
+    lap = _row_laplacian(g_i.shape[-1], w, g_i) if lap is None else lap
+    x = _spd_inverse(lap + torch.diag_embed(g_i))  # (T, N, N)
+    s = torch.diag_embed(g_i + c_i) - g_i.unsqueeze(-1) * x * g_i.unsqueeze(-2)
+    h = w.g_in * g_i * x[..., :, 0]
     return x, s, h
 
 
-def effective_conductance(g: torch.Tensor, w: TileWires) -> torch.Tensor:
-    """G_eff (..., M, N) for conductances g (..., M, N) in siemens: I_out = V @ G_eff exactly."""
+def _row_systems(g: torch.Tensor, w: TileWires) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """X_i, S_i, h_i for every tile and row at once (T, M, ...): small tiles only (node voltages)."""
+    c = _column_shunts(g.shape[1], w)
+    parts = [_row_system(g[:, i], c[i], w) for i in range(g.shape[1])]
+    x, s, h = (torch.stack(p, dim=1) for p in zip(*parts))
+    return x, s, h
+
+
+def solve_bytes_per_tile(m: int, n: int, dtype: torch.dtype = torch.float64) -> int:
+    """Peak working memory of :func:`effective_conductance` per tile of m x n cells: about eight
+    N x N matrices (row system, its inverse, S_i, the running S'_i, its factor and inverse,
+    temporaries) and three N x M right-hand sides, in ``dtype``."""
+    return (8 * n * n + 3 * n * m + 4 * n) * torch.empty((), dtype=dtype, device="cpu").element_size()
+
+
+def default_solve_bytes(device: torch.device) -> int:
+    """Budget for one solve when none is given: a quarter of the free memory of ``device``."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free // 4)
+    import psutil
+
+    return int(psutil.virtual_memory().available // 4)
+
+
+class SolveBudgetError(ValueError):
+    """A single tile's solve does not fit the memory budget."""
+
+
+def effective_conductance(g: torch.Tensor, w: TileWires, *, max_bytes: int | None = None,
+                          dtype: torch.dtype = torch.float64, scale: float = 1.0, offset: float = 0.0) -> torch.Tensor:
+    """G_eff (..., M, N) for conductances g (..., M, N): I_out = V @ G_eff exactly.
+
+    ``g`` and the result are in units of ``scale`` siemens less ``offset`` (G = (g + offset) scale;
+    the engine passes h in dG above G_min), converted per chunk so the solver's float64 copy never
+    exists for the whole layer. Tiles are solved in chunks whose working memory stays within
+    ``max_bytes`` (default: a quarter of the device's free memory), so peak memory does not grow
+    with the number of tiles; every tile's arithmetic is the same in any chunk. ``dtype``: float64
+    (default) or float32 (wire conductances exceed cell conductances by up to 10^7: see the IR-drop
+    benchmark for its error)."""
     lead, (m, n) = g.shape[:-2], g.shape[-2:]
-    g64 = g.reshape(-1, m, n).to(torch.float64)
-    _, s, h = _row_systems(g64, w)
-    t = g64.shape[0]
-    sp_i = s[:, 0]
-    r = torch.zeros(t, n, m, dtype=torch.float64, device=g.device)
-    r[:, :, 0] = h[:, 0]
+    flat = g.reshape(-1, m, n)
+    per_tile = solve_bytes_per_tile(m, n, dtype)
+    budget = default_solve_bytes(g.device) if max_bytes is None else int(max_bytes)
+    if per_tile > budget:
+        raise SolveBudgetError(f"one {m}x{n} tile needs {per_tile / 2**20:.2f} MiB to solve; the budget is "
+                               f"{budget / 2**20:.2f} MiB")
+    chunk = max(1, budget // per_tile)
+    out = torch.empty(flat.shape, dtype=g.dtype, device=g.device)
+    for start in range(0, flat.shape[0], chunk):  # chunks of tiles: bounded memory, not a per-tile loop
+        part = flat[start : start + chunk].to(torch.float64)
+        if scale != 1.0 or offset != 0.0:
+            part = (part + offset) * scale
+        g_eff = _solve(part.to(dtype), w).transpose(-1, -2).to(torch.float64)
+        if scale != 1.0 or offset != 0.0:
+            g_eff = g_eff / scale - offset
+        out[start : start + chunk] = g_eff.to(g.dtype)
+    return out.reshape(*lead, m, n)
+
+
+def _solve(g: torch.Tensor, w: TileWires) -> torch.Tensor:
+    """G_eff^T (T, N, M) of a chunk of tiles g (T, M, N): the block-Thomas forward sweep, building
+    each row's system when the sweep reaches it (memory O(T N^2), not O(T M N^2))."""
+    t, m, n = g.shape
+    c = _column_shunts(m, w)
+    lap = _row_laplacian(n, w, g)
+    _, sp_i, h = _row_system(g[:, 0], c[0], w, lap)
+    r = torch.zeros(t, n, m, dtype=g.dtype, device=g.device)
+    r[:, :, 0] = h
     for i in range(1, m):  # block-Thomas forward sweep along the columns (batched over tiles)
         inv = _spd_inverse(sp_i)
-        sp_i = s[:, i] - (w.g_col**2) * inv
-        r = w.g_col * (inv @ r)
-        r[:, :, i] += h[:, i]
-    out = w.g_out * torch.cholesky_solve(r, torch.linalg.cholesky(sp_i))  # (T, N, M)
-    return out.transpose(-1, -2).reshape(*lead, m, n).to(g.dtype)
+        _, s_i, h = _row_system(g[:, i], c[i], w, lap)
+        sp_i = s_i - (w.g_col**2) * inv
+        r = w.g_col * torch.bmm(inv, r)
+        r[:, :, i] += h
+        del inv, s_i
+    return w.g_out * torch.cholesky_solve(r, torch.linalg.cholesky(sp_i))  # (T, N, M)
 
 
 def node_voltages(g: torch.Tensor, v: torch.Tensor, w: TileWires) -> tuple[torch.Tensor, torch.Tensor]:

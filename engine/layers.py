@@ -107,9 +107,9 @@ class CrossbarConv2d(CrossbarLayer):
         if cell_draws:
             return MatmulTiles(self.grid, self._unfold)
         cached = getattr(self, "_conv_tiles", None)  # index tables depend only on the grid: build once
-        if cached is None or cached.grid is not self.grid:
+        if cached is None or cached.grid != self.grid or cached.device != self.weight.device:
             cached = self._conv_tiles = ConvTiles(self.grid, self.in_channels, self.kernel_size, self.stride,
-                                                  self._conv_padding, self.dilation, self._pad_input)
+                                                  self._conv_padding, self.dilation, self._pad_input, self.weight.device)
         return cached
 
     def float_forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -42,16 +42,16 @@ def slice_digits(mag: torch.Tensor, slices: int, bits_per_cell: int) -> torch.Te
     return (mag.unsqueeze(-1) >> shifts) & (2**bits_per_cell - 1)
 
 
-def slice_weights(slices: int, bits_per_cell: int) -> torch.Tensor:
-    """Shift-and-add coefficients 2**(b s) of the slices (Yu eq. 3, f)."""
-    return 2.0 ** (torch.arange(slices, dtype=torch.float64) * bits_per_cell)
+def slice_weights(slices: int, bits_per_cell: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Shift-and-add coefficients 2**(b s) of the slices (Yu eq. 3, f), float64 on ``device``."""
+    return 2.0 ** (torch.arange(slices, dtype=torch.float64, device=device) * bits_per_cell)
 
 
 @dataclass(frozen=True)
 class MappedWeights:
     """Integer cell digits of one layer and how to combine them back."""
 
-    digits: torch.Tensor  # (arrays, groups, k, n, slices) int64
+    digits: torch.Tensor | None  # (arrays, groups, k, n, slices) int64; None once placed on tiles
     reference: torch.Tensor | None  # (slices,) int64, offset realisation only
     delta_w: float
     w_hat: torch.Tensor  # (groups, k, n) int64
@@ -78,7 +78,7 @@ def map_weights(w: torch.Tensor, hw: HardwareSpec, scheme: Scheme = "direct") ->
         raise ValueError(f"mapping scheme {scheme!r} needs the differential realisation")
     m = 2 ** (hw.mapping.weight_bits - 1) - 1
     digits = slice_digits(w_hat + m, s, b).unsqueeze(0)
-    reference = slice_digits(torch.tensor(m), s, b)
+    reference = slice_digits(torch.tensor(m, device=w.device), s, b)
     return MappedWeights(digits, reference, delta, w_hat)
 
 
@@ -88,7 +88,7 @@ def decode_levels(levels: torch.Tensor, hw: HardwareSpec, reference: torch.Tenso
     Levels may be real-valued (conductance above G_min in units of dG); the result is then the
     weight the analog array actually realises, in units of dw.
     """
-    coef = slice_weights(hw.slices, hw.device.bits_per_cell).to(levels.device, levels.dtype)
+    coef = slice_weights(hw.slices, hw.device.bits_per_cell, levels.device).to(levels.dtype)
     if hw.mapping.realisation == "differential":
         diff = levels.select(-5, 0) - levels.select(-5, 1)
     else:

@@ -94,7 +94,7 @@ class ADC:
     @classmethod
     def calibrated(cls, bits: int, max_abs: torch.Tensor, signed: bool) -> "ADC":
         """PytorX Alg. 1 line 7: dI = max|I| / 2**(N-1) (signed), max I / (2**N - 1) (unsigned)."""
-        max_abs = torch.as_tensor(max_abs, dtype=torch.float32).clamp_min(1e-30)
+        max_abs = max_abs.to(torch.float32).clamp_min(1e-30)  # stays on its device
         if signed:
             return cls(max_abs / 2 ** (bits - 1), -(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
         return cls(max_abs / (2**bits - 1), 0, 2**bits - 1)

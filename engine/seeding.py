@@ -1,16 +1,20 @@
 """Seed derivation: one integer instance seed -> every random stream of a hardware instance.
 
-The derivation is documented because users must be able to reproduce any row:
+The derivation is documented because users must be able to reproduce any row by hand:
 
-    stream(seed, layer_index, kind) = numpy.random.SeedSequence(entropy=seed,
-                                                                spawn_key=(layer_index, kind))
+* **Static draws** (made once per instance, when it is programmed): the counter-based generator of
+  :mod:`engine.counter_rng`, keyed by (instance seed, layer index, stream) and indexed by the cell's
+  position in the layer's canonical layout (arrays, groups, t_r, t_c, rows, cols). Streams:
+  :data:`FAULTS` (one 32-bit uniform per cell), :data:`VARIATION` (absolute-variation normal per
+  cell), :data:`VARIATION_REL` (relative-variation normal per cell). Evaluated on the model's
+  device, with the same integer bits on every device; the draws of layer 3 do not depend on how
+  many layers, instances or batches were sampled before it.
+* **Per-read noise** (:data:`READ_NOISE`) and training write noise (:data:`WRITE_NOISE`): a torch
+  generator per instance seeded from ``numpy.random.SeedSequence(entropy=seed, spawn_key=(layer, kind))``,
+  restarted at every evaluation. These streams are device-specific (torch's CPU and CUDA generators
+  differ), so per-read noise is reproducible per device type.
 
-with ``kind`` one of :data:`FAULTS` (one uniform per cell), :data:`VARIATION` (absolute-variation
-normal per cell), :data:`VARIATION_REL` (relative-variation normal per cell), :data:`READ_NOISE`,
-:data:`WRITE_NOISE` (training). A stream is drawn only when its term is used. A spawn key
-addresses a child stream directly, so the draws of layer 3 do not depend on how many
-layers, instances or batches were sampled before it, nor on the device the model runs on
-(static draws are made on the CPU with PCG64 and then moved).
+A stream is drawn only when its term is used.
 """
 
 from __future__ import annotations
@@ -25,8 +29,9 @@ WRITE_NOISE = 3
 VARIATION_REL = 4
 
 # Version of the static-draw derivation above; every sweep point id includes it, so rows drawn
-# under another scheme are never mixed into a resumed sweep. 2: one stream per variation term.
-DRAW_SCHEME = 2
+# under another scheme are never mixed into a resumed sweep. 2: one numpy stream per variation
+# term. 3: counter-based draws on the model's device (engine.counter_rng).
+DRAW_SCHEME = 3
 
 
 def stream(seed: int, layer_index: int, kind: int) -> np.random.SeedSequence:
@@ -35,13 +40,8 @@ def stream(seed: int, layer_index: int, kind: int) -> np.random.SeedSequence:
     return np.random.SeedSequence(entropy=int(seed), spawn_key=(int(layer_index), int(kind)))
 
 
-def numpy_generator(seed: int, layer_index: int, kind: int) -> np.random.Generator:
-    """PCG64 generator for the static draws (fault uniforms, variation normals)."""
-    return np.random.Generator(np.random.PCG64(stream(seed, layer_index, kind)))
-
-
 def torch_generator(seed: int, layer_index: int, kind: int, device: torch.device) -> torch.Generator:
-    """Device-local torch generator for per-read noise, seeded from the same derivation."""
+    """Device-local torch generator for per-read noise, seeded from the derivation above."""
     state = stream(seed, layer_index, kind).generate_state(1, dtype=np.uint64)[0]
     gen = torch.Generator(device=device)
     gen.manual_seed(int(state) & 0x7FFF_FFFF_FFFF_FFFF)

@@ -69,39 +69,43 @@ class ConvTiles:
     supports_cell_draws = False
 
     def __init__(self, grid: TileGrid, in_channels: int, kernel_size: tuple[int, int], stride, padding, dilation,
-                 pad_input: Callable[[torch.Tensor], torch.Tensor]) -> None:
-        self.grid = grid
+                 pad_input: Callable[[torch.Tensor], torch.Tensor], device: torch.device) -> None:
+        """Index tables are built on the host once and kept on ``device`` (no copy per read)."""
+        self.grid, self.device = grid, device
         self.in_channels, self.kernel_size = in_channels, kernel_size
         self.stride, self.padding, self.dilation = stride, padding, dilation
         self.pad_input = pad_input
         kk = kernel_size[0] * kernel_size[1]
         cg = in_channels // grid.groups
-        t = torch.arange(grid.t_r)
+        cpu = torch.device("cpu")
+        t = torch.arange(grid.t_r, device=cpu)
         first = (t * grid.rows) // kk
         last = torch.clamp(((t + 1) * grid.rows - 1) // kk, max=cg - 1)
         window = int((last - first).max()) + 1
         self.windowed = grid.t_r > 1 and 2 * window <= cg
         if self.windowed:
             self.window = window
-            chan = (first[:, None] + torch.arange(window)[None, :]).clamp(max=cg - 1)  # (t_r, window)
-            self._gather = (torch.arange(grid.groups)[:, None, None] * cg + chan[None]).reshape(-1)
+            chan = (first[:, None] + torch.arange(window, device=cpu)[None, :]).clamp(max=cg - 1)  # (t_r, window)
+            gather = (torch.arange(grid.groups, device=cpu)[:, None, None] * cg + chan[None]).reshape(-1)
+            self._gather: torch.Tensor | None = gather.to(device)
         else:
             self.window = cg
-            chan = torch.arange(cg).expand(grid.t_r, cg)
+            chan = torch.arange(cg, device=cpu).expand(grid.t_r, cg)
             self._gather = None
         # row of tile t's matrix feeding (t, window slot, kernel position); ``rows`` = a zero row
-        kidx = chan[:, :, None] * kk + torch.arange(kk)[None, None, :]  # im2col index
+        kidx = chan[:, :, None] * kk + torch.arange(kk, device=cpu)[None, None, :]  # im2col index
         r = kidx - (t * grid.rows)[:, None, None]
         ok = (r >= 0) & (r < grid.rows) & (kidx < grid.k)
         if self.windowed:  # clamped duplicate slots past the tile's last channel stay zero
-            ok &= (first[:, None] + torch.arange(window)[None, :] <= last[:, None])[:, :, None]
-        self._row = torch.where(ok, r, torch.full_like(r, grid.rows))  # (t_r, window, kk)
+            ok &= (first[:, None] + torch.arange(window, device=cpu)[None, :] <= last[:, None])[:, :, None]
+        self._row = torch.where(ok, r, torch.full_like(r, grid.rows)).to(device)  # (t_r, window, kk)
+        self._tiles = torch.arange(grid.t_r, device=device)[:, None, None]
 
     def voltages(self, codes: torch.Tensor, coding: InputCoding, instances: int) -> tuple[torch.Tensor, int]:
         """Chunks arranged as (P * B, I * channels, H, W), instances side by side as channel groups."""
         x = self.pad_input(codes)
         if self._gather is not None:
-            x = x.index_select(1, self._gather.to(x.device))  # (I*B, G*t_r*window, H, W)
+            x = x.index_select(1, self._gather)  # (I*B, G*t_r*window, H, W)
         # channels last before the planes-times larger split (elementwise ops keep their input's
         # memory order): oneDNN's grouped convs run faster in NHWC
         chunks = coding.split(x.permute(0, 2, 3, 1).contiguous())  # (P, I*B, H, W, C)
@@ -114,8 +118,7 @@ class ConvTiles:
         """(I, G, t_r, R, Q) -> conv weight (I*G*t_r*Q, window, kh, kw)."""
         i, g, tr, r, q = mat.shape
         padded = torch.cat([mat, mat.new_zeros(i, g, tr, 1, q)], dim=3)  # row R is zero
-        rows = self._row.to(mat.device)
-        w = padded[:, :, torch.arange(tr, device=mat.device)[:, None, None], rows]  # (I,G,t_r,window,kk,Q)
+        w = padded[:, :, self._tiles, self._row]  # (I,G,t_r,window,kk,Q)
         w = w.permute(0, 1, 2, 5, 3, 4).reshape(i * g * tr * q, self.window, *self.kernel_size)
         return w.contiguous(memory_format=torch.channels_last)
 

@@ -68,8 +68,11 @@ def _run(args: argparse.Namespace) -> int:
     from .console import say
     from .driver import run_sweep
 
+    from .interrupts import stop_signals_raise
+
     spec, raw = _load(args)
-    outcome = run_sweep(spec, raw, force=args.force, console=console)
+    with stop_signals_raise():  # Ctrl-C / SIGTERM: one line and exit 130 / 143, rows kept
+        outcome = run_sweep(spec, raw, force=args.force, console=console)
     state = "complete" if outcome.complete else "INCOMPLETE"
     say(console, f"{state}: {outcome.rows_present}/{outcome.rows_total} rows in {spec.output.dir} "
                  f"({outcome.rows_written} written by this run)")
@@ -98,6 +101,17 @@ def _report(args: argparse.Namespace) -> int:
 
         log_report(ResultStore(args.dir), out, console)
     return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    from .integrity import check_output
+    from .results import ResultStore
+
+    problems, summary = check_output(ResultStore(args.dir), mlflow=not args.no_mlflow)
+    for p in problems:
+        err_console.print(Text.assemble(("problem: ", "bold red"), p))
+    console.print(f"{args.dir}: {'OK' if not problems else f'{len(problems)} problem(s)'}; {summary}")
+    return 0 if not problems else 1
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -134,6 +148,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--baseline", default="none", help="mitigation the others are compared with")
     r.add_argument("--mlflow", action="store_true", help="also log the report as artifacts of the sweep's parent run")
     r.set_defaults(func=_report)
+    c = sub.add_parser("check", help="verify a finished output: every planned key once, files intact, MLflow runs")
+    c.add_argument("dir")
+    c.add_argument("--no-mlflow", action="store_true", help="skip the MLflow child-run check")
+    c.set_defaults(func=_check)
     t = sub.add_parser("train", help="train a zoo model on a data set and save a checkpoint")
     t.add_argument("--model", default="lenet5")
     t.add_argument("--data", default="digits")
@@ -149,11 +167,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from .spec import SpecError
 
+    from .interrupts import SweepInterrupted
+
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except SpecError as e:
         return _fail(str(e))
+    except SweepInterrupted as stop:
+        err_console.print(f"interrupted ({stop}): {stop.rows_kept} rows kept, rerun to resume")
+        return stop.exit_code
 
 
 if __name__ == "__main__":

@@ -23,18 +23,18 @@ from rich.console import Console
 from rich.text import Text
 
 from analysis.summary import summarize
-from engine.data import calibration_batches, load_dataset
-from engine.train import TrainConfig, checkpoint_bytes, model_from_bytes, train_recipe
 
 from .adaptive import AdaptiveStopping
 from .console import SweepProgress, say, summary_table
-from .execution import run_tasks
-from .hashing import digest
+from .execution import RaySession, check_local_resources, run_tasks
+from .interrupts import SweepInterrupted, stop_signals_raise
+from .lease import OutputLease
 from .plan import Plan, Task, make_plan
+from .preflight import preflight
+from .preparation import cached_checkpoints, prepare_checkpoints, weight_digests
 from .results import ResultStore, RowWriter, row_schema
 from .spec import SpecError, SweepSpec
 from .tracking import Tracker, default_tracking
-from .worker import model_key, offline_variants
 
 
 def package_version() -> str:
@@ -73,63 +73,6 @@ def plan_table(plan: Plan) -> pa.Table:
     schema = pa.schema([("point_index", pa.int32()), ("point_id", pa.string()),
                         *[(a, pa.type_for_alias(t)) for a, t in plan.axis_types.items()], ("hardware", pa.string())])
     return pa.Table.from_pydict(cols, schema=schema)
-
-
-def prepare_checkpoints(plan: Plan, store: ResultStore, console: Console) -> dict[str, bytes]:
-    """Checkpoint bytes per model key: base models (train recipes run once, cached by content
-    hash) and the offline-trained variants mitigations need (also cached by content hash)."""
-    out = _base_checkpoints(plan, store, console)
-    for point in plan.points:
-        spec = point.spec
-        for key, maker in offline_variants(spec).items():
-            if key in out:
-                continue
-            rel = f"models/variant-{key}.pt"
-            if store.exists(rel):
-                out[key] = store.read_bytes(rel)
-                continue
-            d = spec.data
-            split = load_dataset(d.name, d.root, d.input_size)
-            base = model_from_bytes(out[model_key(spec)], spec.model.name, split.in_channels, split.num_classes, split.input_size)
-            recipe = TrainConfig(**spec.model.train.model_dump()) if spec.model.train else TrainConfig()
-            calib = calibration_batches(split.train, d.calibration_size, spec.hardware.adc.calibration_batches)
-            say(console, f"training model variant {key} ({maker.label()})")
-            t = time.perf_counter()
-            model = maker.train_variant(base, split, spec.hardware, recipe, calib)
-            say(console, f"trained {key} in {time.perf_counter() - t:.1f} s")
-            kwargs = {"in_channels": split.in_channels, "num_classes": split.num_classes, "input_size": split.input_size}
-            blob = checkpoint_bytes(model, spec.model.name, kwargs, {"variant": key, "mitigation": maker.label()})
-            store.write_bytes(rel, blob)
-            out[key] = blob
-    return out
-
-
-def _base_checkpoints(plan: Plan, store: ResultStore, console: Console) -> dict[str, bytes]:
-    out: dict[str, bytes] = {}
-    for point in plan.points:
-        spec = point.spec
-        if spec.kind == "train":  # trained from scratch inside each trial
-            continue
-        key = model_key(spec)
-        if key in out:
-            continue
-        if spec.model.checkpoint:
-            with open(spec.model.checkpoint, "rb") as f:
-                out[key] = f.read()
-            continue
-        recipe = spec.model.train.model_dump()
-        rel = f"models/{spec.model.name}-{digest({'key': key, 'recipe': recipe, 'version': package_version()})}.pt"
-        if store.exists(rel):
-            out[key] = store.read_bytes(rel)
-            continue
-        d = spec.data
-        say(console, f"training {spec.model.name} on {d.name} ({spec.model.train.epochs} epochs) -> {rel}")
-        cfg = TrainConfig(**recipe)
-        result, blob = train_recipe(load_dataset(d.name, d.root, d.input_size), spec.model.name, cfg, d.name)
-        say(console, f"trained: test top-1 {result.test_top1:.4f} in {result.seconds:.1f} s")
-        store.write_bytes(rel, blob)
-        out[key] = blob
-    return out
 
 
 def compose_rows(plan: Plan, task: Task, rows: list[dict], version: str) -> list[dict]:
@@ -239,15 +182,10 @@ def _log_children(tracker: Tracker, parent_id: str, rows: pa.Table, points: pa.T
     return tracker.children(parent_id, summary, params_of, extra)
 
 
-def run_sweep(spec: SweepSpec, raw: dict, *, force: bool = False, console: Console | None = None,
-              worker_cls: type | None = None) -> SweepOutcome:
-    console = console or Console()
-    plan = make_plan(spec, raw)
-    store = ResultStore(spec.output.dir)
-    previous = store.read_json("manifest.json")
-    if previous is not None and previous.get("spec_hash") != plan.spec_hash and not force:
-        raise SpecError(f"output.dir {spec.output.dir!r} already holds sweep {previous.get('sweep_id')!r} with a "
-                        "different spec; rerun with --force to keep the rows that still match and compute the rest")
+def _resume_state(plan: Plan, store: ResultStore, spec: SweepSpec, console: Console) -> tuple[set, "AdaptiveStopping | None", list[Task]]:
+    """Keys already present (unreadable part files moved aside first), adaptive state, pending tasks."""
+    for name, reason in store.quarantine_unreadable_parts():
+        say(console, f"part file {name} is unreadable ({reason}); moved to rows/_corrupt/, its rows are recomputed")
     done = store.done_keys() & plan.keys()
     adaptive = None
     if spec.trials.until is not None:
@@ -259,10 +197,56 @@ def run_sweep(spec: SweepSpec, raw: dict, *, force: bool = False, console: Conso
                 if (pid, i, m) in done:
                     present[(pid, i, m)] = v
         adaptive = AdaptiveStopping(plan, spec.trials.until, present)
-        tasks = adaptive.initial_tasks()
-    else:
-        tasks = plan.pending(done)
+        return done, adaptive, adaptive.initial_tasks()
+    return done, None, plan.pending(done)
+
+
+def run_sweep(spec: SweepSpec, raw: dict, *, force: bool = False, console: Console | None = None,
+              worker_cls: type | None = None) -> SweepOutcome:
+    """Validate and preflight everything, take the output's lease, then run (or resume) the sweep.
+
+    Order: spec and every point validated (memory included) -> output, data, checkpoint and local
+    resources checked -> the output lease taken -> models loaded from the cache or trained as Ray
+    tasks (Ray joined or started only when work remains; the cluster's resources checked first)
+    -> point ids fixed by the trained weights -> spec, plan and manifest written -> trials.
+    A refusal at any step before the writes leaves the output as it was (exit 2)."""
+    console = console or Console()
+    plan = make_plan(spec, raw)
+    preflight(spec)
+    check_local_resources(spec.execution)
+    store = ResultStore(spec.output.dir)
+    existed = store.root_exists()
+    lease = OutputLease(store).acquire()
+    for w in lease.warnings:
+        console.print(Text.assemble(("warning: ", "yellow"), w))
+    try:
+        with RaySession(spec.execution) as session:
+            return _run_leased(spec, raw, plan, store, force, console, worker_cls, session)
+    except SpecError:
+        lease.release()
+        if not existed:  # refused before writing: leave no trace of the lease either
+            store.remove_if_empty()
+        raise
+    finally:
+        lease.release()
+
+
+def _run_leased(spec: SweepSpec, raw: dict, plan: Plan, store: ResultStore, force: bool, console: Console,
+                worker_cls: type | None, session: RaySession) -> SweepOutcome:
     version = package_version()
+    previous = store.read_json("manifest.json")
+    checkpoints, missing = cached_checkpoints(plan, store, version)
+    if missing:  # some model must be trained: Ray (and its resource check) before any write
+        session.ensure()
+        checkpoints = prepare_checkpoints(plan, store, console, version, session.ensure)
+    plan = make_plan(spec, raw, weight_digests(checkpoints))
+    if previous is not None and previous.get("spec_hash") != plan.spec_hash and not force:
+        raise SpecError(f"output.dir {spec.output.dir!r} already holds sweep {previous.get('sweep_id')!r} with a "
+                        "different spec or other trained weights; rerun with --force to keep the rows that still "
+                        "match and compute the rest")
+    done, adaptive, tasks = _resume_state(plan, store, spec, console)
+    if tasks:
+        session.ensure()
     # --- from here on the output is written -------------------------------------------------------
     spec_yaml = yaml.safe_dump(raw, sort_keys=False)
     store.write_bytes("spec.yaml", spec_yaml.encode())
@@ -274,35 +258,51 @@ def run_sweep(spec: SweepSpec, raw: dict, *, force: bool = False, console: Conso
         "axes": plan.axis_types, "rows_total": plan.rows_total, "status": "running",
         "started": dt.datetime.now(dt.timezone.utc).isoformat(),
         "mlflow": (previous or {}).get("mlflow", {}) if same else {},
+        "parts": (previous or {}).get("parts", {}),
     }
     warnings: list[str] = []
-    mlflow = _MlflowLink(spec, manifest, console, warnings)
+    mlflow = _MlflowLink(spec, manifest, console, warnings)  # store creation serialised by the lease
     store.write_json("manifest.json", manifest)
     say(console, f"{plan.sweep_id}: {plan.describe()}; {len(done)} present, "
                   f"{plan.rows_total - len(done)} to compute -> {spec.output.dir}")
-    checkpoints = prepare_checkpoints(plan, store, console)
-    mlflow.start(plan, spec_yaml, version)
-    store.write_json("manifest.json", manifest)
-
     writer = RowWriter(store, row_schema(plan.axis_types), spec.output.flush_rows, spec.output.flush_seconds)
     target = adaptive.rows_target if adaptive else plan.rows_total
+    interrupted: SweepInterrupted | None = None
     try:
-        with SweepProgress(console, target, len(plan.labels), len(done)) as progress:
-            def on_rows(task: Task, rows: list[dict]) -> list[Task]:
-                composed = compose_rows(plan, task, rows, version)
-                writer.add(composed)
-                more = adaptive.add(composed) if adaptive else []
-                if adaptive:
-                    progress.set_total(adaptive.rows_target)
-                progress.advance(len(rows))
-                return more
+        with stop_signals_raise():
+            mlflow.start(plan, spec_yaml, version)
+            store.write_json("manifest.json", manifest)
+            with SweepProgress(console, target, len(plan.labels), len(done)) as progress:
+                def on_rows(task: Task, rows: list[dict]) -> list[Task]:
+                    composed = compose_rows(plan, task, rows, version)
+                    writer.add(composed)
+                    more = adaptive.add(composed) if adaptive else []
+                    if adaptive:
+                        progress.set_total(adaptive.rows_target)
+                    progress.advance(len(rows))
+                    return more
 
-            if tasks:
-                run_tasks(plan, tasks, checkpoints, on_rows, worker_cls)
+                if tasks:
+                    run_tasks(plan, tasks, checkpoints, on_rows, worker_cls)
+    except SweepInterrupted as stop:
+        interrupted = stop
     finally:
-        writer.close()  # whatever arrived is kept, also on Ctrl-C
+        writer.close()  # whatever arrived is kept, also on a stop signal
+        manifest["parts"].update(writer.parts)
         if adaptive is not None:
             store.write_table("stopping.parquet", pa.Table.from_pandas(adaptive.table(), preserve_index=False))
+    if interrupted is not None:
+        manifest["status"] = "interrupted"
+        manifest["finished"] = dt.datetime.now(dt.timezone.utc).isoformat()
+        parent = manifest["mlflow"].get("parent_run_id")
+        if mlflow.tracker is not None and parent:
+            try:
+                mlflow.tracker.finish(parent, "interrupted")
+            except Exception:  # noqa: BLE001 - a stop must not fail on MLflow
+                pass
+        store.write_json("manifest.json", manifest)
+        interrupted.rows_kept = len(done) + writer.written
+        raise interrupted
 
     table = store.read_rows({p.id for p in plan.points})
     if table is not None:

@@ -13,17 +13,107 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from collections import deque
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from .plan import Plan, Task
-from .spec import ExecutionSection
+from .spec import ExecutionSection, SpecError
 
 
 class SweepFailed(RuntimeError):
     pass
+
+
+class RaySession:
+    """Ray for the sweep's tasks (model training, trials), started on first need: joined (through
+    ``RAY_ADDRESS``) or started locally, its resources checked against the spec before anything
+    else runs, and stopped at the end if this process started it."""
+
+    def __init__(self, ex: ExecutionSection) -> None:
+        self.ex = ex
+        self.started = self.owns = False
+
+    def ensure(self) -> None:
+        if self.started:
+            return
+        self.owns = init_ray(self.ex)
+        self.started = True
+        check_cluster_resources(self.ex)
+
+    def close(self) -> None:
+        if self.owns:
+            import ray
+
+            ray.shutdown()
+        self.started = self.owns = False
+
+    def __enter__(self) -> "RaySession":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+@contextlib.contextmanager
+def ray_session(ex: ExecutionSection, needed: bool = True) -> Iterator[RaySession]:
+    """A :class:`RaySession`, started at once when ``needed``."""
+    session = RaySession(ex)
+    try:
+        if needed:
+            session.ensure()
+        yield session
+    finally:
+        session.close()
+
+
+def local_resources() -> tuple[int, int]:
+    """(CPUs, GPUs) of this machine."""
+    import torch
+
+    return os.cpu_count() or 1, torch.cuda.device_count()
+
+
+def resource_errors(ex: ExecutionSection, total: dict[str, float], nodes: list[dict[str, float]]) -> list[str]:
+    """Why ``workers`` actors of ``cpus_per_worker``/``gpus_per_worker`` cannot all run at once on a
+    cluster with ``total`` resources and per-node resources ``nodes`` (empty when they can)."""
+    errors = []
+    for name, per in (("CPU", ex.cpus_per_worker), ("GPU", ex.gpus_per_worker)):
+        if per <= 0:
+            continue
+        field = f"execution.{name.lower()}s_per_worker"
+        biggest = max((n.get(name, 0.0) for n in nodes), default=0.0)
+        if per > biggest:
+            errors.append(f"{field}: {per:g} {name} per worker, but no node has more than {biggest:g} "
+                          f"(cluster total {total.get(name, 0.0):g}); a worker could never start")
+        elif ex.workers * per > total.get(name, 0.0) + 1e-9:
+            fit = int((total.get(name, 0.0) + 1e-9) // per)
+            errors.append(f"execution.workers: {ex.workers} workers x {per:g} {name} = {ex.workers * per:g} {name}, "
+                          f"but the cluster has {total.get(name, 0.0):g} (at most {fit} such workers)")
+    return errors
+
+
+def check_local_resources(ex: ExecutionSection) -> None:
+    """Before Ray starts locally (no RAY_ADDRESS): the request must fit this machine."""
+    if os.environ.get("RAY_ADDRESS"):
+        return
+    cpus, gpus = local_resources()
+    errors = resource_errors(ex, {"CPU": cpus, "GPU": gpus}, [{"CPU": cpus, "GPU": gpus}])
+    if errors:
+        raise SpecError("\n".join(errors + ["(on this machine; join a larger cluster through RAY_ADDRESS)"]))
+
+
+def check_cluster_resources(ex: ExecutionSection) -> None:
+    """After joining a cluster: what it can actually provide (``ray.cluster_resources()``)."""
+    import ray
+
+    total = ray.cluster_resources()
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    errors = resource_errors(ex, total, nodes)
+    if errors:
+        raise SpecError("\n".join(errors))
 
 
 def init_ray(ex: ExecutionSection) -> bool:
@@ -35,8 +125,7 @@ def init_ray(ex: ExecutionSection) -> bool:
     if os.environ.get("RAY_ADDRESS"):
         ray.init(logging_level="WARNING")
         return False
-    need = math.ceil(ex.workers * ex.cpus_per_worker)
-    ray.init(num_cpus=max(os.cpu_count() or 1, need), include_dashboard=False, logging_level="WARNING")
+    ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, logging_level="WARNING")
     return True
 
 
@@ -44,7 +133,7 @@ def task_payload(plan: Plan, task: Task, checkpoint_refs: dict) -> dict:
     """What a worker needs for one task. Checkpoints travel as object-store refs inside the
     payload (fetched once per worker), not as constructor arguments, so a restarted actor needs
     nothing but its spec."""
-    from .worker import model_key, offline_variants
+    from .preparation import model_key, offline_variants
 
     point = plan.points[task.point_index]
     trials = [(i, plan.seed(point, i), list(labels)) for i, labels in task.trials]
@@ -71,7 +160,7 @@ def run_tasks(plan: Plan, tasks: list[Task], checkpoints: dict[str, bytes],
     from .worker import TrialWorker
 
     ex = plan.spec.execution
-    owns = init_ray(ex)
+    owns = init_ray(ex)  # False inside ray_session (already initialised)
     cls = ray.remote(worker_cls or TrialWorker)
     n = ex.workers if plan.spec.trials.until is not None else max(1, min(ex.workers, len(tasks)))
     retries = ex.max_task_failures

@@ -30,19 +30,26 @@ from engine import seeding
 
 from .hashing import digest as _digest
 from .hashing import file_sha256
+from .preflight import check_memory
+from .preparation import model_key, offline_variants
 from .spec import SpecError, SweepSpec, resolve_point
 
 # Execution fields that change what a trial computes (read-noise draws depend on batching).
 RESULT_EXECUTION_FIELDS = ("batch_size",)
 
 
-def result_content(spec: SweepSpec) -> dict:
-    """Everything in a point's spec that changes a trial's result (the point id hashes it)."""
+def result_content(spec: SweepSpec, weights: dict[str, str] | None = None) -> dict:
+    """Everything in a point's spec that changes a trial's result (the point id hashes it).
+    ``weights``: model key -> sha256 of the trained checkpoint (base model and offline variants),
+    so rows computed with other weights (retrained elsewhere, another torch) never share an id."""
     d = spec.model_dump(mode="json", include={"seed", "kind", "model", "data", "hardware", "training"})
     d["execution"] = {k: getattr(spec.execution, k) for k in RESULT_EXECUTION_FIELDS}
     d["draw_scheme"] = seeding.DRAW_SCHEME
     if spec.model.checkpoint:
         d["model"]["checkpoint"] = file_sha256(spec.model.checkpoint)
+    if weights:
+        keys = [model_key(spec), *sorted(offline_variants(spec))]
+        d["weights_sha256"] = {k: weights[k] for k in keys if k in weights}
     return d
 
 
@@ -143,15 +150,23 @@ class Plan:
         return f"{head} x {self.instances} instances x {len(self.labels)} mitigations = {self.rows_total} rows"
 
 
-def make_plan(spec: SweepSpec, raw: dict) -> Plan:
-    """Expand the spec; every point is validated (an axis value out of range is a SpecError)."""
+def make_plan(spec: SweepSpec, raw: dict, weights: dict[str, str] | None = None) -> Plan:
+    """Expand the spec; every point is validated (an axis value out of range is a SpecError).
+    ``weights`` (model key -> checkpoint sha256, known once models are trained or loaded) enter
+    the point ids; without them the ids are those of the spec alone (``validate``)."""
     factors = [[{k: v} for v in vals] for k, vals in spec.sweep.grid.items()]
     factors += [[dict(zip(group, combo)) for combo in zip(*group.values())] for group in spec.sweep.zip]
     points = []
     for index, combo in enumerate(itertools.product(*factors) if factors else [()]):
         values = {k: v for part in combo for k, v in part.items()}
         pspec = resolve_point(raw, values) if values else spec
-        points.append(Point(index, _digest(result_content(pspec)), values, pspec, layout_key(pspec)))
+        points.append(Point(index, _digest(result_content(pspec, weights)), values, pspec, layout_key(pspec)))
+    checked = set()
+    for p in points:  # memory of one instance and of one tile's solve, per distinct model/hardware
+        key = (p.spec.model.name, p.spec.data.model_dump_json(), p.spec.hardware.model_dump_json())
+        if key not in checked:
+            checked.add(key)
+            check_memory(p.spec)
     ids = [p.id for p in points]
     if len(set(ids)) != len(ids):
         raise SpecError("sweep: two points resolve to the same spec (an axis repeats a value)")

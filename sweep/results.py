@@ -16,6 +16,7 @@ part files are never modified once written. ``rows/`` reads back as one table wi
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -67,6 +68,49 @@ class ResultStore:
 
     def path(self, *parts: str) -> str:
         return "/".join([self.root.rstrip("/"), *parts])
+
+    @property
+    def local_dir(self) -> str | None:
+        """The output's directory on this machine, or None for an object store."""
+        return self.root if isinstance(self.fs, pafs.LocalFileSystem) else None
+
+    def makedirs(self) -> None:
+        self.fs.create_dir(self.root, recursive=True)
+
+    def root_exists(self) -> bool:
+        return self.fs.get_file_info(self.root).type != pafs.FileType.NotFound
+
+    def remove_if_empty(self) -> None:
+        """Remove the output directory if nothing is in it (a run refused before writing)."""
+        if self.local_dir is not None and os.path.isdir(self.root) and not os.listdir(self.root):
+            os.rmdir(self.root)
+
+    def part_files(self) -> list[str]:
+        """Names of the row part files (temporary and quarantined files excluded)."""
+        if not self.exists("rows"):
+            return []
+        infos = self.fs.get_file_info(pafs.FileSelector(self.path("rows"), recursive=False))
+        return sorted(i.base_name for i in infos if i.type == pafs.FileType.File and not i.base_name.startswith(("_", ".")))
+
+    def quarantine_unreadable_parts(self) -> list[tuple[str, str]]:
+        """Move every part file whose Parquet footer cannot be read to ``rows/_corrupt/`` (never
+        deleted; pyarrow.dataset ignores names starting with ``_``). Returns (name, reason)."""
+        moved = []
+        for name in self.part_files():
+            try:
+                with self.fs.open_input_file(self.path("rows", name)) as f:
+                    pq.read_metadata(f)
+            except (pa.ArrowInvalid, OSError) as e:
+                self.fs.create_dir(self.path("rows", "_corrupt"), recursive=True)
+                self.fs.move(self.path("rows", name), self.path("rows", "_corrupt", name))
+                moved.append((name, str(e).splitlines()[0]))
+        return moved
+
+    def delete(self, rel: str) -> None:
+        try:
+            self.fs.delete_file(self.path(rel))
+        except FileNotFoundError:
+            pass
 
     def exists(self, rel: str) -> bool:
         return self.fs.get_file_info(self.path(rel)).type != pafs.FileType.NotFound
@@ -136,6 +180,7 @@ class RowWriter:
         self._seq = 0
         self.written = 0
         self._stamp = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.parts: dict[str, dict] = {}  # part file -> rows and sha256 (recorded in the manifest)
 
     def add(self, rows: list[dict]) -> None:
         self._rows.extend(rows)
@@ -147,7 +192,12 @@ class RowWriter:
         if not self._rows:
             return
         table = pa.Table.from_pylist(self._rows, schema=self.schema)
-        self.store.write_table(f"rows/part-{self._stamp}-{self._seq:05d}.parquet", table)
+        name = f"part-{self._stamp}-{self._seq:05d}.parquet"
+        buf = io.BytesIO()
+        pq.write_table(table, buf)
+        data = buf.getvalue()
+        self.store.write_bytes(f"rows/{name}", data)
+        self.parts[name] = {"rows": table.num_rows, "sha256": hashlib.sha256(data).hexdigest()}
         self._seq += 1
         self.written += len(self._rows)
         self._rows = []

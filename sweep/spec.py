@@ -29,7 +29,9 @@ class SpecError(ValueError):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """Unknown keys are errors; NaN and infinities are refused in every number (not reported as range errors)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class TrainRecipe(_Section):
@@ -125,6 +127,9 @@ class ExecutionSection(_Section):
     trials_per_task: int = Field(4, ge=1, le=100_000)
     max_in_flight: int | None = Field(None, ge=1, description="tasks in flight (default 2 x workers)")
     max_task_failures: int = Field(3, ge=0, le=1000, description="re-runs of a task whose worker died")
+    solve_memory_mb: float | None = Field(
+        None, gt=0, le=1 << 30, description="working memory of one exact IR-drop solve, MiB (tiles are solved in "
+        "chunks that fit); default: a quarter of the worker device's free memory")
 
     @property
     def in_flight(self) -> int:
@@ -228,7 +233,8 @@ def _format(err: ValidationError, prefix: str = "") -> str:
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"] if not (isinstance(p, str) and p.startswith("function-")))
         msg = e["msg"].removeprefix("Value error, ")
-        lines.append(f"{prefix}{loc}: {msg}" if loc else f"{prefix}{msg}")
+        named = not loc or msg.startswith(loc)  # the message names its field already: say it once
+        lines.append(f"{prefix}{msg}" if named else f"{prefix}{loc}: {msg}")
     return "\n".join(lines)
 
 
@@ -253,7 +259,11 @@ def parse_overrides(items: list[str]) -> list[tuple[str, Any]]:
         path, sep, raw = item.partition("=")
         if not sep or not path.strip():
             raise SpecError(f"--set expects dotted.path=value (got {item!r})")
-        out.append((path.strip(), yaml.safe_load(raw) if raw.strip() else None))
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as e:
+            raise SpecError(f"--set {path.strip()}: the value {raw!r} is not valid YAML ({e.problem or e})") from None
+        out.append((path.strip(), value))
     return out
 
 

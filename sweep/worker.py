@@ -19,26 +19,8 @@ from engine.train import model_from_bytes
 from engine.training import train_on_crossbar
 from engine.training.trainer import native_weight_ranges
 
-from .hashing import digest
+from .preparation import model_key
 from .spec import SweepSpec, resolve_point
-
-
-def model_key(spec: SweepSpec) -> str:
-    """Which trained network a point uses (model section + the data it was trained on)."""
-    return digest({"model": spec.model.model_dump(mode="json"), "data": spec.data.model_dump(mode="json", include={"name", "root", "input_size"})})
-
-
-def offline_variants(spec: SweepSpec) -> dict[str, Any]:
-    """Model variants a point's strategies need that are trained offline: key -> component."""
-    base = model_key(spec)
-    out = {}
-    if spec.kind == "train":
-        return out
-    for strategy in spec.strategies():
-        key, maker = strategy.variant(base, spec.hardware)
-        if maker is not None and maker.offline:
-            out[key] = maker
-    return out
 
 
 class TrialWorker:
@@ -72,8 +54,10 @@ class TrialWorker:
             test = torch.utils.data.TensorDataset(*(t.to(self.device) for t in test.tensors))
             calib = calibration_batches(split.train, d.calibration_size, spec.hardware.adc.calibration_batches)
             train = lambda: materialise(split.train).tensors  # noqa: E731 - loaded only for re-training
+            budget = spec.execution.solve_memory_mb
             ev = TrialEvaluator({None: model}, loader(test, spec.execution.batch_size), calib, self.device,
-                                spec.model.keep_digital, train_data=train, base_key=key[0])
+                                spec.model.keep_digital, train_data=train, base_key=key[0],
+                                solve_max_bytes=None if budget is None else int(budget * 2**20))
             self._evaluators[key] = ev
         return ev
 

@@ -176,11 +176,42 @@ def test_fast_digitised_read_equals_the_general_read(kind, cells):
     with torch.no_grad():
         fast = xm(x)
         assert layer._prog.digitised is not None  # the fast path ran
-        layer._prog.sensed_matrix = None  # force the general path on the same programmed cells
+        prog = layer._prog  # force the general path on the same programmed cells
+        prog.hmm, prog.sensed_matrix = prog.op.operand(prog.sensed_matrix), None
         general = xm(x)
     assert not torch.equal(fast[0], fast[1])  # two different instances
     one_code = float(layer.coding.plane_coefficients().max() * (layer.adc.delta_i * layer._slice_coef(x)).max()) \
         * float(layer.delta_x) * layer.mapped.delta_w
     diff = (fast - general).abs()
     assert float(diff.max()) <= 1.001 * one_code
+    assert float((diff > 1e-3 * one_code).float().mean()) <= 0.01
+
+
+@pytest.mark.parametrize("kind", ["conv", "linear"])
+def test_fast_read_with_error_correction_equals_the_general_read(kind):
+    """PytorX Alg. 2 in the fast quantised read: the correction is digitised by its own ADC
+    conversion and added before shift-and-add, as the general read does. Breakage caught: the fast
+    path ignoring the correction, or digitising it together with the array's current."""
+    from engine.mitigations import parse_strategy
+
+    torch.manual_seed(6)
+    module = nn.Conv2d(16, 8, 3, padding=1) if kind == "conv" else nn.Linear(150, 12)
+    x = torch.randn(6, 16, 7, 7) if kind == "conv" else torch.randn(32, 150)
+    hw = {"crossbar": {"rows": 32, "cols": 32}, "input": {"input_bits": 8, "dac_bits": 2}, "adc": {"bits": 7},
+          "faults": {"stuck_at_gmax_rate": 0.05, "stuck_at_gmin_rate": 0.1}}
+    xm, layer = _converted(module, hw, x)
+    with torch.no_grad():
+        xm.program([3])
+        plain = xm(x)
+        parse_strategy("ec").after_program(xm, None)
+        fast = xm(x)
+        prog = layer._prog
+        assert prog.digitised_correction is not None  # the fast path ran with the correction
+        prog.hmm, prog.sensed_matrix = prog.op.operand(prog.sensed_matrix), None
+        general = xm(x)
+    one_code = float(layer.coding.plane_coefficients().max() * layer.adc.delta_i.max()) \
+        * float(layer.delta_x) * layer.mapped.delta_w
+    assert float((fast - plain).abs().max()) > 10 * one_code  # the correction changes the outputs
+    diff = (fast - general).abs()
+    assert float(diff.max()) <= 2.001 * one_code  # one code of each of the two conversions at most
     assert float((diff > 1e-3 * one_code).float().mean()) <= 0.01

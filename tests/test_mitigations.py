@@ -86,8 +86,8 @@ def test_bi_effective_error_rates_match_yu_eq8_to_10(e0, e1):
     gen = torch.Generator().manual_seed(1)
     w = torch.randn(1, 400, 300, generator=gen) * (torch.rand(1, 400, 300, generator=gen) < 0.5)
     grid = TileGrid.for_layer(hw, 1, 400, 300)
-    u = torch.rand((2, *grid.cell_shape[1:]), generator=gen)  # the same cells for both mappings
-    codes = fault_codes(u, hw.faults)
+    u32 = torch.randint(0, 2**32, (2, *grid.cell_shape[1:]), generator=gen)  # the same cells for both mappings
+    codes = fault_codes(u32, hw.faults)
     measured, p_zero = {}, None
     for scheme in ("direct", "bit_inversion"):
         m = map_weights(w, hw, scheme)

@@ -39,7 +39,7 @@ class TrialContext:
 class Mitigation(BaseModel):
     """One component. Subclasses declare ``name`` and their parameters as pydantic fields."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     name: ClassVar[str]
     scheme: ClassVar[Scheme] = "direct"
     offline: ClassVar[bool] = False  # its variant is trained once per sweep by the driver

@@ -36,7 +36,7 @@ class ErrorCorrection(Mitigation):
             if cells is None or cells.faults is None:
                 continue
             target = cells.levels.to(cells.h.dtype)  # what was meant to be programmed, per cell
-            corr = torch.where(cells.faults != HEALTHY, target - cells.h, torch.zeros_like(cells.h))
+            corr = torch.sub(target, cells.h).masked_fill_(cells.faults == HEALTHY, 0.0)
             layer.program_cells(replace(cells, correction=corr))
 
 

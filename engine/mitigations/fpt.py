@@ -52,7 +52,7 @@ def insert_batchnorm(model: nn.Module, inputs: list[torch.Tensor]) -> nn.Module:
         n = sum(p[2] for p in parts)
         mean = sum(p[0] * p[2] for p in parts) / n
         var = sum((p[1] + p[0] ** 2) * p[2] for p in parts) / n - mean**2
-        bn = (nn.BatchNorm2d if isinstance(mod, nn.Conv2d) else nn.BatchNorm1d)(mean.numel()).to(mean.device)
+        bn = (nn.BatchNorm2d if isinstance(mod, nn.Conv2d) else nn.BatchNorm1d)(mean.numel(), device=mean.device)
         bn.running_mean.copy_(mean)
         bn.running_var.copy_(var.clamp_min(0))
         bn.weight.copy_((var.clamp_min(0) + bn.eps).sqrt())

@@ -29,7 +29,7 @@ def output_noise(xmodel, stats) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     for layer in xmodel.crossbar_layers():
         st = stats[layer.name]
         grid = layer.grid
-        tile_col = torch.arange(grid.n) // grid.wcols  # output j of a group -> its tile column
+        tile_col = torch.arange(grid.n, device=st.mean.device) // grid.wcols  # output j of a group -> its tile column
         mean = -st.mean.sum(1)[:, tile_col].reshape(-1)  # (groups * n,)
         std = (st.std**2).sum(1)[:, tile_col].reshape(-1).sqrt()
         out[layer.name] = (mean, std)

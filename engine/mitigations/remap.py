@@ -22,7 +22,7 @@ from scipy.optimize import linear_sum_assignment
 
 from ..convert import CrossbarModel
 from ..crossbar import CrossbarLayer
-from ..instance import sample_cells
+from ..instance import HardwareInstance
 from ..nonideal.faults import HEALTHY, STUCK_GMAX
 from .base import Mitigation, TrialContext
 
@@ -31,8 +31,9 @@ def column_significance(layer: CrossbarLayer) -> torch.Tensor:
     """Weight of an error in each physical column: 2^(b s) for data and reference columns of
     slice s, 0 for columns that are not read."""
     grid, b = layer.grid, layer.hw.device.bits_per_cell
-    sig = torch.zeros(grid.cols, dtype=torch.float64)
-    per_slice = 2.0 ** (torch.arange(grid.slices, dtype=torch.float64) * b)
+    dev = layer.weight.device
+    sig = torch.zeros(grid.cols, dtype=torch.float64, device=dev)
+    per_slice = 2.0 ** (torch.arange(grid.slices, dtype=torch.float64, device=dev) * b)
     sig[: grid.data_cols] = per_slice.repeat(grid.wcols)
     if grid.offset:  # a reference cell error shifts every column of its slice
         sig[grid.data_cols : grid.used_cols] = per_slice * grid.wcols
@@ -92,7 +93,8 @@ def remap_layer(layer: CrossbarLayer, permute: bool, flip: bool) -> None:
     physical = torch.empty_like(logical)
     idx = source[:, None, ..., None].expand_as(logical)
     physical.scatter_(5, idx, logical)
-    fresh = sample_cells(physical, layer.hw, cells.seeds, layer.layer_index)
+    source_instance = cells.instance or HardwareInstance(cells.seeds, layer.hw)
+    fresh = source_instance.cells(physical, layer.layer_index)  # the same physical draws, new targets
     layer.program_cells(replace(fresh, row_source=source, row_flipped=flipped))
 
 

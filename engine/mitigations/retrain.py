@@ -47,7 +47,7 @@ class HardwareAwareRetraining(Mitigation):
         if ctx.train_loader is None:
             raise ValueError("retrain needs labeled training data on the worker")
         x_all, y_all = ctx.train_loader
-        seeds = list(xmodel.crossbar_layers()[0].cells.seeds)
+        instance = xmodel.crossbar_layers()[0].cells.instance  # the same chip after every update
         gen = torch.Generator().manual_seed(ctx.seed)
         layers = xmodel.crossbar_layers()
         params = [p for p in xmodel.net.parameters() if p.requires_grad]
@@ -56,7 +56,7 @@ class HardwareAwareRetraining(Mitigation):
             layer.straight_through = True
         try:
             for step in range(1, self.iterations + 1):
-                idx = torch.randint(len(x_all), (self.batch_size,), generator=gen).to(x_all.device)
+                idx = torch.randint(len(x_all), (self.batch_size,), generator=gen, device=gen.device).to(x_all.device)
                 with torch.enable_grad():
                     loss = F.cross_entropy(xmodel(x_all[idx])[0], y_all[idx])
                     opt.zero_grad(set_to_none=True)
@@ -66,7 +66,7 @@ class HardwareAwareRetraining(Mitigation):
                 for layer in layers:
                     layer.remap()
                     layer.reuse_ir_distortion = not last and step % self.irdrop_every != 0
-                xmodel.program(seeds)
+                xmodel.program(instance)
         finally:
             for layer in layers:
                 layer.straight_through = False

@@ -1,7 +1,9 @@
 """Stuck-at faults (PytorX Sec. 2.1.1, Yu Sec. II-B.2, Jung Sec. IV-A).
 
-Each cell gets one uniform u ~ U(0, 1) per instance, drawn independently of the rates.
-A cell is stuck at G_max if u < p_gmax and stuck at G_min if p_gmax <= u < p_gmax + p_gmin.
+Each cell gets one uniform 32-bit integer u per instance (:mod:`engine.counter_rng`), drawn
+independently of the rates. A cell is stuck at G_max if u < floor(p_gmax 2**32) and stuck at G_min
+if floor(p_gmax 2**32) <= u < floor((p_gmax + p_gmin) 2**32): integer thresholds, so the fault map
+is the same on every device, and each probability is exact to 2**-32.
 Because u does not depend on the rates, draws are *coupled* across sweep points: for the same
 instance seed the set of stuck cells only grows with either rate, and the G_max set only grows
 with p_gmax, so accuracy-vs-rate curves follow one growing fault set instead of independent
@@ -9,6 +11,8 @@ noise. A stuck cell reads exactly G_max or G_min: programming variation does not
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -19,14 +23,39 @@ STUCK_GMAX = 1
 STUCK_GMIN = 2
 
 
-def fault_codes(u: torch.Tensor, spec: StuckAtFaults) -> torch.Tensor:
-    """int8 fault code per cell from its uniform draw."""
+def thresholds(spec: StuckAtFaults) -> tuple[int, int]:
+    """Integer thresholds (G_max, G_max + G_min) on the 32-bit uniform."""
     p_max, p_min = spec.stuck_at_gmax_rate, spec.stuck_at_gmin_rate
-    gmax = u < p_max
-    gmin = (u < p_max + p_min) & ~gmax
-    return gmax.to(torch.int8) * STUCK_GMAX + gmin.to(torch.int8) * STUCK_GMIN
+    return math.floor(p_max * 2.0**32), math.floor(min(p_max + p_min, 1.0) * 2.0**32)
 
 
-def apply_faults(h: torch.Tensor, codes: torch.Tensor, full_level: int) -> torch.Tensor:
-    """Force stuck cells; ``h`` is conductance above G_min in units of dG."""
-    return h.masked_fill(codes == STUCK_GMAX, float(full_level)).masked_fill_(codes == STUCK_GMIN, 0.0)
+def stuck_masks(u32: torch.Tensor, spec: StuckAtFaults) -> tuple[torch.Tensor, torch.Tensor]:
+    """(stuck at all, stuck at G_max) boolean masks from 32-bit uniform draws: int64 values in
+    [0, 2**32), or the raw int32 bits of :func:`engine.counter_rng.bits32` (compared in unsigned
+    order without widening). The G_max set is a subset of the stuck set."""
+    t_max, t_all = thresholds(spec)
+    if u32.dtype == torch.int32:  # u < t  <=>  (bits ^ -2**31) < t - 2**31 as signed int32
+        u32 = u32 ^ -(2**31)
+        t_max, t_all = t_max - 2**31, t_all - 2**31
+
+    def below(t: int) -> torch.Tensor:
+        if t > torch.iinfo(u32.dtype).max:  # p = 1 (threshold 2**32): every cell
+            return torch.ones_like(u32, dtype=torch.bool)
+        return u32 < t
+
+    return below(t_all), below(t_max)
+
+
+def codes_from_masks(stuck: torch.Tensor, stuck_gmax: torch.Tensor) -> torch.Tensor:
+    """int8 codes: STUCK_GMIN (2) for stuck cells, less 1 (STUCK_GMAX) where stuck at G_max."""
+    return stuck.to(torch.int8).mul_(STUCK_GMIN).sub_(stuck_gmax.to(torch.int8))
+
+
+def fault_codes(u32: torch.Tensor, spec: StuckAtFaults) -> torch.Tensor:
+    """int8 fault code per cell from its 32-bit uniform draw (see :func:`stuck_masks`)."""
+    return codes_from_masks(*stuck_masks(u32, spec))
+
+
+def apply_faults_(h: torch.Tensor, stuck: torch.Tensor, stuck_gmax: torch.Tensor, full_level: int) -> torch.Tensor:
+    """In place: every stuck cell to G_min (h = 0), then the G_max subset to the top level."""
+    return h.masked_fill_(stuck, 0.0).masked_fill_(stuck_gmax, float(full_level))

@@ -32,10 +32,10 @@ from torch import nn
 
 from .. import seeding
 from ..hardware import HardwareSpec
-from ..instance import _draw
+from ..instance import draw_faults
 from ..irdrop import TileWires, effective_conductance, path_model
 from ..layers import conv_output_size
-from ..nonideal.faults import STUCK_GMAX, STUCK_GMIN, fault_codes
+from ..nonideal.faults import STUCK_GMAX, STUCK_GMIN
 from ..periphery import InputCoding
 from ..tiling import TileGrid
 from .update import UpdateModel
@@ -121,8 +121,8 @@ class AnalogLayer(nn.Module):
         """Stuck cells: the same physical draws as inference instances of this layer (engine.instance)."""
         if not self.hw.faults.enabled:
             return None
-        u = _draw([seed], self.layer_index, seeding.FAULTS, self.grid.cell_shape, normal=False)[0]
-        codes = self.grid.unplace(fault_codes(u, self.hw.faults))[:, 0, :, :, 0].to(device)  # (2, k, n)
+        codes = draw_faults([seed], self.layer_index, self.grid.cell_shape, self.hw.faults, device)[0]
+        codes = self.grid.unplace(codes)[:, 0, :, :, 0]  # (2, k, n)
         return codes == STUCK_GMAX, codes == STUCK_GMIN
 
     def _apply_stuck(self) -> None:

@@ -1,0 +1,173 @@
+"""Checks that need more than the spec's own fields, run before anything is written or any Ray
+work starts (each failure is a :class:`SpecError`, exit 2, naming the field):
+
+* memory (every point, in :func:`sweep.plan.make_plan`): does one instance of the model fit a
+  worker, and does one tile's exact IR-drop solve fit ``execution.solve_memory_mb``;
+* :func:`preflight`: the output directory can be written (not a file, not under a file, writable,
+  a valid URI), the data set's files are under ``data.root``, and a checkpoint loads with
+  ``weights_only=True`` into the architecture ``model.name`` names."""
+
+from __future__ import annotations
+
+import math
+import os
+import pickle
+
+from .spec import SpecError, SweepSpec
+
+_DATA_SHAPES = {"digits": (1, 10, 28), "mnist": (1, 10, 28), "cifar10": (3, 10, 32), "cifar100": (3, 100, 32)}
+
+
+def _data_shape(spec: SweepSpec) -> tuple[int, int, int]:
+    """(in_channels, num_classes, input_size) without loading the data."""
+    d = spec.data
+    if d.name in _DATA_SHAPES:
+        c, k, s = _DATA_SHAPES[d.name]
+        return c, k, d.input_size or s
+    train = os.path.join(d.root or "", "train")
+    classes = len([e for e in os.scandir(train) if e.is_dir()]) if os.path.isdir(train) else 1000
+    return 3, classes, d.input_size or 224
+
+
+def worker_memory_bytes(spec: SweepSpec) -> int | None:
+    """Memory one worker can hold, where the driver can know it: the local GPU's (its share) or
+    the local host's; None on a cluster joined through RAY_ADDRESS (checked by the workers)."""
+    if os.environ.get("RAY_ADDRESS"):
+        return None
+    ex = spec.execution
+    if ex.gpus_per_worker > 0:
+        import torch
+
+        if not torch.cuda.is_available():
+            return None
+        return int(torch.cuda.get_device_properties(0).total_memory * min(1.0, ex.gpus_per_worker))
+    import psutil
+
+    return int(psutil.virtual_memory().total)
+
+
+def check_memory(spec: SweepSpec) -> None:
+    """SpecError naming the layer, its tile count and the budget when a solve or an instance cannot fit."""
+    if spec.kind != "inference":
+        return
+    import torch
+
+    from engine.memory import footprint
+    from engine.models import build_model
+
+    c, k, s = _data_shape(spec)
+    with torch.device("meta"):  # shapes only: no weights are allocated
+        model = build_model(spec.model.name, c, k, s)
+    layers = footprint(model, spec.hardware, spec.model.keep_digital)
+    if not layers:
+        return
+    hw, ex = spec.hardware, spec.execution
+    per_tile = layers[0].solve_bytes_per_tile
+    budget = None if ex.solve_memory_mb is None else ex.solve_memory_mb * 2**20
+    big = max(layers, key=lambda la: la.tiles)
+    if per_tile and budget is not None and per_tile > budget:
+        raise SpecError(
+            f"execution.solve_memory_mb: one {hw.crossbar.rows}x{hw.crossbar.cols} tile needs "
+            f"{per_tile / 2**20:.2f} MiB for the exact IR-drop solve; layer {big.name!r} has {big.tiles} tiles and the "
+            f"budget is {ex.solve_memory_mb:g} MiB (allowed: >= {math.ceil(per_tile / 2**20 * 100) / 100:g})")
+    available = worker_memory_bytes(spec)
+    need = sum(la.state_bytes for la in layers) + (budget if per_tile and budget else 0)
+    if available is not None and need > available:
+        raise SpecError(
+            f"model.name: one programmed instance of {spec.model.name} needs about {need / 2**30:.2f} GiB "
+            f"(largest layer {big.name!r}: {big.tiles} tiles, {big.state_bytes / 2**30:.2f} GiB; solve budget "
+            f"{(budget or 0) / 2**30:.2f} GiB) but a worker has {available / 2**30:.2f} GiB; use larger crossbars, "
+            "fewer weight slices, or workers with more memory")
+
+
+def check_output(spec: SweepSpec) -> None:
+    """``output.dir`` is a directory this process can create and write, or a valid URI."""
+    uri = spec.output.dir
+    if "://" in uri and not uri.startswith("file://"):
+        import pyarrow as pa
+        import pyarrow.fs as pafs
+
+        try:
+            pafs.FileSystem.from_uri(uri)
+        except (pa.ArrowInvalid, ValueError, OSError) as e:
+            raise SpecError(f"output.dir: {uri!r} is not a usable filesystem URI ({e})") from None
+        return
+    path = os.path.abspath(uri.removeprefix("file://"))
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise SpecError(f"output.dir: {uri!r} is a file, not a directory")
+    probe = path
+    while not os.path.exists(probe):
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe):
+        raise SpecError(f"output.dir: {uri!r} is under {probe!r}, which is a file")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise SpecError(f"output.dir: {probe!r} is not writable by this user, so {uri!r} cannot be written")
+
+
+_DATA_FILES = {
+    "mnist": [os.path.join("MNIST", "raw", f) for f in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+                                                         "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")],
+    "cifar10": [os.path.join("cifar-10-batches-py", f) for f in
+                ("batches.meta", "test_batch", *(f"data_batch_{i}" for i in range(1, 6)))],
+    "cifar100": [os.path.join("cifar-100-python", f) for f in ("meta", "train", "test")],
+}
+
+
+def check_data(spec: SweepSpec) -> None:
+    """The data set's files exist under ``data.root`` (nothing is downloaded)."""
+    d = spec.data
+    if d.name == "digits":
+        return
+    root = d.root or ""
+    if d.name == "imagefolder":
+        for split in ("train", "val"):
+            folder = os.path.join(root, split)
+            if not os.path.isdir(folder) or not any(e.is_dir() for e in os.scandir(folder)):
+                raise SpecError(f"data.root: imagefolder needs class folders under {folder!r}")
+        return
+    missing = [f for f in _DATA_FILES[d.name] if not os.path.isfile(os.path.join(root, f))]
+    if missing:
+        raise SpecError(f"data.root: {d.name} files not found under {root!r}: {', '.join(missing)} "
+                        "(nothing is downloaded)")
+
+
+def check_checkpoint(spec: SweepSpec) -> None:
+    """``model.checkpoint`` loads with ``weights_only=True`` and matches ``model.name``."""
+    if not spec.model.checkpoint:
+        return
+    import torch
+
+    from engine.models import build_model
+    from engine.train import CHECKPOINT_FORMAT
+
+    path = spec.model.checkpoint
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as e:
+        raise SpecError(f"model.checkpoint: {path!r} is not a torch checkpoint that loads with "
+                        f"weights_only=True ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+    if isinstance(ckpt, dict) and ckpt.get("format") == CHECKPOINT_FORMAT:
+        if ckpt.get("model") != spec.model.name:
+            raise SpecError(f"model.name: {spec.model.name!r}, but the checkpoint {path!r} holds a "
+                            f"{ckpt.get('model')!r}; set model.name: {ckpt.get('model')}")
+        return
+    state = ckpt["state_dict"] if isinstance(ckpt, dict) and isinstance(ckpt.get("state_dict"), dict) else ckpt
+    if not isinstance(state, dict):
+        raise SpecError(f"model.checkpoint: {path!r} holds neither an xbar-sweep checkpoint nor a state dict")
+    c, k, s = _data_shape(spec)
+    with torch.device("meta"):
+        own = build_model(spec.model.name, c, k, s).state_dict()
+    missing = [n for n in own if n not in state]
+    wrong = [n for n in own if n in state and tuple(state[n].shape) != tuple(own[n].shape)]
+    if missing or wrong:
+        detail = (f"missing {missing[:3]}" if missing else "") + (f" shapes differ for {wrong[:3]}" if wrong else "")
+        raise SpecError(f"model.checkpoint: {path!r} does not fit model.name {spec.model.name!r} on "
+                        f"{spec.data.name} ({detail.strip()})")
+
+
+def preflight(spec: SweepSpec) -> None:
+    """Everything :func:`sweep.driver.run_sweep` checks before it takes the output lease."""
+    check_output(spec)
+    check_data(spec)
+    check_checkpoint(spec)
+

@@ -1,0 +1,166 @@
+"""The counter-based static draws (engine.counter_rng): every bit against an independent numpy
+uint64 reference of the documented function, then statistics - uniformity, normality, and the
+independence of streams, layers and neighbouring instances - with scipy's tests."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from engine import counter_rng as cr
+from engine.hardware import HardwareSpec
+from engine.instance import HardwareInstance, draw_layers
+from engine.nonideal.faults import HEALTHY, STUCK_GMAX, STUCK_GMIN
+from sweep.plan import instance_seed
+
+U64 = np.uint64
+
+
+def ref_mix64(z: np.ndarray) -> np.ndarray:
+    """SplitMix64's finaliser as published (Steele et al. 2014), uint64 arithmetic."""
+    with np.errstate(over="ignore"):
+        z = (z ^ (z >> U64(30))) * U64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> U64(27))) * U64(0x94D049BB133111EB)
+        return z ^ (z >> U64(31))
+
+
+def ref_key(seed: int, layer: int, stream: int) -> np.uint64:
+    g = 0x9E3779B97F4A7C15
+    with np.errstate(over="ignore"):
+        k = ref_mix64(np.array([seed], dtype=U64))[0] + U64(g * (layer + 1) % 2**64)
+        k = ref_mix64(np.array([k], dtype=U64))[0] + U64(g * (stream + 1) % 2**64)
+        return ref_mix64(np.array([k], dtype=U64))[0]
+
+
+def ref_uint32(seed: int, layer: int, stream: int, n: int) -> np.ndarray:
+    m = (n + 1) // 2
+    with np.errstate(over="ignore"):
+        ctr = np.arange(1, m + 1, dtype=U64) * U64(0x9E3779B97F4A7C15)
+        w = ref_mix64(ref_key(seed, layer, stream) + ctr)
+    return np.stack([w & U64(0xFFFFFFFF), w >> U64(32)], -1).reshape(-1)[:n].astype(np.int64)
+
+
+def test_mix64_matches_the_uint64_reference_bit_for_bit():
+    rng = np.random.default_rng(0)
+    z = rng.integers(0, 2**64, 10_000, dtype=U64, endpoint=False)
+    z[:4] = [0, 1, 2**63, 2**64 - 1]
+    ours = cr.mix64_(torch.from_numpy(z.view(np.int64).copy())).numpy().view(U64)
+    assert np.array_equal(ours, ref_mix64(z))
+    # SplitMix64 seeded with 0: its first outputs are mix64(GAMMA), mix64(2 GAMMA) (published values)
+    first = cr.words(torch.tensor([0]), 2).numpy().view(U64)[0]
+    assert [hex(int(v)) for v in first] == ["0xe220a8397b1dcdaf", "0x6e789e6aa1b965f4"]
+
+
+@pytest.mark.parametrize("seed, layer, stream", [(0, 0, 0), (1, 0, 0), (2**63 - 1, 7, 4), (123456789, 3, 1)])
+def test_uint32_stream_matches_the_reference_bit_for_bit(seed, layer, stream):
+    key = cr.stream_keys([seed], layer, stream)
+    assert int(key[0]) % 2**64 == int(ref_key(seed, layer, stream)) == cr.stream_key_int(seed, layer, stream)
+    for n in (1, 2, 7, 10_001):
+        assert np.array_equal(cr.uint32(key, n)[0].numpy(), ref_uint32(seed, layer, stream, n))
+
+
+def test_uniforms_and_normals_are_the_documented_transforms():
+    """Uniforms exactly (u32 >> 8) / 2**24; normals the Box-Muller pair of one word, to float32
+    rounding of the transcendental functions (not correctly rounded on any device)."""
+    key = cr.stream_keys([42], 2, 1)
+    n = 20_001
+    u32 = ref_uint32(42, 2, 1, n)
+    assert np.array_equal(cr.uniform(key, n)[0].numpy(), (u32 >> 8).astype(np.float32) * np.float32(2.0**-24))
+    m = (n + 1) // 2
+    both = ref_uint32(42, 2, 1, 2 * m)
+    lo, hi = both[0::2], both[1::2]
+    u1 = (hi + 1).astype(np.float64) / 2**32
+    theta = 2 * np.pi * lo.astype(np.uint32).view(np.int32).astype(np.float64) / 2**32
+    r = np.sqrt(-2 * np.log(u1))
+    expect = np.stack([r * np.cos(theta), r * np.sin(theta)], -1).reshape(-1)[:n]
+    got = cr.normal(key, n)[0].numpy().astype(np.float64)
+    assert np.abs(got - expect).max() < 2e-6 * max(1.0, np.abs(expect).max())
+
+
+def test_instances_do_not_depend_on_how_many_are_drawn_together():
+    seeds = [5, 17, 2**40 + 3]
+    together = cr.normal(cr.stream_keys(seeds, 1, 4), 5_000)
+    alone = torch.cat([cr.normal(cr.stream_keys([s], 1, 4), 5_000) for s in reversed(seeds)]).flip(0)
+    assert torch.equal(together, alone)
+    u_together = cr.uint32(cr.stream_keys(seeds, 0, 0), 999)
+    assert torch.equal(u_together[1], cr.uint32(cr.stream_keys([17], 0, 0), 999)[0])
+
+
+def test_uniforms_pass_ks_and_chi_square():
+    u = cr.uniform(cr.stream_keys([2019], 0, 0), 1_000_000)[0].double().numpy()
+    assert stats.kstest(u, "uniform").pvalue > 1e-3
+    counts = np.bincount((u * 1024).astype(int), minlength=1024)
+    assert stats.chisquare(counts).pvalue > 1e-3
+    # the low bits too: the 8 bits below the float's 24 (uint32 & 0xFF) are uniform
+    low = cr.uint32(cr.stream_keys([2019], 0, 0), 1_000_000)[0].numpy() & 0xFF
+    assert stats.chisquare(np.bincount(low, minlength=256)).pvalue > 1e-3
+
+
+def test_normals_pass_ks_and_match_moments_and_tails():
+    z = cr.normal(cr.stream_keys([7], 3, 1), 1_000_000)[0].double().numpy()
+    assert stats.kstest(z, "norm").pvalue > 1e-3
+    assert abs(z.mean()) < 5 / math.sqrt(len(z)) and abs(z.var() - 1) < 5 * math.sqrt(2 / len(z))
+    # P(|z| > 3) = 0.0026998: binomial tolerance of 5 sigma
+    p, n = 2 * stats.norm.sf(3), len(z)
+    assert abs((np.abs(z) > 3).mean() - p) < 5 * math.sqrt(p * (1 - p) / n)
+    # the cos and the sin members of the pairs are each normal and uncorrelated with each other
+    cos, sin = z[0::2], z[1::2]
+    assert stats.kstest(cos, "norm").pvalue > 1e-3 and stats.kstest(sin, "norm").pvalue > 1e-3
+    assert abs(np.corrcoef(cos, sin)[0, 1]) < 5 / math.sqrt(len(cos))
+    assert abs(np.corrcoef(cos**2, sin**2)[0, 1]) < 5 / math.sqrt(len(cos))  # independent, not only uncorrelated
+
+
+def _independent(a: np.ndarray, b: np.ndarray) -> bool:
+    """No linear correlation and a flat 16 x 16 joint histogram (chi-square test of independence)."""
+    n = len(a)
+    if abs(np.corrcoef(a, b)[0, 1]) >= 5 / math.sqrt(n):
+        return False
+    table = np.histogram2d(a, b, bins=16, range=[[0, 1], [0, 1]])[0]
+    return stats.chi2_contingency(table).pvalue > 1e-3
+
+
+def test_streams_layers_and_neighbouring_instances_are_independent():
+    n = 200_000
+    layout = 12345
+    s0, s1 = instance_seed(2019, 0, layout), instance_seed(2019, 1, layout)
+
+    def u(seed: int, layer: int, stream: int) -> np.ndarray:
+        return cr.uniform(cr.stream_keys([seed], layer, stream), n)[0].double().numpy()
+
+    base = u(s0, 0, 0)
+    assert _independent(base, u(s1, 0, 0))  # neighbouring instance indices of a sweep
+    assert _independent(u(0, 0, 0), u(1, 0, 0))  # even adjacent raw seeds
+    assert _independent(base, u(s0, 1, 0))  # neighbouring layers
+    assert _independent(base, u(s0, 0, 4))  # the fault and relative-variation streams of one cell
+    assert _independent(base[:-1], base[1:])  # neighbouring cells
+    assert not _independent(base, np.clip(base + 0.01 * u(s1, 0, 0), 0, 1 - 1e-12))  # the check has power
+
+
+def test_fault_map_rates_are_exact_in_probability_and_coupled_across_rates():
+    shape = (2, 1, 3, 4, 64, 64)
+    counts = []
+    for p_max, p_min in [(0.01, 0.05), (0.02, 0.05), (0.02, 0.1)]:
+        hw = HardwareSpec.model_validate({"faults": {"stuck_at_gmax_rate": p_max, "stuck_at_gmin_rate": p_min}})
+        codes = draw_layers([11], [(2, shape)], hw, torch.device("cpu"))[0].faults[0]
+        n = codes.numel()
+        for code, p in ((STUCK_GMAX, p_max), (STUCK_GMIN, p_min)):
+            assert abs((codes == code).double().mean().item() - p) < 5 * math.sqrt(p * (1 - p) / n)
+        counts.append(codes)
+    a, b, c = counts
+    assert bool(((a == STUCK_GMAX) <= (b == STUCK_GMAX)).all())  # G_max set grows with its rate
+    assert bool(((b != HEALTHY) <= (c != HEALTHY)).all())  # the stuck set grows with either rate
+
+
+def test_instance_draws_once_per_layer_and_reuses_programmed_cells():
+    hw = HardwareSpec.model_validate({"faults": {"stuck_at_gmax_rate": 0.01}, "variation": {"sigma_rel": 0.1}})
+    inst = HardwareInstance([3], hw)
+    levels = torch.randint(0, 128, (2, 1, 2, 1, 64, 64))
+    a = inst.cells(levels, 0)
+    b = inst.cells(levels.clone(), 0)  # equal by value: the same programmed cells
+    other = inst.cells(levels.flip(-1), 0)  # other targets on the same physical draws
+    assert a is b and other is not a and inst.stats == {"draws": 1, "programs": 2, "solves": 0}
+    assert torch.equal(a.faults, other.faults)

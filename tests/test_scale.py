@@ -1,0 +1,147 @@
+"""Scale (issue 12): one instance per trial shared by every strategy, the exact IR-drop solve in
+bounded memory, everything on the model's device, and memory refused before any work."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from engine import HardwareSpec
+from engine.data import loader
+from engine.irdrop import SolveBudgetError, TileWires, effective_conductance, solve_bytes_per_tile
+from engine.mitigations import parse_strategy
+from engine.trial import TrialEvaluator
+from sweep.cli import main
+
+CPU = torch.device("cpu")
+IR = {"crossbar": {"rows": 32, "cols": 32}, "faults": {"stuck_at_gmax_rate": 0.02, "stuck_at_gmin_rate": 0.05},
+      "variation": {"sigma_rel": 0.1}, "ir_drop": {"enabled": True, "r_sense_ohm": 20.0}}
+
+
+def _evaluator(lenet, digits, calib_inputs, n_test=200):
+    test = torch.utils.data.TensorDataset(*(t[:n_test] for t in digits.test.tensors))
+    return TrialEvaluator({None: lenet}, loader(test, 100), calib_inputs, CPU, train_data=lambda: digits.train.tensors)
+
+
+def _run(ev, hw, names, seed=7):
+    return {o.mitigation.split("(")[0]: o.metrics for o in ev.run(HardwareSpec.model_validate(hw), seed,
+                                                                   [parse_strategy(n) for n in names])}
+
+
+def test_reading_strategies_share_one_draw_and_one_solve_per_layer(lenet, digits, calib_inputs):
+    """[none, ec, mmse, fpt] with exact IR drop: each layer is sampled once and solved once (fpt's
+    BN variant has the same crossbar weights, so its cells are the same by value). Breakage caught:
+    re-sampling or re-solving per strategy, or caches keyed by object identity."""
+    ev = _evaluator(lenet, digits, calib_inputs)
+    _run(ev, IR, ["none", "ec", "mmse", "fpt"])
+    layers = sum(isinstance(m, (torch.nn.Linear, torch.nn.Conv2d)) for m in lenet.modules())
+    assert ev.last_stats == {"draws": layers, "programs": layers, "solves": layers}
+
+
+def test_strategies_with_other_targets_reuse_the_draws_and_solve_again(lenet, digits, calib_inputs):
+    ev = _evaluator(lenet, digits, calib_inputs)
+    _run(ev, IR, ["none", "bi"])
+    n = ev.last_stats["draws"]
+    assert ev.last_stats == {"draws": n, "programs": 2 * n, "solves": 2 * n}
+
+
+def test_sharing_the_instance_changes_no_result(lenet, digits, calib_inputs):
+    """Every strategy gives the same metrics whether it runs alone on a fresh evaluator or after
+    the others on the shared instance. Breakage caught: state leaking between strategies."""
+    names = ["none", "ec", "fpt", "bi", "row_flip+row_perm"]
+    together = _run(_evaluator(lenet, digits, calib_inputs), IR, names)
+    for name in names:
+        alone = _run(_evaluator(lenet, digits, calib_inputs), IR, [name])
+        assert alone[name.split("(")[0]] == together[name.split("(")[0]], name
+
+
+def test_a_full_trial_creates_no_tensor_on_the_default_device(lenet, digits, calib_inputs):
+    """With the default device set to ``meta``, any tensor made without an explicit device is a
+    meta tensor and the trial fails loudly; model and data are explicitly on the CPU. Every
+    non-ideality and the strategies that touch the layer internals run; the results equal a
+    normal run. Breakage caught: a factory call without ``device=`` anywhere in a trial."""
+    hw = {**IR, "read_noise": {"enabled": True}, "rtn": {"enabled": True}, "column_awgn": {"sigma_lsb": 1.0},
+          "variation": {"sigma_rel": 0.1, "sigma_abs_delta_g": 0.3}, "dac_loading": {"enabled": False},
+          "frequency_hz": 1e9}
+    names = ["none", "ec", "fpt", "bi", "mmse", "row_flip+row_perm", {"name": "retrain", "iterations": 2}]
+    ref = _run(_evaluator(lenet, digits, calib_inputs, 100), hw, names)
+    ev = _evaluator(lenet, digits, calib_inputs, 100)
+    with torch.device("meta"):
+        out = _run(ev, hw, names)
+    assert out == ref
+    loaded = {**hw, "dac_loading": {"enabled": True}, "input": {"input_bits": 4, "dac_bits": 2}}
+    ref = _run(_evaluator(lenet, digits, calib_inputs, 100), loaded, ["none"])
+    with torch.device("meta"):
+        assert _run(_evaluator(lenet, digits, calib_inputs, 100), loaded, ["none"]) == ref
+
+
+def test_chunked_solve_is_bitwise_the_unchunked_solve():
+    """Chunks bound the memory, never the arithmetic: every chunk size gives the same bits."""
+    g = torch.tensor(np.random.default_rng(0).uniform(1 / 3e6, 1 / 3e3, (2, 5, 16, 12)))
+    w = TileWires(1.0, 4.6, 50.0, 20.0)
+    whole = effective_conductance(g, w, max_bytes=1 << 30)
+    per_tile = solve_bytes_per_tile(16, 12)
+    for tiles_per_chunk in (1, 3, 7):
+        assert torch.equal(effective_conductance(g, w, max_bytes=tiles_per_chunk * per_tile), whole)
+    with pytest.raises(SolveBudgetError, match="one 16x12 tile needs"):
+        effective_conductance(g, w, max_bytes=per_tile - 1)
+
+
+def test_float32_solve_is_offered_and_close(lenet):
+    g = torch.tensor(np.random.default_rng(1).uniform(1 / 3e6, 1 / 3e3, (4, 32, 32)))
+    w = TileWires(1.0, 4.6)
+    exact = effective_conductance(g, w)
+    f32 = effective_conductance(g, w, dtype=torch.float32)
+    err = float(((f32 - exact).abs() / exact.abs().max()).max())
+    assert 0 < err < 1e-3
+
+
+def _spec(tmp_path, **execution) -> str:
+    import yaml
+
+    raw = {"name": "mem", "model": {"name": "resnet18", "train": {"epochs": 1}},
+           "data": {"name": "imagefolder", "root": str(tmp_path / "nodata")},
+           "hardware": {"ir_drop": {"enabled": True}}, "trials": 1, "execution": execution,
+           "output": {"dir": str(tmp_path / "out")}}
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return str(path)
+
+
+def test_a_solve_budget_below_one_tile_is_refused_before_any_work(tmp_path, capsys):
+    path = _spec(tmp_path, solve_memory_mb=0.2)
+    assert main(["run", path]) == 2
+    err = capsys.readouterr().err
+    assert "execution.solve_memory_mb" in err and "'layer4.0.conv2' has 1152 tiles" in err and "0.2 MiB" in err
+    assert not (tmp_path / "out").exists()
+    assert main(["validate", path, "--set", "execution.solve_memory_mb=1"]) == 0
+
+
+def test_a_model_that_cannot_fit_a_worker_is_refused(tmp_path, capsys):
+    path = _spec(tmp_path)
+    args = ["--set", "model.name=vgg16", "--set", "hardware.device.bits_per_cell=1", "--set", "hardware.crossbar.cols=64",
+            "--set", "hardware.mapping.weight_bits=32"]  # 31 one-bit slices per weight: ~300 GB
+    assert main(["validate", path, *args]) == 2
+    err = capsys.readouterr().err
+    assert "vgg16 needs about" in err and "'classifier.0'" in err and "tiles" in err
+
+
+def test_moving_the_twin_rebuilds_its_state_on_the_new_device(lenet, digits, calib_inputs):
+    """``.to()`` moves parameters and calibration buffers; programmed cells, placed levels and tile
+    index tables are derived state, dropped and rebuilt where the layer now lives. Breakage
+    caught: a read after a move using tensors left on the old device (or stale ones)."""
+    from engine import convert
+
+    hw = HardwareSpec.model_validate({**IR, "ir_drop": {"enabled": False}, "adc": {"bits": 6}})
+    xm = convert(lenet, hw)
+    xm.calibrate(calib_inputs)
+    x = digits.test.tensors[0][:50]
+    with torch.no_grad():
+        xm.program([4])
+        before = xm(x)
+        xm.to(torch.device("cpu"))
+        assert all(la._prog is None and not hasattr(la, "_conv_tiles") for la in xm.crossbar_layers())
+        assert all(la.adc_max_abs.device.type == "cpu" and la.delta_x.item() > 0 for la in xm.crossbar_layers())
+        xm.program([4])
+        assert torch.equal(xm(x), before)
