@@ -25,6 +25,7 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.sweep
 	$(BIN)/python -m benchmarks.training
 	$(BIN)/python -m benchmarks.scale
+	$(BIN)/python -m benchmarks.cli
 
 clean:
 	rm -rf $(VENV) results .pytest_cache

@@ -7,6 +7,7 @@ Works on a finished or a running sweep (only complete part files are read).
 
 from __future__ import annotations
 
+import json
 import os
 
 import pandas as pd
@@ -29,7 +30,11 @@ def load_rows(uri: str, mitigations: list[str] | None = None) -> pa.Table:
     """All result rows of the sweep at ``uri`` (one per key; rows of points no longer in the
     plan, left by an earlier ``--force``d spec, are dropped)."""
     fs, root = _fs(uri)
+    if fs.get_file_info(f"{root}/rows").type == pafs.FileType.NotFound:
+        raise NoRows(f"{uri}: no rows yet (no rows/ directory): nothing to report")
     table = ds.dataset(f"{root}/rows", filesystem=fs, format="parquet").to_table()
+    if table.num_rows == 0:
+        raise NoRows(f"{uri}: no rows yet: nothing to report")
     points = load_points(uri)
     table = table.filter(pc.is_in(table.column("point_id"), points.column("point_id")))
     if mitigations is not None:
@@ -57,6 +62,34 @@ def load_stopping(uri: str) -> pd.DataFrame | None:
 def axes_of(points: pa.Table) -> list[str]:
     """The swept parameters (plan columns other than the ids and the hardware JSON)."""
     return [c for c in points.column_names if c not in ("point_index", "point_id", "hardware")]
+
+
+def axis_groups(points: pa.Table) -> list[list[str]]:
+    """Swept parameters grouped as they advance: one group per grid axis, one per zipped group
+    (from the plan's metadata; every axis its own group for plans written without it)."""
+    meta = points.schema.metadata or {}
+    raw = meta.get(b"xbar.axis_groups")
+    axes = axes_of(points)
+    if raw is None:
+        return [[a] for a in axes]
+    return [[a for a in g if a in axes] for g in json.loads(raw) if any(a in axes for a in g)]
+
+
+class NoRows(ValueError):
+    """A sweep output with no result rows yet."""
+
+
+def expected_rows(uri: str) -> int | None:
+    """Rows the plan asks for (adaptive sweeps: their final instance counts), None if unknown."""
+    points = load_points(uri)
+    meta = points.schema.metadata or {}
+    if b"xbar.instances" not in meta:
+        return None
+    labels = len(json.loads(meta[b"xbar.mitigations"]))
+    stopping = load_stopping(uri)
+    if stopping is not None and "n" in stopping:  # one row per (point, mitigation)
+        return int(stopping["n"].sum())
+    return points.num_rows * int(meta[b"xbar.instances"]) * labels
 
 
 def load_frame(uri: str, mitigations: list[str] | None = None) -> pd.DataFrame:

@@ -28,15 +28,22 @@ def _save(fig, path: str):
     return fig
 
 
-def _others(points: pd.DataFrame, axis: str, axes: list[str]) -> list[str]:
-    return [a for a in axes if a != axis and points[a].nunique() > 1]
+def _others(points: pd.DataFrame, axis: str, axes: list[str], partners: list[str]) -> list[str]:
+    """Varying axes that are neither ``axis`` nor zipped with it (each gets its own curves)."""
+    return [a for a in axes if a != axis and a not in partners and points[a].nunique() > 1]
+
+
+def _fmt(v) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
 
 
 def _bands(table: pd.DataFrame, points: pd.DataFrame, axis: str, axes: list[str], value: str, ylabel: str, path: str,
-           marker: str) -> plt.Figure:
-    """One line with its CI band per mitigation (and per value of any other varying axis)."""
+           marker: str, partners: list[str] = ()) -> plt.Figure:
+    """One line with its CI band per mitigation (and per value of any other varying axis that is
+    not zipped with ``axis``); zipped partners label the x ticks under the leading axis's values."""
+    partners = list(partners)
     df = table.merge(points, on="point_id")
-    others = _others(points, axis, axes)
+    others = _others(points, axis, axes, partners)
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for key, g in df.groupby(["mitigation", *others], sort=False):
         key = key if isinstance(key, tuple) else (key,)
@@ -46,22 +53,30 @@ def _bands(table: pd.DataFrame, points: pd.DataFrame, axis: str, axes: list[str]
         ax.fill_between(g[axis], g["ci_low"], g["ci_high"], color=line.get_color(), alpha=0.2)
     if _log_x(df[axis]):
         ax.set_xscale("log")
-    ax.set_xlabel(axis)
+    if partners:  # zipped axes: the leading axis's values, each with its partners' values under it
+        ticks = points.drop_duplicates(axis).sort_values(axis)
+        labels = ["\n".join([_fmt(r[axis])] + [f"{p.rsplit('.', 1)[-1]}={_fmt(r[p])}" for p in partners])
+                  for r in ticks.to_dict("records")]
+        ax.set_xticks(ticks[axis].tolist(), labels, fontsize=7)
+        ax.minorticks_off()
+    ax.set_xlabel(axis + "".join(f" (zipped with {p})" for p in partners))
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     return _save(fig, path)
 
 
-def accuracy_vs(summary: pd.DataFrame, points: pd.DataFrame, axis: str, axes: list[str], path: str) -> plt.Figure:
+def accuracy_vs(summary: pd.DataFrame, points: pd.DataFrame, axis: str, axes: list[str], path: str,
+                partners: list[str] = ()) -> plt.Figure:
     """Mean top-1 with its bootstrap CI band per mitigation vs ``axis`` (PytorX Fig. 2 style)."""
-    return _bands(summary, points, axis, axes, "mean", "top-1 (mean, 95% CI)", path, "o")
+    return _bands(summary, points, axis, axes, "mean", "top-1 (mean, 95% CI)", path, "o", partners)
 
 
-def yield_vs(yields: pd.DataFrame, points: pd.DataFrame, axis: str, axes: list[str], path: str) -> plt.Figure:
+def yield_vs(yields: pd.DataFrame, points: pd.DataFrame, axis: str, axes: list[str], path: str,
+             partners: list[str] = ()) -> plt.Figure:
     """Yield (fraction of chips meeting the threshold) with Clopper-Pearson bands vs ``axis``."""
     label = f"yield: P(top-1 >= {yields['threshold'].iloc[0]:g})"
-    return _bands(yields, points, axis, axes, "yield", label, path, "s")
+    return _bands(yields, points, axis, axes, "yield", label, path, "s", partners)
 
 
 def distributions(rows: pd.DataFrame, points: pd.DataFrame, axes: list[str], path: str, metric: str = "top1",

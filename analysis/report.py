@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from . import plots
-from .load import axes_of, load_frame, load_points, load_stopping
+from .load import axes_of, axis_groups, expected_rows, load_frame, load_points, load_stopping
 from .stats import paired_comparison, summary_with_ci, yield_table
 
 
@@ -34,10 +34,13 @@ def build_report(uri: str, out_dir: str, threshold: float | None = None, baselin
 
     ``threshold`` for the yield defaults to 1 point below the best mean top-1 of any point;
     paired comparisons are every mitigation against ``baseline`` (when it was run)."""
+    rows = load_frame(uri)  # NoRows (the CLI exits 2) before anything is written
     os.makedirs(out_dir, exist_ok=True)
-    rows = load_frame(uri)
-    points = load_points(uri).drop(["hardware"]).to_pandas()
-    axes = axes_of(load_points(uri))
+    plan = load_points(uri)
+    points = plan.drop(["hardware"]).to_pandas()
+    axes = axes_of(plan)
+    groups = axis_groups(plan)
+    expected = expected_rows(uri)
     summary = summary_with_ci(rows)
     if threshold is None:
         threshold = round(float(summary["mean"].max()) - 0.01, 4)
@@ -47,22 +50,29 @@ def build_report(uri: str, out_dir: str, threshold: float | None = None, baselin
                             ignore_index=True) if baseline in mits and len(mits) > 1 else pd.DataFrame()
     images, figures = [], {}
 
-    def draw(name: str, fn, *args) -> None:
+    def draw(name: str, fn, *args, **kwargs) -> None:
         path = os.path.join(out_dir, name)
-        figures[name] = fn(*args, path)
+        figures[name] = fn(*args, path=path, **kwargs)
         images.append(path)
 
-    numeric_axes = [a for a in axes if _numeric(points, a) and points[a].nunique() > 1]
-    for axis in numeric_axes:
+    # one x axis per group of axes that advance together: its first numeric varying axis leads,
+    # its zipped partners label the ticks (a zipped sweep is one curve, not scattered dots)
+    leads: list[tuple[str, list[str]]] = []
+    for group in groups:
+        varying = [a for a in group if _numeric(points, a) and points[a].nunique() > 1]
+        if varying:
+            leads.append((varying[0], [a for a in group if a != varying[0] and points[a].nunique() > 1]))
+    numeric_axes = [lead for lead, _ in leads]
+    for axis, partners in leads:
         short = axis.rsplit(".", 1)[-1]
-        draw(f"accuracy_vs_{short}.png", plots.accuracy_vs, summary, points, axis, axes)
-        draw(f"yield_vs_{short}.png", plots.yield_vs, yields, points, axis, axes)
+        draw(f"accuracy_vs_{short}.png", plots.accuracy_vs, summary, points, axis, axes, partners=partners)
+        draw(f"yield_vs_{short}.png", plots.yield_vs, yields, points, axis, axes, partners=partners)
     draw("distributions.png", plots.distributions, rows, points, axes)
     if len(comparisons) and numeric_axes:
         for m in comparisons["a"].unique():
             draw(f"paired_{_slug(m)}_vs_{_slug(baseline)}.png", plots.paired_differences, rows,
                  comparisons[comparisons.a == m], points, numeric_axes[0])
-    if len(numeric_axes) >= 2:
+    if len(numeric_axes) >= 2:  # a true grid: two leading axes of different groups
         for m in mits:
             draw(f"heatmap_{_slug(m)}.png", plots.heatmap, summary, points, numeric_axes[0], numeric_axes[1], m)
 
@@ -70,7 +80,7 @@ def build_report(uri: str, out_dir: str, threshold: float | None = None, baselin
     summary.merge(points, on="point_id").to_csv(os.path.join(out_dir, "summary.csv"), index=False)
     html_path = os.path.join(out_dir, "report.html")
     with open(html_path, "w") as f:
-        f.write(_html(rows, points, axes, summary, yields, comparisons, stopping, images, threshold, baseline))
+        f.write(_html(rows, points, axes, summary, yields, comparisons, stopping, images, threshold, baseline, expected))
     return Report(html_path, images, summary, yields, comparisons, figures)
 
 
@@ -89,8 +99,11 @@ def _table(df: pd.DataFrame, points: pd.DataFrame, axes: list[str]) -> str:
     return merged.to_html(index=False, float_format=lambda v: f"{v:.4g}", border=0, classes="t")
 
 
-def _html(rows, points, axes, summary, yields, comparisons, stopping, images, threshold, baseline) -> str:
+def _html(rows, points, axes, summary, yields, comparisons, stopping, images, threshold, baseline,
+          expected: int | None = None) -> str:
     sweep = html.escape(str(rows["sweep_id"].iloc[0])) if len(rows) else "(empty)"
+    partial = (f'<p class="partial"><b>partial: {len(rows)} of {expected} rows</b> (the sweep is running or was '
+               "interrupted; rerun it to complete)</p>") if expected is not None and len(rows) < expected else ""
     imgs = "".join(
         f'<figure><img src="data:image/png;base64,{base64.b64encode(open(p, "rb").read()).decode()}"/>'
         f"<figcaption>{html.escape(os.path.basename(p))}</figcaption></figure>"
@@ -101,7 +114,7 @@ def _html(rows, points, axes, summary, yields, comparisons, stopping, images, th
 <style>body{{font-family:sans-serif;margin:2em;max-width:1200px}} table.t{{border-collapse:collapse;font-size:12px}}
 table.t td,table.t th{{padding:2px 6px;border-bottom:1px solid #ddd;text-align:right}} figure{{display:inline-block;margin:8px}}
 img{{max-width:560px}}</style></head><body>
-<h1>Sweep {sweep}</h1>
+<h1>Sweep {sweep}</h1>{partial}
 <p>{len(points)} points, {rows['mitigation'].nunique()} mitigations, {len(rows)} rows
 (instances per point and mitigation: {int(summary['n'].min())}-{int(summary['n'].max())}). Swept: {html.escape(', '.join(axes) or 'nothing')}.</p>
 <h2>Top-1 per point and mitigation (95% bootstrap CI of the mean)</h2>{_table(summary, points, axes)}

@@ -1,7 +1,24 @@
 """xbar-sweep engine: non-ideal ReRAM crossbar inference in pure PyTorch (knows nothing of Ray)."""
 
-from .convert import CrossbarModel, convert
-from .evaluate import Metrics, evaluate, evaluate_float, evaluate_on_hardware
-from .hardware import HardwareSpec
+from __future__ import annotations
 
-__all__ = ["CrossbarModel", "HardwareSpec", "Metrics", "convert", "evaluate", "evaluate_float", "evaluate_on_hardware"]
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# Exports resolve on first use (PEP 562), so `engine.hardware` and the spec's names import without
+# torch and the CLI's `validate` stays fast.
+_EXPORTS = {"CrossbarModel": "conversion", "convert": "conversion", "Metrics": "evaluation", "evaluate": "evaluation",
+            "evaluate_float": "evaluation", "evaluate_on_hardware": "evaluation", "HardwareSpec": "hardware"}
+
+__all__ = sorted(_EXPORTS)
+
+if TYPE_CHECKING:
+    from .conversion import CrossbarModel, convert
+    from .evaluation import Metrics, evaluate, evaluate_float, evaluate_on_hardware
+    from .hardware import HardwareSpec
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module 'engine' has no attribute {name!r}")

@@ -22,7 +22,8 @@ import torchvision
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 from torchvision import transforms as T
 
-DATASETS = ("digits", "mnist", "cifar10", "cifar100", "imagefolder")
+from .catalog import DATASETS  # noqa: F401 - re-exported
+
 DatasetName = Literal["digits", "mnist", "cifar10", "cifar100", "imagefolder"]
 _CIFAR_MEAN, _CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 _IMAGENET_MEAN, _IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)

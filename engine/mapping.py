@@ -18,13 +18,11 @@ Schemes, each returning per-array digits whose signed combination gives back w_h
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 
+from .catalog import Scheme  # noqa: F401 - re-exported
 from .hardware import HardwareSpec
-
-Scheme = Literal["direct", "bit_inversion"]
 
 
 def quantise_weights(w: torch.Tensor, weight_bits: int) -> tuple[torch.Tensor, float]:

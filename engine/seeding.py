@@ -19,8 +19,12 @@ A stream is drawn only when its term is used.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 FAULTS = 0
 VARIATION = 1
@@ -42,6 +46,8 @@ def stream(seed: int, layer_index: int, kind: int) -> np.random.SeedSequence:
 
 def torch_generator(seed: int, layer_index: int, kind: int, device: torch.device) -> torch.Generator:
     """Device-local torch generator for per-read noise, seeded from the derivation above."""
+    import torch
+
     state = stream(seed, layer_index, kind).generate_state(1, dtype=np.uint64)[0]
     gen = torch.Generator(device=device)
     gen.manual_seed(int(state) & 0x7FFF_FFFF_FFFF_FFFF)

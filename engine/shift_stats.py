@@ -12,7 +12,7 @@ from typing import Iterable
 
 import torch
 
-from .convert import CrossbarModel
+from .conversion import CrossbarModel
 from .crossbar import CrossbarLayer
 
 

@@ -8,7 +8,9 @@ A checkpoint is a plain dict saved with ``torch.save`` and read with
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -19,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data import DataSplit, load_dataset, loader
-from .evaluate import evaluate_float
+from .evaluation import evaluate_float
 from .models import build_model
 
 CHECKPOINT_FORMAT = "xbar-sweep/1"
@@ -115,6 +117,24 @@ def checkpoint_bytes(model: nn.Module, name: str, model_kwargs: dict, meta: dict
     torch.save({"format": CHECKPOINT_FORMAT, "model": name, "model_kwargs": model_kwargs,
                 "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "meta": meta}, buf)
     return buf.getvalue()
+
+
+def checkpoint_digest(blob: bytes) -> str:
+    """sha256 of what a checkpoint computes with: the architecture (name, constructor arguments)
+    and every tensor of its state dict (names, dtypes, shapes, bytes) - not its metadata (training
+    time, creation date), so two trainings that give the same weights give the same digest."""
+    ckpt = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
+    h = hashlib.sha256()
+    if isinstance(ckpt, dict) and ckpt.get("format") == CHECKPOINT_FORMAT:
+        h.update(json.dumps([ckpt["model"], ckpt["model_kwargs"]], sort_keys=True).encode())
+        state = ckpt["state_dict"]
+    else:
+        state = ckpt["state_dict"] if isinstance(ckpt, dict) and isinstance(ckpt.get("state_dict"), dict) else ckpt
+    for name in sorted(state):
+        t = state[name].detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
 
 
 def train_recipe(data: DataSplit, model_name: str, cfg: TrainConfig, dataset: str) -> tuple[TrainResult, bytes]:

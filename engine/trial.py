@@ -21,8 +21,8 @@ from typing import Callable, Iterable, Sequence
 import torch
 from torch import nn
 
-from .convert import CrossbarModel, convert
-from .evaluate import Metrics, evaluate
+from .conversion import CrossbarModel, convert
+from .evaluation import Metrics, evaluate
 from .hardware import HardwareSpec
 from .instance import HardwareInstance
 from .mitigations import Strategy, TrialContext

@@ -16,7 +16,7 @@ from rich.text import Text
 console = Console()
 if not console.is_terminal:  # logs and CI: wide enough for the summary table
     console = Console(width=160)
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)  # one message per line: greppable in logs
 
 
 def _load(args: argparse.Namespace):
@@ -54,7 +54,13 @@ def _validate(args: argparse.Namespace) -> int:
     from .plan import make_plan
 
     spec, raw = _load(args)
-    plan = make_plan(spec, raw)
+    plan = make_plan(spec, raw, check=args.preflight)
+    if args.preflight:  # what `run` checks before it writes anything (needs torch: a few seconds more)
+        from .execution import check_local_resources
+        from .preflight import preflight
+
+        preflight(spec)
+        check_local_resources(spec.execution)
     console.print(f"{spec.name}: {plan.describe()}")
     for p in plan.points[: args.show]:
         console.print(f"  point {p.index} ({p.id}): " + (", ".join(f"{k}={v!r}" for k, v in p.params.items()) or "(no axes)"))
@@ -92,8 +98,15 @@ def _report(args: argparse.Namespace) -> int:
 
     from .results import is_local, local_path
 
+    from analysis.load import NoRows
+
     out = args.out or (os.path.join(local_path(args.dir), "report") if is_local(args.dir) else "report")
-    report = build_report(args.dir, out, threshold=args.threshold, baseline=args.baseline)
+    try:
+        report = build_report(args.dir, out, threshold=args.threshold, baseline=args.baseline)
+    except NoRows as e:
+        return _fail(str(e))
+    except FileNotFoundError as e:
+        return _fail(f"{args.dir}: not a sweep output ({e.filename or e})")
     console.print(f"report: {report.html_path} ({len(report.images)} plots)")
     if args.mlflow:
         from .driver import log_report
@@ -136,6 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
             s.add_argument("--force", action="store_true", help="accept a changed spec: keep matching rows, compute the rest")
         else:
             s.add_argument("--show", type=int, default=20, help="points to list")
+            s.add_argument("--preflight", action="store_true",
+                           help="also check what `run` checks before writing: memory, data, checkpoint, resources")
         s.set_defaults(func=func)
     m = sub.add_parser("mlflow-sync", help="log a sweep's MLflow runs from its Parquet output")
     m.add_argument("dir")
@@ -165,8 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .spec import SpecError
-
+    from .errors import SpecError  # light: heavy imports wait until the arguments are parsed
     from .interrupts import SweepInterrupted
 
     args = build_parser().parse_args(argv)

@@ -72,7 +72,11 @@ def plan_table(plan: Plan) -> pa.Table:
         cols["hardware"].append(p.spec.hardware.model_dump_json())
     schema = pa.schema([("point_index", pa.int32()), ("point_id", pa.string()),
                         *[(a, pa.type_for_alias(t)) for a, t in plan.axis_types.items()], ("hardware", pa.string())])
-    return pa.Table.from_pydict(cols, schema=schema)
+    sweep = plan.spec.sweep
+    groups = [[a] for a in sweep.grid] + [list(g) for g in sweep.zip]  # zipped axes advance together
+    meta = {"xbar.axis_groups": json.dumps(groups), "xbar.instances": str(plan.instances),
+            "xbar.mitigations": json.dumps(list(plan.labels))}
+    return pa.Table.from_pydict(cols, schema=schema.with_metadata(meta))
 
 
 def compose_rows(plan: Plan, task: Task, rows: list[dict], version: str) -> list[dict]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import sys
 from collections import deque
 from typing import Any, Callable, Iterator
 
@@ -117,14 +118,31 @@ def check_cluster_resources(ex: ExecutionSection) -> None:
 
 
 def init_ray(ex: ExecutionSection) -> bool:
-    """Connect to or start Ray; returns True when this process started it (and must stop it)."""
+    """Connect to or start Ray; returns True when this process started it (and must stop it).
+
+    A Ray started here is a single-node cluster on loopback: before Ray is imported, it is told it
+    is not part of a multi-node cluster (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``), so every service
+    binds to 127.0.0.1 and token authentication (and its warning on every run) can stay off."""
+    if os.environ.get("RAY_ADDRESS"):
+        import ray
+
+        if not ray.is_initialized():
+            ray.init(logging_level="WARNING")
+        return False
+    if "ray" not in sys.modules:
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     import ray
 
     if ray.is_initialized():
         return False
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init(logging_level="WARNING")
-        return False
+    try:
+        from ray._private import ray_constants
+
+        loopback = not ray_constants.ENABLE_RAY_CLUSTER
+    except ImportError:  # pragma: no cover - a Ray without the constant: keep its defaults
+        loopback = False
+    if loopback:
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, logging_level="WARNING")
     return True
 

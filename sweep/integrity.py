@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 
+import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from .results import KEY, ResultStore
@@ -29,23 +30,25 @@ def check_output(store: ResultStore, mlflow: bool = True) -> tuple[list[str], st
     planned = {(p, i, m) for p in ids for i in range(n_of[p]) for m in labels}
 
     recorded = manifest.get("parts", {})
+    readable = []
     for name in store.part_files():
         path = store.path("rows", name)
         try:
             with store.fs.open_input_file(path) as f:
                 rows = pq.read_metadata(f).num_rows
         except (OSError, ValueError) as e:
-            problems.append(f"rows/{name}: unreadable ({str(e).splitlines()[0]})")
+            problems.append(f"rows/{name}: unreadable ({str(e).splitlines()[0]}); a rerun moves it to rows/_corrupt/ "
+                            "and recomputes its rows")
             continue
+        readable.append(path)
         if name in recorded:
             with store.fs.open_input_stream(path) as f:
                 sha = hashlib.sha256(f.read()).hexdigest()
             if sha != recorded[name]["sha256"] or rows != recorded[name]["rows"]:
                 problems.append(f"rows/{name}: differs from the manifest's record ({rows} rows, sha256 {sha[:12]}...)")
-    dset = store.rows_dataset()
     counts: dict[tuple, int] = {}
-    if dset is not None:
-        t = dset.to_table(columns=list(KEY))
+    if readable:
+        t = ds.dataset(readable, filesystem=store.fs, format="parquet").to_table(columns=list(KEY))
         keys = list(zip(*(t.column(c).to_pylist() for c in KEY)))
         for k in keys:
             counts[k] = counts.get(k, 0) + 1

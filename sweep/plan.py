@@ -150,10 +150,11 @@ class Plan:
         return f"{head} x {self.instances} instances x {len(self.labels)} mitigations = {self.rows_total} rows"
 
 
-def make_plan(spec: SweepSpec, raw: dict, weights: dict[str, str] | None = None) -> Plan:
+def make_plan(spec: SweepSpec, raw: dict, weights: dict[str, str] | None = None, check: bool = True) -> Plan:
     """Expand the spec; every point is validated (an axis value out of range is a SpecError).
     ``weights`` (model key -> checkpoint sha256, known once models are trained or loaded) enter
-    the point ids; without them the ids are those of the spec alone (``validate``)."""
+    the point ids; without them the ids are those of the spec alone (``validate``). ``check``:
+    also check every point's memory (builds the model's shapes: imports torch)."""
     factors = [[{k: v} for v in vals] for k, vals in spec.sweep.grid.items()]
     factors += [[dict(zip(group, combo)) for combo in zip(*group.values())] for group in spec.sweep.zip]
     points = []
@@ -162,7 +163,7 @@ def make_plan(spec: SweepSpec, raw: dict, weights: dict[str, str] | None = None)
         pspec = resolve_point(raw, values) if values else spec
         points.append(Point(index, _digest(result_content(pspec, weights)), values, pspec, layout_key(pspec)))
     checked = set()
-    for p in points:  # memory of one instance and of one tile's solve, per distinct model/hardware
+    for p in points if check else ():  # memory of one instance and of one tile's solve, per distinct model/hardware
         key = (p.spec.model.name, p.spec.data.model_dump_json(), p.spec.hardware.model_dump_json())
         if key not in checked:
             checked.add(key)

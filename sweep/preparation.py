@@ -9,7 +9,6 @@ through the Ray object store.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import time
 from typing import TYPE_CHECKING, Any, Iterator
 
@@ -178,5 +177,7 @@ def prepare_checkpoints(plan: "Plan", store: ResultStore, console: Console, vers
 
 
 def weight_digests(checkpoints: dict[str, bytes]) -> dict[str, str]:
-    """model key -> sha256 of its checkpoint bytes (part of every point id)."""
-    return {k: hashlib.sha256(v).hexdigest() for k, v in checkpoints.items()}
+    """model key -> digest of its checkpoint's architecture and weights (part of every point id)."""
+    from engine.train import checkpoint_digest
+
+    return {k: checkpoint_digest(v) for k, v in checkpoints.items()}

@@ -16,16 +16,13 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from engine.data import DATASETS
+from engine.catalog import DATASETS, MODEL_NAMES
 from engine.hardware import HardwareSpec
 from engine.mitigations import parse_strategy
-from engine.models import MODEL_NAMES
+
+from .errors import SpecError
 
 SWEEPABLE_ROOTS = ("hardware", "model", "data")
-
-
-class SpecError(ValueError):
-    """A spec that cannot run; the CLI prints it and exits with status 2."""
 
 
 class _Section(BaseModel):

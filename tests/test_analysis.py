@@ -154,3 +154,48 @@ def test_plots_render_with_the_swept_parameter_on_x_and_the_report_lists_everyth
     assert html.count("data:image/png;base64,") == len(report.images)  # self-contained
     ec = report.comparisons[report.comparisons.a == "ec"]
     assert (ec.mean_diff >= 0).all() and len(ec) == 9
+
+
+def _zipped_sweep(root: str, drop: int) -> None:
+    """The quickstart's layout: two fault rates zipped into one axis, plan metadata as the driver writes it."""
+    import json
+
+    pairs = [(0.0, 0.0), (0.005, 0.026), (0.0175, 0.0904)]
+    gmax, gmin = "hardware.faults.stuck_at_gmax_rate", "hardware.faults.stuck_at_gmin_rate"
+    points = [{"point_index": k, "point_id": f"z{k}", gmax: a, gmin: b, "hardware": "{}"} for k, (a, b) in enumerate(pairs)]
+    meta = {"xbar.axis_groups": json.dumps([[gmax, gmin]]), "xbar.instances": "10",
+            "xbar.mitigations": json.dumps(["none", "ec"])}
+    os.makedirs(f"{root}/rows")
+    pq.write_table(pa.Table.from_pylist(points).replace_schema_metadata(meta), f"{root}/plan.parquet")
+    rng = np.random.default_rng(4)
+    rows = [{"sweep_id": "zip-1", "point_id": p["point_id"], "point_index": p["point_index"], "instance": i, "mitigation": m,
+             "top1": float(0.97 - (5 if m == "none" else 0.2) * p[gmin] + rng.normal(0, 0.01))}
+            for p in points for i in range(10) for m in ("none", "ec")]
+    pq.write_table(pa.Table.from_pylist(rows[: len(rows) - drop]), f"{root}/rows/part-0.parquet")
+
+
+def test_zipped_axes_give_one_curve_per_mitigation_no_heatmap_and_a_partial_label(tmp_path):
+    """Breakage caught: zipped axes drawn as isolated dots (one curve per partner value) and as a
+    diagonal heatmap of NaN; a partial sweep reported as if complete."""
+    _zipped_sweep(str(tmp_path / "z"), drop=5)
+    report = build_report(str(tmp_path / "z"), str(tmp_path / "r"))
+    names = {os.path.basename(p) for p in report.images}
+    assert "accuracy_vs_stuck_at_gmax_rate.png" in names and not any(n.startswith("heatmap") for n in names)
+    assert "accuracy_vs_stuck_at_gmin_rate.png" not in names  # the partner labels the ticks instead
+    ax = report.figures["accuracy_vs_stuck_at_gmax_rate.png"].axes[0]
+    lines = ax.get_lines()
+    assert sorted(line.get_label() for line in lines) == ["ec", "none"] and all(len(line.get_xdata()) == 3 for line in lines)
+    assert any("stuck_at_gmin_rate=0.0904" in t.get_text() for t in ax.get_xticklabels())
+    assert "partial: 55 of 60 rows" in open(report.html_path).read()
+    _zipped_sweep(str(tmp_path / "full"), drop=0)
+    assert "partial:" not in open(build_report(str(tmp_path / "full"), str(tmp_path / "r2")).html_path).read()
+
+
+def test_report_of_a_sweep_without_rows_exits_2(tmp_path, capsys):
+    from sweep.cli import main
+
+    _zipped_sweep(str(tmp_path / "z"), drop=0)
+    os.remove(tmp_path / "z" / "rows" / "part-0.parquet")
+    os.rmdir(tmp_path / "z" / "rows")
+    assert main(["report", str(tmp_path / "z")]) == 2
+    assert "no rows yet" in capsys.readouterr().err and not (tmp_path / "z" / "report").exists()

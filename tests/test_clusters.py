@@ -80,25 +80,70 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def head(ray_cluster):
-    """`ray start --head` on 127.0.0.1 in a temp dir; `ray stop` afterwards. The session's
-    in-process Ray is taken down first (`ray stop` stops every Ray process on the machine)."""
-    ray_cluster.shutdown()
+    """The repository's own clusters/local/start-head.sh (every port on 127.0.0.1) in a temp dir,
+    stopped by stop-head.sh, which must leave the session's other Ray cluster running."""
+    ray_cluster.ensure()
     tmp = tempfile.mkdtemp(prefix="xr", dir="/tmp")  # short: Ray's unix socket paths are length-limited
-    env = dict(os.environ, RAY_AUTH_MODE="disabled", PATH=f"{BIN}:{os.environ['PATH']}")
-    port, dash = _free_port(), _free_port()
-    subprocess.run([f"{BIN}/ray", "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}",
-                    "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", f"--temp-dir={tmp}",
-                    "--num-cpus=2", "--disable-usage-stats"], env=env, check=True, timeout=180, capture_output=True)
+    port, dash, client, agent = _free_port(), _free_port(), _free_port(), _free_port()
+    env = dict(os.environ, RAY_AUTH_MODE="disabled", PATH=f"{BIN}:{os.environ['PATH']}", PORT=str(port),
+               DASHBOARD_PORT=str(dash), CLIENT_PORT=str(client), AGENT_PORT=str(agent), TEMP_DIR=tmp)
+    env.pop("RAY_ADDRESS", None)
+    started = subprocess.run([f"{REPO}/clusters/local/start-head.sh"], env=env, cwd=REPO, timeout=180,
+                             capture_output=True, text=True)
+    assert started.returncode == 0, started.stdout[-2000:] + started.stderr[-2000:]
     try:
-        yield f"http://127.0.0.1:{dash}", env
+        yield f"http://127.0.0.1:{dash}", env, tmp, started.stdout
     finally:
-        subprocess.run([f"{BIN}/ray", "stop", "--force"], env=env, timeout=180, capture_output=True)
+        stopped = subprocess.run([f"{REPO}/clusters/local/stop-head.sh"], env=env, cwd=REPO, timeout=180,
+                                 capture_output=True, text=True)
+        assert stopped.returncode == 0, stopped.stderr
+        import ray
+
+        assert ray.is_initialized() and ray.cluster_resources().get("CPU")  # the other cluster survived
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _loopback(ip: str) -> bool:
+    import ipaddress
+
+    addr = ipaddress.ip_address(ip)
+    mapped = getattr(addr, "ipv4_mapped", None)  # ::ffff:127.0.0.1
+    return (mapped or addr).is_loopback
+
+
+def _head_processes(tmp: str) -> list:
+    import psutil
+
+    roots = [psutil.Process(int(p)) for p in open(os.path.join(tmp, "head.pids")).read().split() if psutil.pid_exists(int(p))]
+    procs = {p.pid: p for r in roots for p in [r, *r.children(recursive=True)]}
+    return list(procs.values())
+
+
+def test_local_head_listens_on_loopback_only_and_prints_runnable_commands(head):
+    """Every listening socket of the head's processes (GCS, raylet, dashboard and its agents, the
+    client server, workers) is on 127.0.0.1; the printed submit command names the venv's ray."""
+    import psutil
+
+    _, _, tmp, printed = head
+    procs = _head_processes(tmp)
+    assert len(procs) >= 5
+    listening = []
+    for p in procs:
+        try:
+            listening += [(p.name(), c.laddr) for c in p.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN]
+        except psutil.NoSuchProcess:
+            continue
+    assert listening, "the head must listen somewhere"
+    public = [(name, addr) for name, addr in listening if not _loopback(addr.ip)]
+    assert not public, public
+    ours = printed.split("Submit a sweep", 1)[1]  # (Ray's own "next steps" come before)
+    assert ".venv/bin/ray job submit" in ours and "--runtime-env clusters/runtime_env.yaml" in ours
+    assert "--working-dir" not in ours  # the runtime env uploads the working dir itself (no override warning)
 
 
 def _submit(address: str, env: dict, spec: str, submission_id: str, wait: bool = True) -> subprocess.CompletedProcess | subprocess.Popen:
     cmd = [f"{BIN}/ray", "job", "submit", "--address", address, "--submission-id", submission_id,
-           "--working-dir", ".", "--runtime-env", "clusters/runtime_env.yaml"]
+           "--runtime-env", "clusters/runtime_env.yaml"]
     cmd += [] if wait else ["--no-wait"]
     cmd += ["--", "python", "-m", "sweep.cli", "run", spec]
     return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
@@ -127,7 +172,7 @@ def _table(out):
 
 
 def test_job_submit_runs_a_sweep_and_a_killed_driver_resumes_to_the_same_table(head, lenet_checkpoint, tmp_path):
-    address, env = head
+    address, env, _, _ = head
     ckpt = lenet_checkpoint[0]
     clean, killed = tmp_path / "clean", tmp_path / "killed"
     spec_a = _spec(tmp_path / "a.yaml", clean, ckpt)

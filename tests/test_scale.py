@@ -104,6 +104,8 @@ def _spec(tmp_path, **execution) -> str:
            "data": {"name": "imagefolder", "root": str(tmp_path / "nodata")},
            "hardware": {"ir_drop": {"enabled": True}}, "trials": 1, "execution": execution,
            "output": {"dir": str(tmp_path / "out")}}
+    for split in ("train", "val"):  # class folders, as preflight checks (the images are never read here)
+        (tmp_path / "nodata" / split / "a").mkdir(parents=True)
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(raw))
     return str(path)
@@ -115,14 +117,15 @@ def test_a_solve_budget_below_one_tile_is_refused_before_any_work(tmp_path, caps
     err = capsys.readouterr().err
     assert "execution.solve_memory_mb" in err and "'layer4.0.conv2' has 1152 tiles" in err and "0.2 MiB" in err
     assert not (tmp_path / "out").exists()
-    assert main(["validate", path, "--set", "execution.solve_memory_mb=1"]) == 0
+    assert main(["validate", "--preflight", path, "--set", "execution.solve_memory_mb=1"]) == 0
+    assert main(["validate", path, "--set", "execution.solve_memory_mb=0.2"]) == 0  # (without --preflight: the spec only)
 
 
 def test_a_model_that_cannot_fit_a_worker_is_refused(tmp_path, capsys):
     path = _spec(tmp_path)
     args = ["--set", "model.name=vgg16", "--set", "hardware.device.bits_per_cell=1", "--set", "hardware.crossbar.cols=64",
             "--set", "hardware.mapping.weight_bits=32"]  # 31 one-bit slices per weight: ~300 GB
-    assert main(["validate", path, *args]) == 2
+    assert main(["validate", "--preflight", path, *args]) == 2
     err = capsys.readouterr().err
     assert "vgg16 needs about" in err and "'classifier.0'" in err and "tiles" in err
 

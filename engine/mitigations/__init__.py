@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 
-from ..mapping import Scheme
+from ..catalog import Scheme
 from .base import Mitigation, TrialContext
 from .basic import BitInversion, ErrorCorrection, NoMitigation
 from .fpt import FreeParameterTuning

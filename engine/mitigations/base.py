@@ -16,12 +16,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar
 
 from pydantic import BaseModel, ConfigDict
-from torch import nn
 
-from ..convert import CrossbarModel
-from ..mapping import Scheme
+from ..catalog import Scheme
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # implementations import torch when they run: the spec validates without it
+    from torch import nn
+
+    from ..conversion import CrossbarModel
     from ..data import DataSplit
     from ..hardware import HardwareSpec
     from ..train import TrainConfig

@@ -5,12 +5,13 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import ClassVar
 
-import torch
+from typing import TYPE_CHECKING
 
-from ..convert import CrossbarModel
-from ..mapping import Scheme
-from ..nonideal.faults import HEALTHY
+from ..catalog import Scheme
 from .base import Mitigation, TrialContext
+
+if TYPE_CHECKING:
+    from ..conversion import CrossbarModel
 
 
 class NoMitigation(Mitigation):
@@ -31,6 +32,10 @@ class ErrorCorrection(Mitigation):
     name: ClassVar[str] = "ec"
 
     def after_program(self, xmodel: CrossbarModel, ctx: TrialContext) -> None:
+        import torch
+
+        from ..nonideal.faults import HEALTHY
+
         for layer in xmodel.crossbar_layers():
             cells = layer.cells
             if cells is None or cells.faults is None:

@@ -13,25 +13,40 @@ stay as programmed.
 from __future__ import annotations
 
 import copy
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-import torch
 from pydantic import Field
-from torch import nn
 
-from ..convert import CrossbarModel
 from .base import Mitigation, TrialContext
 
-_BN = (nn.BatchNorm1d, nn.BatchNorm2d)
+if TYPE_CHECKING:  # torch is imported where the work is done: the spec validates without it
+    import torch
+    from torch import nn
+
+    from ..conversion import CrossbarModel
+
+
+def _bn_types() -> tuple:
+    from torch import nn
+
+    return (nn.BatchNorm1d, nn.BatchNorm2d)
 
 
 def has_batchnorm(model: nn.Module) -> bool:
-    return any(isinstance(m, _BN) for m in model.modules())
+    return any(isinstance(m, _bn_types()) for m in model.modules())
 
 
-@torch.no_grad()
 def insert_batchnorm(model: nn.Module, inputs: list[torch.Tensor]) -> nn.Module:
     """A copy with ``Sequential(layer, BN)`` for every Linear/Conv2d, each BN the identity in float."""
+    import torch
+
+    with torch.no_grad():
+        return _insert_batchnorm(model, inputs)
+
+
+def _insert_batchnorm(model: nn.Module, inputs: list[torch.Tensor]) -> nn.Module:
+    from torch import nn
+
     model = copy.deepcopy(model).eval()
     targets = [(n, m) for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
     stats: dict[str, list] = {}
@@ -63,14 +78,23 @@ def insert_batchnorm(model: nn.Module, inputs: list[torch.Tensor]) -> nn.Module:
     return model.eval()
 
 
-@torch.no_grad()
 def fold_batchnorm(model: nn.Module) -> nn.Module:
     """A float copy with every BN that directly follows a Linear/Conv2d folded into its weights."""
+    import torch
+
+    with torch.no_grad():
+        return _fold_batchnorm(model)
+
+
+def _fold_batchnorm(model: nn.Module) -> nn.Module:
+    import torch
+    from torch import nn
+
     model = copy.deepcopy(model).eval()
     for parent in model.modules():
         children = list(parent.named_children())
         for (name_a, a), (name_b, b) in zip(children, children[1:]):
-            if isinstance(a, (nn.Linear, nn.Conv2d)) and isinstance(b, _BN):
+            if isinstance(a, (nn.Linear, nn.Conv2d)) and isinstance(b, _bn_types()):
                 scale = b.weight / (b.running_var + b.eps).sqrt()
                 shape = (-1,) + (1,) * (a.weight.dim() - 1)
                 a.weight.mul_(scale.view(shape))
@@ -93,16 +117,20 @@ class FreeParameterTuning(Mitigation):
         return copy.deepcopy(base) if has_batchnorm(base) else insert_batchnorm(base, ctx.calibration_inputs)
 
     def prepare(self, xmodel: CrossbarModel, ctx: TrialContext) -> None:
-        bns = [m for m in xmodel.modules() if isinstance(m, _BN)]
+        bns = [m for m in xmodel.modules() if isinstance(m, _bn_types())]
         initial = xmodel.cache.setdefault("fpt-initial", [copy.deepcopy(bn.state_dict()) for bn in bns])
         for bn, state in zip(bns, initial):  # every trial starts from the trained statistics
             bn.load_state_dict(state)
 
-    @torch.no_grad()
     def after_program(self, xmodel: CrossbarModel, ctx: TrialContext) -> None:
-        x = torch.cat(ctx.calibration_inputs)
+        import torch
+
+        with torch.no_grad():
+            self._recalibrate(xmodel, torch.cat(ctx.calibration_inputs))
+
+    def _recalibrate(self, xmodel: CrossbarModel, x: torch.Tensor) -> None:
         chunks = [x[(i * self.batch_size) % len(x):][: self.batch_size] for i in range(self.batches)]
-        bns = [m for m in xmodel.modules() if isinstance(m, _BN)]
+        bns = [m for m in xmodel.modules() if isinstance(m, _bn_types())]
         for bn in bns:
             bn.momentum = self.momentum
             bn.train()

@@ -17,12 +17,12 @@ The coefficients are constants at inference time.
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
-import torch
-
-from ..convert import CrossbarModel
 from .base import Mitigation, TrialContext
+
+if TYPE_CHECKING:
+    from ..conversion import CrossbarModel
 
 
 class MMSEDenoising(Mitigation):
@@ -50,6 +50,8 @@ class MMSEDenoising(Mitigation):
 def _yu_eq6(layer, inputs, empirical: dict) -> dict:
     """E[j] = r p_v p_g, s_j^2 = r^2 p_v p_g (1 - p_v p_g) (Yu eq. 5-6 as printed), in eq. 4 form
     (q = J + n: E[q] = E[J], Cov = s_j^2, Var(q) = s_j^2 + the measured ADC error)."""
+    import torch
+
     r = layer.grid.rows
     codes = torch.cat([layer.coding.quantise(x, float(layer.delta_x)).flatten() for x in inputs])
     p_v = float((layer.coding.split(codes) != 0).double().mean())

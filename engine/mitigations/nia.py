@@ -13,18 +13,22 @@ from __future__ import annotations
 
 import copy
 from dataclasses import replace
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-import torch
 from pydantic import Field
-from torch import nn
 
 from ..hashing import digest
 from .base import Mitigation
 
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
 
 def output_noise(xmodel, stats) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Per layer: (mean, std) of the noise to add to each output channel (non-ideal - ideal)."""
+    import torch
+
     out = {}
     for layer in xmodel.crossbar_layers():
         st = stats[layer.name]
@@ -48,7 +52,7 @@ class NoiseInjectionAdaption(Mitigation):
         return f"nia-{digest({'base': base_key, 'params': self.model_dump(), 'hw': wires})}"
 
     def train_variant(self, base: nn.Module, data, hw, recipe, calibration: list) -> nn.Module:
-        from ..convert import convert
+        from ..conversion import convert
         from ..shift_stats import tile_shift_statistics
         from ..train import train_model
 
@@ -75,6 +79,7 @@ class NoiseInjectionAdaption(Mitigation):
 
 
 def _injector(mean: torch.Tensor, std: torch.Tensor):
+    import torch
     def hook(module: nn.Module, _inp, out: torch.Tensor) -> torch.Tensor:
         if not module.training:
             return out

@@ -14,22 +14,22 @@ The remapped targets are re-programmed on the same physical cells (same faults a
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-import numpy as np
-import torch
-from scipy.optimize import linear_sum_assignment
-
-from ..convert import CrossbarModel
-from ..crossbar import CrossbarLayer
-from ..instance import HardwareInstance
-from ..nonideal.faults import HEALTHY, STUCK_GMAX
 from .base import Mitigation, TrialContext
+
+if TYPE_CHECKING:  # torch, scipy and the engine load where the work is done: the spec validates without them
+    import torch
+
+    from ..conversion import CrossbarModel
+    from ..crossbar import CrossbarLayer
 
 
 def column_significance(layer: CrossbarLayer) -> torch.Tensor:
     """Weight of an error in each physical column: 2^(b s) for data and reference columns of
     slice s, 0 for columns that are not read."""
+    import torch
+
     grid, b = layer.grid, layer.hw.device.bits_per_cell
     dev = layer.weight.device
     sig = torch.zeros(grid.cols, dtype=torch.float64, device=dev)
@@ -42,6 +42,10 @@ def column_significance(layer: CrossbarLayer) -> torch.Tensor:
 
 def remap_costs(layer: CrossbarLayer, targets: torch.Tensor, faults: torch.Tensor, flip: bool) -> torch.Tensor:
     """cost[i, g, t_r, t_c, r, p]: error of storing logical row r on physical row p."""
+    import torch
+
+    from ..nonideal.faults import HEALTHY, STUCK_GMAX
+
     full = layer.hw.device.levels - 1
     stuck = faults != HEALTHY
     value = torch.where(faults == STUCK_GMAX, float(full), 0.0).double()
@@ -53,6 +57,10 @@ def remap_costs(layer: CrossbarLayer, targets: torch.Tensor, faults: torch.Tenso
 
 def stuck_mismatches(layer: CrossbarLayer) -> tuple[int, float]:
     """(stuck cells in read columns whose level differs from their target, weighted level error)."""
+    import torch
+
+    from ..nonideal.faults import HEALTHY, STUCK_GMAX
+
     cells = layer.cells
     full = layer.hw.device.levels - 1
     value = torch.where(cells.faults == STUCK_GMAX, full, 0)
@@ -65,6 +73,12 @@ def stuck_mismatches(layer: CrossbarLayer) -> tuple[int, float]:
 
 
 def remap_layer(layer: CrossbarLayer, permute: bool, flip: bool) -> None:
+    import numpy as np
+    import torch
+    from scipy.optimize import linear_sum_assignment
+
+    from ..instance import HardwareInstance
+
     cells = layer.cells
     if cells is None or cells.faults is None:
         return

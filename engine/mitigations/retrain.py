@@ -13,15 +13,16 @@ is solved exactly once more before it is evaluated.
 from __future__ import annotations
 
 import copy
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-import torch
-import torch.nn.functional as F
 from pydantic import Field
-from torch import nn
 
-from ..convert import CrossbarModel
 from .base import Mitigation, TrialContext
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from ..conversion import CrossbarModel
 
 
 class HardwareAwareRetraining(Mitigation):
@@ -44,6 +45,9 @@ class HardwareAwareRetraining(Mitigation):
             layer.remap()
 
     def after_program(self, xmodel: CrossbarModel, ctx: TrialContext) -> None:
+        import torch
+        import torch.nn.functional as F
+
         if ctx.train_loader is None:
             raise ValueError("retrain needs labeled training data on the worker")
         x_all, y_all = ctx.train_loader

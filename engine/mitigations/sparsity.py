@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import copy
 from dataclasses import replace
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-import torch
 from pydantic import Field
-from torch import nn
 
-from ..convert import CrossbarModel
 from ..hashing import digest
 from .base import Mitigation, TrialContext
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from ..conversion import CrossbarModel
 
 
 class SparsityInduction(Mitigation):
@@ -30,6 +32,8 @@ class SparsityInduction(Mitigation):
         return f"si-{digest({'base': base_key, **self.model_dump()})}"
 
     def train_variant(self, base: nn.Module, data, hw, recipe, calibration: list) -> nn.Module:
+        import torch
+
         from ..train import train_model
 
         torch.manual_seed(recipe.seed)

@@ -8,6 +8,7 @@ from typing import Callable
 import torchvision
 from torch import nn
 
+from ..catalog import MODEL_NAMES, TORCHVISION_MODELS, ZOO_MODELS  # noqa: F401 - MODEL_NAMES re-exported
 from .cifar import AlexNetCIFAR, VGGSmall, resnet20
 from .small import MLP, LeNet5
 
@@ -18,8 +19,8 @@ BUILDERS: dict[str, Callable[..., nn.Module]] = {
     "vgg_small": VGGSmall,
     "alexnet_cifar": AlexNetCIFAR,
 }
-TORCHVISION = ("resnet18", "resnet50", "vgg16", "alexnet", "googlenet")
-MODEL_NAMES = tuple(BUILDERS) + TORCHVISION
+TORCHVISION = TORCHVISION_MODELS
+assert tuple(BUILDERS) == ZOO_MODELS
 
 
 def build_model(name: str, in_channels: int = 1, num_classes: int = 10, input_size: int = 28) -> nn.Module:

@@ -260,7 +260,7 @@ def analog_layers(model: nn.Module) -> list[AnalogLayer]:
 
 def to_analog(model: nn.Module, hw: HardwareSpec, seed: int, weight_ranges: list[float] | None = None) -> nn.Module:
     """Replace every Linear/Conv2d in place by an :class:`AnalogLayer` (numbered as in
-    engine.convert, so an instance's stuck cells are the same physical cells). ``weight_ranges``:
+    engine.conversion, so an instance's stuck cells are the same physical cells). ``weight_ranges``:
     per-layer W_max before the ``weight_range`` factor (default: the layer's initial max|w|)."""
     names = [n for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
     for index, name in enumerate(names):

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data import DataSplit, loader
-from ..evaluate import Metrics, evaluate_float
+from ..evaluation import Metrics, evaluate_float
 from ..hardware import HardwareSpec
 from ..models import build_model
 from .analog import analog_layers, to_analog

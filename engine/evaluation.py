@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .convert import CrossbarModel, convert
+from .conversion import CrossbarModel, convert
 from .hardware import HardwareSpec
 
 
