@@ -123,6 +123,11 @@ class CrossbarModel(nn.Module):
     def calibrate(self, inputs: Iterable[torch.Tensor]) -> None:
         """Per-layer DAC and ADC ranges, PytorX Alg. 1 (mean of per-batch maxima).
 
+        With several weight slices, ``range_scope: layer`` takes Alg. 1 literally: each batch's
+        max|I| over every column of every slice, averaged over batches (not the largest of the
+        per-slice batch means, which is smaller when different batches peak in different slices);
+        ``slice`` averages each slice's per-batch maxima separately.
+
         DAC: dx from the float network's layer inputs. ADC: dI from the ideal crossbar's sensed
         column currents (fault-free, noise-free, ideal ADC while recording). The ranges are a
         design-time property: every instance sampled later uses them.
@@ -148,7 +153,10 @@ class CrossbarModel(nn.Module):
                 self.net(x)
             for layer in layers:
                 layer.adc_signed.fill_(min(s[1] for s in layer._stats) < 0)
-                layer.adc_max_abs = torch.stack([s[0] for s in layer._stats]).mean(0).to(layer.adc_max_abs.device)
+                per_batch = torch.stack([s[0] for s in layer._stats])  # (batches, slices) max|I|
+                if self.hw.adc.range_scope == "layer":  # Alg. 1: the batch mean of each batch's max over all columns
+                    per_batch = per_batch.amax(1, keepdim=True).expand_as(per_batch)
+                layer.adc_max_abs = per_batch.mean(0).to(layer.adc_max_abs.device)
         self._set_mode("crossbar")
         self.program(None)
         self.train(was_training)

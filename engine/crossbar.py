@@ -63,6 +63,7 @@ class _Programmed:
     g_colsum: torch.Tensor | None = None  # (I, G, t_r, 1, Qraw)
     rtn: torch.Tensor | None = None  # telegraph jump (dG units): operand, or raw for exact draws
     rtn_sq: torch.Tensor | None = None  # operand of the squared jump (Gaussian sampling only)
+    row_ones: torch.Tensor | None = None  # operand summing V^2 over a tile's rows (read fluctuation)
     w_eff: torch.Tensor | None = None  # (I, G, k, n) folded weight in units of dw
     correction_matrix: torch.Tensor | None = None  # (I, G, t_r, R, Q) sensed digital correction (EC)
     correction: torch.Tensor | None = None  # its operand (built on first use)
@@ -282,6 +283,8 @@ class CrossbarLayer(nn.Module):
                     prog.rtn = rtn.contiguous()
                 else:
                     prog.rtn, prog.rtn_sq = prog.op.operand(rtn), prog.op.operand(rtn * rtn)
+            if hw.read_fluctuation.enabled:
+                prog.row_ones = prog.op.operand(torch.ones((i, g, tr, r, 1), device=dev, dtype=raw.dtype))
         if noisy:
             prog.gens = [seeding.torch_generator(s, self.layer_index, seeding.READ_NOISE, dev) for s in cells.seeds]
         self._prog = prog
@@ -524,11 +527,15 @@ class CrossbarLayer(nn.Module):
         return torch.stack([torch.rand(shape[1:], generator=g, device=like.device, dtype=like.dtype) for g in gens])
 
     def _cell_noise(self, v: torch.Tensor) -> torch.Tensor:
-        """Thermal/shot (PytorX eq. 1) and telegraph (eq. 3) bit-line currents, engine units,
-        shaped like the raw currents (I, G, t_r, P*M, Qraw)."""
-        hw, prog = self.hw, self._prog
+        """Thermal/shot (PytorX eq. 1), read fluctuation (eq. 2's (dG/3)^2 term read to read) and
+        telegraph (eq. 3) bit-line currents, engine units, shaped like the raw currents (I, G, t_r, P*M, Qraw)."""
+        hw, prog, grid = self.hw, self._prog, self.grid
         op = prog.op
         noise = torch.zeros((), device=v.device, dtype=v.dtype)
+        if hw.read_fluctuation.enabled:  # sum_r (sigma dG z_r) V_r on each column: N(0, sigma^2 sum_r V_r^2)
+            var = hw.read_fluctuation.sigma_delta_g**2 * op.apply(v * v, prog.row_ones)  # (I, G, t_r, P*M, 1)
+            q = grid.arrays * grid.t_c * grid.used_cols
+            noise = noise + var.sqrt() * self._randn((*var.shape[:-1], q), var)
         if hw.read_noise.enabled:
             dv = hw.input.v_read_v / prog.coding.max_chunk  # the DAC step in volts
             c = ThermalShotCoefficients.for_read(hw.frequency_hz, hw.temperature_k, hw.device.delta_g_s, dv)

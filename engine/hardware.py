@@ -6,8 +6,8 @@ Every non-ideality is its own sub-section and is off by default.
 
 Unit conventions used across ``engine``:
   * the conductance step of one cell is ``delta_g_s = (g_max_s - g_min_s) / (2**bits_per_cell - 1)``
-    (PytorX eq. 8-9, equal-dG mapping; the paper's 2.601 uS is the 7-bit value of this formula
-    to within 1 %);
+    (PytorX eq. 8-9, equal-dG mapping), so the top level is exactly G_max; Table 1's 2.601 uS is
+    (G_max - G_min) / 2**7, 0.8 % smaller (the 2**N of PytorX Alg. 1), a departure made here;
   * the DAC step is ``delta_v_dac_v = v_read_v / 2**(dac_bits - 1)``: the largest signed DAC
     code drives ``v_read_v`` across a cell (PytorX eq. 6, V_DAC - V_ref = dV_DAC * x);
   * internally conductances are stored in units of dG, voltages in units of dV_DAC and
@@ -223,20 +223,29 @@ def _rate(value: object, name: str) -> float:
 
 
 class ProgrammingVariation(_Section):
-    """Static per-instance programming error of every non-stuck cell.
+    """Static per-instance programming error of every non-stuck cell (drawn once per instance).
 
-    * absolute: G' = G + sigma_abs * z, sigma_abs = ``sigma_abs_s`` (siemens) or
-      ``sigma_abs_delta_g`` * dG (PytorX eq. 2 uses dG/3, i.e. ``sigma_abs_delta_g: 0.3333``);
-    * relative: ``gaussian`` G' = G (1 + sigma_rel z) (RxNN sigma/mu, Jung R' = R(1 + eps));
-      ``lognormal`` G' = G exp(s z - s^2/2) with s^2 = ln(1 + sigma_rel^2), so the mean is G
-      and the std is sigma_rel * G.
-    Conductances are floored at 0 S. z ~ N(0, 1) per cell, drawn once per instance.
+    * absolute (conductance domain): G' = G + sigma_abs * z, sigma_abs = ``sigma_abs_s`` (siemens) or
+      ``sigma_abs_delta_g`` * dG. PytorX eq. 2's (dG/3)^2 term is a read-to-read fluctuation; that
+      reading is :class:`ReadFluctuation`. This static term is its programming-error reading.
+    * relative, ``domain: conductance`` (RxNN sigma/mu): ``gaussian`` G' = G (1 + sigma_rel z);
+      ``lognormal`` G' = G exp(s z - s^2/2), s^2 = ln(1 + sigma_rel^2) (mean G, std sigma_rel G).
+    * relative, ``domain: resistance`` (Jung/FPT: R' = R (1 + eps), eps ~ N(0, sigma_rel^2)):
+      ``gaussian`` G' = G / (1 + sigma_rel z), a cell whose 1 + sigma_rel z <= 0 (or whose G' would
+      exceed it) reads the ceiling, so ``ceiling: g_max`` is required; ``lognormal``
+      R' = R exp(s z - s^2/2) (mean R, std sigma_rel R), i.e. G' = G exp(-s z + s^2/2).
+    ``ceiling: g_max`` clips every programmed cell at G_max (a device cannot conduct more than its
+    LRS); ``none`` leaves the upper tail as drawn. Conductances are always floored at 0 S.
+    z ~ N(0, 1) per cell, one stream per term (engine.seeding).
     """
 
     sigma_abs_s: float = Field(0.0, ge=0.0, le=1.0, description="absolute sigma, siemens")
     sigma_abs_delta_g: float = Field(0.0, ge=0.0, le=1000.0, description="absolute sigma in dG")
     sigma_rel: float = Field(0.0, ge=0.0, le=10.0, description="relative sigma/mu")
     distribution: Literal["gaussian", "lognormal"] = "gaussian"
+    domain: Literal["conductance", "resistance"] = Field(
+        "conductance", description="what sigma_rel perturbs: G (RxNN) or R = 1/G (Jung's R' = R(1 + eps))")
+    ceiling: Literal["none", "g_max"] = Field("none", description="clip programmed cells at G_max")
 
     @model_validator(mode="after")
     def _one_absolute(self) -> "ProgrammingVariation":
@@ -245,11 +254,29 @@ class ProgrammingVariation(_Section):
                 "hardware.variation: give the absolute sigma as sigma_abs_s or "
                 "sigma_abs_delta_g, not both"
             )
+        if self.domain == "resistance" and self.distribution == "gaussian" and self.sigma_rel > 0 \
+                and self.ceiling == "none":
+            raise ValueError(
+                "hardware.variation.ceiling must be 'g_max' with domain: resistance and a gaussian sigma_rel "
+                "(R (1 + eps) <= 0 has no finite conductance)"
+            )
         return self
 
     @property
     def enabled(self) -> bool:
         return self.sigma_abs_s > 0 or self.sigma_abs_delta_g > 0 or self.sigma_rel > 0
+
+
+class ReadFluctuation(_Section):
+    """PytorX eq. 2 second term as a read-to-read fluctuation: every cell reads G + sigma dG z with a
+    fresh z ~ N(0, 1) per cell and read (``sigma_delta_g: 0.3333`` is PytorX's dG/3). Summed exactly
+    on each bit line: a Gaussian current of variance (sigma dG)^2 sum_r V_r^2."""
+
+    sigma_delta_g: float = Field(0.0, ge=0.0, le=1000.0, description="per-read conductance sigma in dG")
+
+    @property
+    def enabled(self) -> bool:
+        return self.sigma_delta_g > 0
 
 
 class ThermalShotNoise(_Section):
@@ -328,6 +355,9 @@ class UpdateSpec(_Section):
 
     nonlinearity: float = Field(0.0, ge=0.0, le=100.0, description="update non-linearity factor v (TxSim 0.01-1)")
     write_noise: float = Field(0.0, ge=0.0, le=1000.0, description="write-noise factor gamma (TxSim 1-10)")
+    write_noise_units: Literal["normalized", "siemens"] = Field(
+        "normalized", description="units of TxSim's sigma = gamma sqrt(G_max - G_min) dG_ideal: conductances as "
+        "fractions of G_max (normalized; reproduces TxSim Fig. 10) or literally in siemens (gamma has ~no effect)")
     weight_range: float = Field(1.0, gt=0.0, le=1e3, description="W_max = weight_range x the largest |w| of the "
                                 "layer in native (float) training of the same recipe (TxSim's weight statistics)")
     pair: Literal["direct", "balanced"] = Field(
@@ -350,6 +380,7 @@ class HardwareSpec(_Section):
     variation: ProgrammingVariation = Field(default_factory=ProgrammingVariation)
     read_noise: ThermalShotNoise = Field(default_factory=ThermalShotNoise)
     rtn: TelegraphNoise = Field(default_factory=TelegraphNoise)
+    read_fluctuation: ReadFluctuation = Field(default_factory=ReadFluctuation)
     column_awgn: ColumnAWGN = Field(default_factory=ColumnAWGN)
     ir_drop: IRDrop = Field(default_factory=IRDrop)
     dac_loading: DACLoading = Field(default_factory=DACLoading)
@@ -400,8 +431,8 @@ class HardwareSpec(_Section):
 
     @property
     def per_read_cell_noise(self) -> bool:
-        """True when a read draws noise that depends on individual cells (eq. 1, eq. 3)."""
-        return self.read_noise.enabled or self.rtn.enabled
+        """True when a read draws noise that depends on individual cells or inputs (eq. 1-3)."""
+        return self.read_noise.enabled or self.rtn.enabled or self.read_fluctuation.enabled
 
     @property
     def any_read_noise(self) -> bool:
@@ -416,3 +447,39 @@ class HardwareSpec(_Section):
             "input": self.input.model_dump(),
             "adc": self.adc.model_dump(),
         }
+
+
+# Which fields each kind of trial honours -------------------------------------------------------
+# Crossbar training (engine.training, TxSim) reads continuous conductance pairs through the tiles:
+# these prefixes are what it models; everything else is refused for kind: train rather than ignored.
+TRAINING_FIELDS = ("crossbar.", "device.g_min_s", "device.g_max_s", "input.input_bits", "adc.kind", "adc.bits",
+                   "faults.", "variation.", "ir_drop.", "update.")
+INFERENCE_ONLY_REASON = "crossbar training (kind: train) does not model it"
+
+
+def _flat(d: dict, prefix: str = "") -> dict[str, object]:
+    out: dict[str, object] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def changed_fields(hw: HardwareSpec) -> list[str]:
+    """Dotted names (under ``hardware.``) of the fields whose value differs from the default."""
+    ref = _flat(HardwareSpec().model_dump())
+    return [k for k, v in _flat(hw.model_dump()).items() if ref.get(k) != v]
+
+
+def unused_fields(hw: HardwareSpec, kind: str) -> list[tuple[str, str]]:
+    """(dotted field, why) for every field set away from its default that a ``kind`` trial would not
+    use: a setting that cannot change a result is refused, never silently accepted."""
+    out = []
+    for name in changed_fields(hw):
+        if kind == "train" and not any(name.startswith(p) if p.endswith(".") else name == p for p in TRAINING_FIELDS):
+            out.append((name, INFERENCE_ONLY_REASON))
+        elif kind != "train" and name.startswith("update."):
+            out.append((name, "device writes only happen in crossbar training (kind: train)"))
+    return out

@@ -114,21 +114,23 @@ def draw_layers(seeds: Sequence[int], layers: Sequence[tuple[int, tuple[int, ...
     return [LayerDraws(*d) for d in zip(stuck, gmax, codes, z_abs, z_rel)]
 
 
-def program_levels(levels: torch.Tensor, draws: LayerDraws, hw: HardwareSpec) -> torch.Tensor:
+def program_levels(levels: torch.Tensor, draws: LayerDraws, hw: HardwareSpec, instances: int) -> torch.Tensor:
     """Programmed conductances h (I, A, G, t_r, t_c, R, C) of float target ``levels`` (A, ...) or
     (I, A, ...) on drawn cells: variation of the programmed conductance, then stuck cells forced
-    (a pure function; a few in-place passes over one fresh tensor)."""
+    (a pure function; a few in-place passes over one fresh tensor). Without static draws every
+    instance holds the targets, still one per instance (their per-read noise streams differ)."""
     like = next((t for t in (draws.stuck, draws.z_rel, draws.z_abs) if t is not None), None)
     levels = levels.to(torch.float32)
     if levels.dim() == 6:
         levels = levels.unsqueeze(0)
-    shape = levels.shape if like is None else like.shape
+    shape = (instances, *levels.shape[1:]) if like is None else like.shape
     dev = hw.device
     if draws.z_abs is not None or draws.z_rel is not None:
         g_min_n = dev.g_min_s / dev.delta_g_s
         g = torch.add(levels, g_min_n)
         g = g if g.shape == shape else g.expand(shape).clone()
-        h = apply_variation(g, draws.z_abs, draws.z_rel, hw.variation, dev.delta_g_s, inplace=True).sub_(g_min_n)
+        h = apply_variation(g, draws.z_abs, draws.z_rel, hw.variation, dev.delta_g_s, dev.g_max_s / dev.delta_g_s,
+                            inplace=True).sub_(g_min_n)
     else:
         h = levels.expand(shape).clone()
     if draws.stuck is not None:
@@ -175,7 +177,7 @@ class HardwareInstance:
         for c in known:
             if c.levels is levels or (c.levels.shape == levels.shape and torch.equal(c.levels, levels)):
                 return c
-        h = program_levels(levels, self.draws(layer_index, shape, levels.device), self.hw)
+        h = program_levels(levels, self.draws(layer_index, shape, levels.device), self.hw, len(self.seeds))
         cells = LayerCells(h=h, faults=self.draws(layer_index, shape, levels.device).faults, seeds=self.seeds,
                            levels=levels, instance=self)
         known.append(cells)

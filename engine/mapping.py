@@ -2,6 +2,10 @@
 
 Quantisation (PytorX Alg. 1, line 4, per layer): dw = max|w| / M, M = 2**(weight_bits-1) - 1,
 w_hat = clamp(round(w / dw), -M, M), so that y = dw * dx * sum_i w_hat_i x_hat_i (eq. 5).
+Alg. 1 line 4 prints dw = max|w| / 2**N. Read with an N-bit signed code (sign included, as
+``weight_bits`` is), that step would need N + 1 magnitude bits for max|w| and the code would clip
+every |w| > max|w| / 2; the symmetric signed step max|w| / (2**(N-1) - 1) maps max|w| exactly to the
+largest code and wastes no level. This is a deliberate departure, made here.
 
 Slicing (Yu eq. 2 generalised to b-bit cells): a magnitude m is stored as the digits
 m = sum_s 2**(b s) d_s, d_s in [0, 2**b - 1], least significant slice first.
@@ -9,8 +13,9 @@ m = sum_s 2**(b s) d_s, d_s in [0, 2**b - 1], least significant slice first.
 Schemes, each returning per-array digits whose signed combination gives back w_hat:
   * ``direct`` differential (PytorX eq. 9, Yu eq. 2): G+ holds |w_hat| where w_hat > 0, G-
     where w_hat < 0, the other array level 0 (G_min);
-  * ``bit_inversion`` differential (Yu eq. 7): the sign-inactive array holds all-ones, the active
-    one the one's complement of |w_hat|; (all-ones) - (complement) = |w_hat|, so eq. 3 is unchanged;
+  * ``bit_inversion`` differential (Yu eq. 7): the array of the weight's sign (G+ for w_hat > 0)
+    holds all-ones and the other array the one's complement of |w_hat|; (all-ones) - (complement)
+    = |w_hat|, so eq. 3 is unchanged;
   * ``direct`` offset (Jung "unbalanced"): one array holds u = w_hat + M, a reference column per
     slice holds the digits of M; I_data - I_ref gives back w_hat.
 """

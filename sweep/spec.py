@@ -17,7 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from engine.catalog import DATASETS, MODEL_NAMES
-from engine.hardware import HardwareSpec
+from engine.hardware import HardwareSpec, unused_fields
 from engine.mitigations import parse_strategy
 
 from .errors import SpecError
@@ -213,6 +213,10 @@ class SweepSpec(_Section):
                 raise ValueError("training: kind: train needs a training section (epochs, batch_size, lr, ...)")
             if self.mitigations != ["none"]:
                 raise ValueError("mitigations: training trials have none (leave the default)")
+        unused = unused_fields(self.hardware, self.kind)
+        if unused:
+            raise ValueError("; ".join(f"hardware.{name}: {why} (remove it, or set kind accordingly)"
+                                       for name, why in unused))
         return self
 
     def strategies(self):

@@ -49,7 +49,7 @@ def test_update_tends_to_the_ideal_step_as_v_vanishes_and_never_leaves_the_range
     noisy = UpdateModel(5.0, 10.0, G_MIN, G_MAX)
     gen = torch.Generator().manual_seed(0)
     for _ in range(50):
-        g = noisy.apply(g, torch.randn(g.shape, generator=gen, dtype=torch.float64) * 0.5 * span, gen)
+        g = noisy.apply(g, torch.randn(g.shape, generator=gen, dtype=torch.float64) * 0.5 * span, generator=gen)
         assert float(g.min()) >= G_MIN and float(g.max()) <= G_MAX
 
 
@@ -102,21 +102,23 @@ def test_conductances_stay_in_range_during_training(digits):
 
 
 def test_training_converges_at_small_nonlinearity_and_is_clearly_worse_at_v_1(digits):
-    """TxSim Fig. 10 trend on digits LeNet-5 with TxSim's plain SGD (batch 16, lr 0.1, no momentum):
-    v = 0.01, gamma = 1 trains to > 92 %; v = 1 ends lower and lags through training (mean of the last
-    three epochs and area under the learning curve; two instances each, the same recipe). Noisy
-    back-and-forth updates are what asymmetric non-linearity punishes (drift toward the devices'
-    symmetry point); momentum smooths them and hides the effect."""
+    """TxSim Fig. 11 trend on digits LeNet-5 with TxSim's plain SGD (batch 16, lr 0.1, no momentum)
+    and no write noise (it would mask the non-linearity; without it and without static draws every
+    instance trains identically, so one run per v is exact): v = 0.01 trains to > 94 % (mean of the
+    last three epochs); v = 1 ends lower and lags through training (area under the learning curve).
+    Noisy back-and-forth updates are what asymmetric non-linearity punishes (drift toward the devices'
+    symmetry point); momentum smooths them and hides the effect. Catches a non-linearity that is not
+    applied (or applied after the learning rate's scaling of the step)."""
     ranges = native_weight_ranges("lenet5", digits, 8, 16, 0.1, 0, 0.0)
     curves = {}
     for v in (0.01, 1.0):
-        hw = HardwareSpec.model_validate({"update": {"nonlinearity": v, "write_noise": 1.0}})
-        curves[v] = [train_on_crossbar("lenet5", digits, hw, 8, 16, 0.1, 0, seed, momentum=0.0,
-                                       weight_ranges=ranges).top1_per_epoch for seed in (2, 3)]
-    last3 = {v: sum(sum(c[-3:]) / 3 for c in cs) / 2 for v, cs in curves.items()}
-    area = {v: sum(sum(c) for c in cs) / 2 for v, cs in curves.items()}
-    assert last3[0.01] > 0.92
-    assert last3[1.0] < last3[0.01] - 0.02 and area[1.0] < area[0.01] - 0.25, curves
+        hw = HardwareSpec.model_validate({"update": {"nonlinearity": v}})
+        curves[v] = train_on_crossbar("lenet5", digits, hw, 8, 16, 0.1, 0, 2, momentum=0.0,
+                                      weight_ranges=ranges).top1_per_epoch
+    last3 = {v: sum(c[-3:]) / 3 for v, c in curves.items()}
+    area = {v: sum(c) for v, c in curves.items()}
+    assert last3[0.01] > 0.94
+    assert last3[1.0] < last3[0.01] - 0.02 and area[1.0] < area[0.01] - 0.1, curves
 
 
 def test_training_trials_run_as_a_sweep_with_per_epoch_accuracy(ray_cluster, tmp_path):
@@ -136,15 +138,25 @@ def test_training_trials_run_as_a_sweep_with_per_epoch_accuracy(ray_cluster, tmp
 
 
 def test_training_spec_is_validated():
+    """Each refusal is the spec error for that field (a SpecError naming it), not any exception."""
+    from pydantic import ValidationError
+
+    from sweep.errors import SpecError
+
     base = {"name": "tr", "kind": "train", "model": {"name": "lenet5"}, "trials": 1, "output": {"dir": "x"}}
-    with pytest.raises(Exception, match="training"):
+    with pytest.raises(SpecError, match="training: kind: train needs a training section"):
         validate(base)
-    with pytest.raises(Exception, match="mitigations"):
+    with pytest.raises(SpecError, match="mitigations: training trials have none"):
         validate({**base, "training": {}, "mitigations": ["ec"]})
     assert validate({**base, "training": {"epochs": 3}}).labels == ("train",)
-    with pytest.raises(Exception, match="update.nonlinearity"):
+    with pytest.raises(ValidationError, match="update.nonlinearity"):
         HardwareSpec.model_validate({"update": {"nonlinearity": -1}})
-    assert build_model("lenet5") is not None
+    with pytest.raises(SpecError, match="hardware.rtn.enabled: crossbar training"):
+        validate({**base, "training": {}, "hardware": {"rtn": {"enabled": True}}})
+    infer = {"name": "inf", "model": {"name": "lenet5", "train": {}}, "trials": 1, "output": {"dir": "x"}}
+    with pytest.raises(SpecError, match="hardware.update.write_noise: device writes only happen in crossbar training"):
+        validate({**infer, "hardware": {"update": {"write_noise": 1.0}}})
+    assert build_model("lenet5")(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
 
 
 def test_ir_drop_is_re_solved_every_l_updates_and_interpolated_between():
@@ -172,3 +184,26 @@ def test_ir_drop_is_re_solved_every_l_updates_and_interpolated_between():
             assert not torch.equal(exact, reused)
             assert float((exact - reused).abs().max()) < 1e-2 * float(exact.abs().max())
     assert float((exact - F.pad((layers[1].g[0] - layers[1].g[1]).float(), (0, 12, 0, 8))).abs().max()) > 0  # wires matter
+
+
+def test_write_noise_trend_gamma_1_near_noise_free_gamma_10_far_worse(digits):
+    """TxSim Fig. 10 trend for the write-noise factor, with TxSim's normalised units (conductances as
+    fractions of G_max: sigma ~ gamma |dG_ideal|) and the learning rate after the noise (TxSim Sec.
+    IV-D): gamma = 1 stays within 4 points of gamma = 0 and gamma = 10 loses more than 20 points, as
+    means over three instances (write-noise streams) of the same recipe. Measured on digits: gamma 0 /
+    1 / 5 / 10 = 96.7 / 94.5 / 66 / 48 % (README). Catches the literal-siemens reading (gamma = 10 is
+    then ~2 % of the step: no loss) and noise that never reaches the devices."""
+    ranges = native_weight_ranges("lenet5", digits, 8, 16, 0.1, 0, 0.0)
+
+    def mean_top1(gamma: float, seeds) -> float:
+        hw = HardwareSpec.model_validate({"update": {"nonlinearity": 0.01, "write_noise": gamma}})
+        runs = [train_on_crossbar("lenet5", digits, hw, 8, 16, 0.1, 0, s, momentum=0.0, weight_ranges=ranges).top1
+                for s in seeds]
+        return sum(runs) / len(runs)
+
+    clean = mean_top1(0.0, (2,))  # no write noise and no static draws: every instance trains identically
+    low, high = mean_top1(1.0, (2, 3, 4)), mean_top1(10.0, (2, 3, 4))
+    assert low > clean - 0.04, (clean, low)
+    assert high < low - 0.2, (low, high)
+    literal = HardwareSpec.model_validate({"update": {"write_noise": 10.0, "write_noise_units": "siemens"}})
+    assert UpdateModel(0.0, 10.0, literal.device.g_min_s, literal.device.g_max_s, "siemens").noise_span_sqrt < 0.02

@@ -103,7 +103,9 @@ def test_torchvision_models_by_name_take_weights_only_from_a_local_file(tmp_path
         assert torch.equal(a, b)
     xm = convert(model, HardwareSpec.model_validate({"adc": {"kind": "ideal"}}))
     assert len(xm.crossbar_layers()) == 21  # 20 convolutions + fc
-    assert build_model("googlenet", in_channels=3, num_classes=5) is not None
+    googlenet = build_model("googlenet", in_channels=3, num_classes=5).eval()
+    with torch.no_grad():
+        assert googlenet(torch.zeros(1, 3, 64, 64)).shape == (1, 5)  # 3 input channels, 5 classes
 
 
 def test_keep_digital_names_must_exist():

@@ -56,7 +56,8 @@ def test_offset_and_differential_realise_the_same_weights():
 
 
 def test_bit_inversion_stores_complements_and_keeps_eq3():
-    """Yu eq. 7: the sign-inactive array is all ones; (all ones) - complement = |w|."""
+    """Yu eq. 7: the array of the weight's sign is all ones, the other holds the complement;
+    (all ones) - complement = |w|. Catches: the arrays swapped (decoding gives -w)."""
     hw = _hw(device={"bits_per_cell": 1}, mapping={"weight_bits": 9})
     w = torch.randn(1, 40, 20)
     direct, grid, _ = _levels(w, hw)

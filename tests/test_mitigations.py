@@ -107,8 +107,11 @@ def test_bi_effective_error_rates_match_yu_eq8_to_10(e0, e1):
     eq9 = (e0 - e1 - 2 * e0**2 + e0 * e1) * p_zero + base
     for got, expect in ((measured["direct"], eq8), (measured["bit_inversion"], eq9)):
         assert abs(got - expect) < 4 * math.sqrt(expect * (1 - expect) / n)
+    # eq. 10 against the measured difference (not eq. 8 - eq. 9, which is algebra on the test's own
+    # formulas): both mappings see the same cells, so the difference has variance <= (P_t + P_b) / n
     eq10 = 2 * p_zero * (e1 - e0) * (1 - e1 - e0)
-    assert eq8 - eq9 == pytest.approx(eq10, abs=1e-12)
+    spread = math.sqrt((measured["direct"] + measured["bit_inversion"]) / n)
+    assert abs((measured["direct"] - measured["bit_inversion"]) - eq10) < 4 * spread
     assert (measured["direct"] - measured["bit_inversion"]) * math.copysign(1, e1 - e0) > 0  # BI wins iff e1 > e0
 
 
@@ -214,12 +217,22 @@ def test_row_remapping_reduces_mismatches_with_stuck_cells(lenet, calib_inputs, 
     xm.calibrate(calib_inputs)
     xm.program([4])
     before = [stuck_mismatches(layer) for layer in xm.crossbar_layers()]
+    physical = [(layer.cells.faults.clone(), layer.cells.h.clone()) for layer in xm.crossbar_layers()]
     parse_strategy(name).after_program(xm, None)
     after = [stuck_mismatches(layer) for layer in xm.crossbar_layers()]
     assert sum(a[0] for a in after) < sum(b[0] for b in before)
     assert sum(a[1] for a in after) < sum(b[1] for b in before)
-    for layer in xm.crossbar_layers():  # the same physical cells stay stuck
-        assert layer.cells.row_source is not None
+    full = hw.device.levels - 1
+    for layer, (faults, h) in zip(xm.crossbar_layers(), physical):
+        # the same physical cells stay stuck at the same values; only where each logical row is
+        # stored changed, by a permutation of every tile's rows
+        cells = layer.cells
+        assert torch.equal(cells.faults, faults)
+        stuck = faults != 0
+        assert torch.equal(cells.h[stuck], h[stuck]) and bool(((cells.h[stuck] == 0) | (cells.h[stuck] == full)).all())
+        src = cells.row_source
+        assert torch.equal(src.sort(-1).values, torch.arange(src.shape[-1]).expand_as(src))
+        assert not torch.equal(src, torch.arange(src.shape[-1]).expand_as(src)) or name == "row_flip"
 
 
 def test_row_permutation_raises_accuracy(evaluator):
@@ -234,21 +247,42 @@ def test_nia_beats_direct_mapping_under_ir_drop_on_64x64_tiles(lenet, digits, ca
     key, maker = strategy.variant("base", hw)
     variant = maker.train_variant(lenet, digits, hw, TrainConfig(), calib_inputs)
     ev = TrialEvaluator({None: lenet, key: variant}, loader(digits.test, 540), calib_inputs, CPU)
-    acc = top1(ev, hw.model_dump(), ["none", "nia"])
+    acc = top1(ev, hw.model_dump(), ["none", "nia"], seeds=(0, 1, 2))  # a mean over instances, not one draw
     assert acc["nia"] > acc["none"] + 0.02, acc
 
 
 def test_retrain_raises_accuracy_on_the_instance(evaluator):
     acc = top1(evaluator, {"faults": {"fault_rate": 0.2, "open_close_ratio": 1}},
-               ["none", {"name": "retrain", "iterations": 60}], seeds=(0,))
+               ["none", {"name": "retrain", "iterations": 60}], seeds=(0, 1, 2))
     assert acc["retrain"] > acc["none"] + 0.2, acc
 
 
 # composition -------------------------------------------------------------------------------------
-def test_compositions_apply_in_a_fixed_order_on_one_instance(evaluator):
-    hw = {"faults": {"fault_rate": 0.1, "open_close_ratio": 1}}
-    acc = top1(evaluator, hw, ["ec", "row_perm+ec", "ec+row_perm"], seeds=(1,))
-    assert acc["row_perm+ec"] == acc["ec+row_perm"]  # same components, same result
+def test_compositions_apply_in_the_fixed_order_and_the_order_matters(lenet, digits, calib_inputs):
+    """ORDER puts row remapping before EC (PytorX Alg. 2 profiles the stuck cells where the rows ended
+    up). Both spellings run that order, which equals applying the components by hand in it, and
+    differs from the reverse order applied by hand. Catches: the written order applied, or an order
+    in which it does not matter (then the 'fixed order' claim would be untested)."""
+    assert [c.name for c in parse_strategy("ec+row_perm")._ordered()] == ["row_perm", "ec"]
+    hw = HardwareSpec.model_validate({"faults": {"fault_rate": 0.1, "open_close_ratio": 1}})
+    xm = convert(lenet, hw)
+    xm.calibrate(calib_inputs)
+    test = loader(digits.test, 540)
+
+    def logits(apply) -> torch.Tensor:
+        xm.program([1])
+        apply()
+        xm.eval()
+        with torch.no_grad():
+            return torch.cat([xm(x)[0] for x, _ in test])
+
+    ec, perm = parse_strategy("ec"), parse_strategy("row_perm")
+    written = logits(lambda: parse_strategy("ec+row_perm").after_program(xm, None))
+    other = logits(lambda: parse_strategy("row_perm+ec").after_program(xm, None))
+    by_hand = logits(lambda: (perm.after_program(xm, None), ec.after_program(xm, None)))
+    reverse = logits(lambda: (ec.after_program(xm, None), perm.after_program(xm, None)))
+    assert torch.equal(written, other) and torch.equal(written, by_hand)
+    assert not torch.equal(written, reverse)
     with pytest.raises(ValueError, match="incompatible"):
         parse_strategy("si+nia")
     with pytest.raises(ValueError, match="unknown mitigation"):

@@ -46,8 +46,8 @@ class ErrorCorrection(Mitigation):
 
 
 class BitInversion(Mitigation):
-    """``bi``: bit-inversion mapping, Yu eq. 7 - the sign-inactive array holds all ones and the
-    active one the one's complement, so eq. 3 is unchanged and more cells sit at G_max. Needs no
+    """``bi``: bit-inversion mapping, Yu eq. 7 - the array of the weight's sign holds all ones and
+    the other array the one's complement of |w|, so eq. 3 is unchanged and more cells sit at G_max. Needs no
     fault knowledge; it helps when cells stuck at G_max are the more common fault (Yu eq. 10)."""
 
     name: ClassVar[str] = "bi"

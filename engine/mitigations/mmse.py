@@ -10,8 +10,9 @@ A coarse ADC's error is not independent of J (a 1-bit ADC saturates), so the mom
 are measured offline on the calibration batch with the ideal crossbar and the ADC (Yu: "from a
 batch of training data"); the column AWGN, independent and known offline (Yu's one-time noise
 estimation), adds s_n^2 to Var(q). ``estimate: yu_eq6`` replaces E[J] and s_j^2 by eq. 5-6 as
-printed, E[j] = r p_v p_g and s_j^2 = r^2 p_v p_g (1 - p_v p_g), with p_v, p_g the measured
-fractions of ones (meaningful for 1-bit cells and a 1-bit DAC), in the eq. 4 form.
+printed, E[j] = r p_v p_g and s_j^2 = r^2 p_v p_g (1 - p_v p_g), with p_v the measured fraction of
+non-zero DAC chunks and p_g the fraction of ones among the cells holding weight digits (tile
+padding excluded; meaningful for 1-bit cells and a 1-bit DAC), in the eq. 4 form.
 The coefficients are constants at inference time.
 """
 
@@ -55,7 +56,9 @@ def _yu_eq6(layer, inputs, empirical: dict) -> dict:
     r = layer.grid.rows
     codes = torch.cat([layer.coding.quantise(x, float(layer.delta_x)).flatten() for x in inputs])
     p_v = float((layer.coding.split(codes) != 0).double().mean())
-    p_g = float((layer.target_levels()[0] > 0).double().mean())
+    # fraction of ones over the cells that hold weight digits (both arrays); padding cells of
+    # partly used tiles are not part of the weight and would bias p_g low
+    p_g = float((layer.grid.unplace(layer.target_levels()) > 0).double().mean())
     p = p_v * p_g
     mean = torch.full_like(empirical["mean_j"], r * p)
     var_j = torch.full_like(empirical["var_j"], r * r * p * (1 - p))

@@ -1,14 +1,17 @@
-"""Static programming variation (PytorX eq. 2 second term; RxNN sigma/mu; Jung R' = R(1+eps)).
+"""Static programming variation (RxNN sigma/mu; Jung/FPT R' = R(1 + eps); an absolute term in dG).
 
 Applied to the programmed conductance g = g_min + level (units of dG) with standard normals per
 cell and instance, z_abs and z_rel, each from its own stream (drawn only when its sigma is
 non-zero), so enabling one term does not change the other's draw, and sweeping sigma scales the
 same z (coupled across points):
-  absolute:           g' = g + sigma_abs * z_abs
-  relative gaussian:  g' = g (1 + sigma_rel z_rel)  (evaluated as g + sigma_rel g z_rel)
-  relative lognormal: g' = g exp(s z_rel - s^2/2), s^2 = ln(1 + sigma_rel^2)
-                      (mean g, standard deviation sigma_rel g)
-The result is floored at 0 S.
+  absolute:                          g' = g + sigma_abs z_abs
+  relative, conductance, gaussian:   g' = g (1 + sigma_rel z_rel)            (RxNN)
+  relative, conductance, lognormal:  g' = g exp(s z_rel - s^2/2), s^2 = ln(1 + sigma_rel^2)
+                                     (mean g, standard deviation sigma_rel g)
+  relative, resistance, gaussian:    g' = g / (1 + sigma_rel z_rel)          (Jung: R' = R (1 + eps));
+                                     1 + sigma_rel z_rel <= 0 reads the ceiling G_max
+  relative, resistance, lognormal:   g' = g exp(-s z_rel + s^2/2)            (R' has mean R, std sigma_rel R)
+The result is floored at 0 S and, with ``ceiling: g_max``, clipped at G_max.
 """
 
 from __future__ import annotations
@@ -22,19 +25,26 @@ from ..hardware import ProgrammingVariation
 
 def apply_variation(
     g: torch.Tensor, z_abs: torch.Tensor | None, z_rel: torch.Tensor | None, spec: ProgrammingVariation,
-    delta_g_s: float, inplace: bool = False,
+    delta_g_s: float, g_max_n: float, inplace: bool = False,
 ) -> torch.Tensor:
-    """``z_abs`` / ``z_rel`` may be None when their sigma is zero. ``inplace``: ``g`` is a fresh
-    tensor of the result's shape that may be overwritten (saves passes over the cells)."""
+    """``g`` and the result in units of dG; ``g_max_n`` = G_max / dG. ``z_abs`` / ``z_rel`` may be
+    None when their sigma is zero. ``inplace``: ``g`` is a fresh tensor of the result's shape that
+    may be overwritten (saves passes over the cells)."""
     sigma_abs = spec.sigma_abs_s / delta_g_s if spec.sigma_abs_s > 0 else spec.sigma_abs_delta_g
     if not inplace:
         g = g.expand(torch.broadcast_shapes(g.shape, *(z.shape for z in (z_abs, z_rel) if z is not None))).clone()
     if spec.sigma_rel > 0:
-        if spec.distribution == "gaussian":
+        resistance = spec.domain == "resistance"
+        if spec.distribution == "gaussian" and not resistance:
             g.addcmul_(g, z_rel, value=spec.sigma_rel)  # g (1 + sigma z)
+        elif spec.distribution == "gaussian":
+            factor = 1.0 + spec.sigma_rel * z_rel  # R'/R
+            g.div_(factor.clamp_min(1e-30)).masked_fill_(factor <= 0, g_max_n)  # non-positive R: the ceiling
         else:
             s = math.sqrt(math.log1p(spec.sigma_rel**2))
-            g.mul_(torch.exp(s * z_rel - 0.5 * s * s))
+            sign = -1.0 if resistance else 1.0
+            g.mul_(torch.exp(sign * s * z_rel + sign * -0.5 * s * s))
     if sigma_abs > 0:
         g.add_(z_abs, alpha=sigma_abs)
-    return g.clamp_min_(0.0)
+    g.clamp_min_(0.0)
+    return g.clamp_max_(g_max_n) if spec.ceiling == "g_max" else g

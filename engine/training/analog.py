@@ -32,10 +32,11 @@ from torch import nn
 
 from .. import seeding
 from ..hardware import HardwareSpec
-from ..instance import draw_faults
+from ..instance import draw_layers
 from ..irdrop import TileWires, effective_conductance, path_model
 from ..layers import conv_output_size
 from ..nonideal.faults import STUCK_GMAX, STUCK_GMIN
+from ..nonideal.variation import apply_variation
 from ..periphery import InputCoding
 from ..tiling import TileGrid
 from .update import UpdateModel
@@ -94,7 +95,7 @@ class AnalogLayer(nn.Module):
         self.grid = TileGrid(groups=1, k=k, n=n, rows=hw.crossbar.rows, cols=hw.crossbar.cols, slices=1, arrays=2,
                              wcols=min(hw.crossbar.cols, n), offset=False)
         dev, up = hw.device, hw.update
-        self.update_model = UpdateModel(up.nonlinearity, up.write_noise, dev.g_min_s, dev.g_max_s)
+        self.update_model = UpdateModel(up.nonlinearity, up.write_noise, dev.g_min_s, dev.g_max_s, up.write_noise_units)
         self.w_max = up.weight_range * (float(w.abs().max()) if w_max is None else w_max)
         self.scale = self.update_model.span / self.w_max  # siemens per unit weight
         if up.pair == "balanced":
@@ -105,7 +106,7 @@ class AnalogLayer(nn.Module):
         self.register_buffer("g", g.clamp(dev.g_min_s, dev.g_max_s))  # (2, k, n) siemens
         self.bias = None if module.bias is None else nn.Parameter(module.bias.detach().clone())
         self.delta = nn.Parameter(torch.zeros(k, n, device=w.device))  # receives dL/dW from the crossbar backward
-        self._stuck = self._sample_faults(seed, w.device)
+        self._stuck, self._z = self._sample_cells(seed, w.device)
         self._apply_stuck()
         self.write_gen = torch.Generator(device=w.device)
         self.write_gen.manual_seed(int(seeding.stream(seed, layer_index, seeding.WRITE_NOISE).generate_state(1)[0]) & (2**63 - 1))
@@ -117,18 +118,38 @@ class AnalogLayer(nn.Module):
         self._distortion: torch.Tensor | None = None
 
     # cells -------------------------------------------------------------------------------------------
-    def _sample_faults(self, seed: int, device) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """Stuck cells: the same physical draws as inference instances of this layer (engine.instance)."""
-        if not self.hw.faults.enabled:
-            return None
-        codes = draw_faults([seed], self.layer_index, self.grid.cell_shape, self.hw.faults, device)[0]
-        codes = self.grid.unplace(codes)[:, 0, :, :, 0]  # (2, k, n)
-        return codes == STUCK_GMAX, codes == STUCK_GMIN
+    def _sample_cells(self, seed: int, device) -> tuple[tuple[torch.Tensor, torch.Tensor] | None,
+                                                         tuple[torch.Tensor | None, torch.Tensor | None]]:
+        """Stuck cells and variation normals, (2, k, n) each: the same physical draws as inference
+        instances of this layer (engine.instance), so an instance's stuck cells are the same cells."""
+        hw = self.hw
+        if not (hw.faults.enabled or hw.variation.enabled):
+            return None, (None, None)
+        d = draw_layers([seed], [(self.layer_index, self.grid.cell_shape)], hw, device)[0]
+        per_weight = lambda t: None if t is None else self.grid.unplace(t[0])[:, 0, :, :, 0]  # noqa: E731
+        stuck = None
+        if d.faults is not None:
+            codes = per_weight(d.faults)
+            stuck = codes == STUCK_GMAX, codes == STUCK_GMIN
+        return stuck, (per_weight(d.z_abs), per_weight(d.z_rel))
 
     def _apply_stuck(self) -> None:
         if self._stuck is not None:
             hi, lo = self._stuck
             self.g.masked_fill_(hi, self.hw.device.g_max_s).masked_fill_(lo, self.hw.device.g_min_s)
+
+    def read_conductance(self) -> torch.Tensor:
+        """The pair as the forward reads it, (2, k, n) siemens: TxSim's non-ideal conductance generator
+        applies process variation (engine.nonideal.variation, this instance's static draws) to the
+        stored conductances; stuck cells read their stuck value."""
+        if not self.hw.variation.enabled:
+            return self.g
+        dg = self.hw.device.delta_g_s
+        g = apply_variation(self.g / dg, *self._z, self.hw.variation, dg, self.hw.device.g_max_s / dg, inplace=True) * dg
+        if self._stuck is not None:
+            hi, lo = self._stuck
+            g.masked_fill_(hi, self.hw.device.g_max_s).masked_fill_(lo, self.hw.device.g_min_s)
+        return g
 
     def weight(self) -> torch.Tensor:
         """The weight the conductances represent, (k, n)."""
@@ -144,16 +165,19 @@ class AnalogLayer(nn.Module):
             return self._geff
         grid, dev, ir = self.grid, self.hw.device, self.hw.ir_drop
         pad = (0, grid.t_c * grid.wcols - grid.n, 0, grid.t_r * grid.rows - grid.k)
+        g = self.read_conductance()
         if not ir.enabled:
-            self._geff = F.pad((self.g[0] - self.g[1]).float(), pad)
+            self._geff = F.pad((g[0] - g[1]).float(), pad)
             return self._geff
-        cells = grid.place(self.g.unsqueeze(1).unsqueeze(-1) - dev.g_min_s, None)[:, 0] + dev.g_min_s
+        cells = grid.place(g.unsqueeze(1).unsqueeze(-1) - dev.g_min_s, None)[:, 0] + dev.g_min_s
         if self._distortion is not None and self.updates % self.hw.update.refresh_every != 0:
             geff = cells * (1 - self._distortion)
         else:
             wires = TileWires(ir.r_row_ohm, ir.r_col_ohm, ir.r_sense_ohm, ir.r_driver_ohm)
-            geff = effective_conductance(cells, wires) if ir.model == "exact" else path_model(cells, wires)
-            self._distortion = (cells - geff) / cells
+            dtype = torch.float32 if ir.solver_dtype == "float32" else torch.float64
+            geff = effective_conductance(cells, wires, dtype=dtype) if ir.model == "exact" else path_model(cells, wires)
+            # a cell varied down to 0 S has no relative distortion to carry over (and 0/0 would poison it)
+            self._distortion = torch.where(cells > 0, (cells - geff) / cells.clamp_min(1e-30), 0.0)
         per_weight = grid.unplace(geff.unsqueeze(1))[:, 0, :, :, 0]  # (2, k, n)
         self._geff = F.pad((per_weight[0] - per_weight[1]).float(), pad)
         return self._geff
@@ -195,19 +219,20 @@ class AnalogLayer(nn.Module):
     # update ------------------------------------------------------------------------------------------
     @torch.no_grad()
     def apply_update(self, lr: float, momentum: float = 0.0) -> None:
-        """dG_ideal = -lr m S / W_max split over the pair, through TxSim eq. 1 and write noise; m is
-        dL/dW, or its momentum average (a digital accumulator per weight) when ``momentum`` > 0."""
+        """dG_ideal = -m S / W_max split over the pair, through TxSim eq. 1 and write noise, then times
+        the learning rate (TxSim Sec. IV-D: "dG_non-ideal is multiplied by the learning rate"); m is
+        dL/dW, or its momentum average (a digital accumulator per weight) when ``momentum`` > 0. The
+        split keeps lr x dG_ideal inside each device's bounds."""
         if self.delta.grad is None:
             return
         step = self.delta.grad.double()
         if momentum > 0:
             self._momentum = step if self._momentum is None else momentum * self._momentum + step
             step = self._momentum
-        dg = (-lr * self.scale) * step
-        d_plus, d_minus = self._split(dg)
+        d_plus, d_minus = self._split((-lr * self.scale) * step)
         model = self.update_model
-        self.g[0] = model.apply(self.g[0], d_plus, self.write_gen)
-        self.g[1] = model.apply(self.g[1], d_minus, self.write_gen)
+        self.g[0] = model.apply(self.g[0], d_plus / lr, lr, self.write_gen)
+        self.g[1] = model.apply(self.g[1], d_minus / lr, lr, self.write_gen)
         self._apply_stuck()
         self.delta.grad = None
         self.updates += 1

@@ -4,11 +4,18 @@ For an intended change dG_ideal of a device at conductance G, span S = G_max - G
 non-linearity factor v:
   potentiation (dG_ideal > 0): dG = (S / (1 - e^-v) + G_min - G) (1 - e^(-v dG_ideal / S))
   depression   (dG_ideal < 0): dG = (S / (1 - e^-v) - G_max + G) (1 - e^(-v dG_ideal / S))
-plus write noise ~ N(0, (gamma sqrt(S) dG_ideal)^2) (TxSim: "standard deviation
-gamma * sqrt(G_max - G_min) * dG_ideal", with conductances in siemens as printed), and the result
-is clipped to [G_min, G_max]. As v -> 0 both cases tend to dG = dG_ideal (linear, symmetric);
-larger v makes updates shrink as the device approaches the end it moves toward, and the two
-directions differ (asymmetry).
+plus write noise ~ N(0, (gamma sqrt(S) dG_ideal)^2) (TxSim Sec. IV-C: "standard deviation
+gamma * sqrt(G_max - G_min) * G_ideal"); then the learning rate scales the non-ideal change
+(TxSim Sec. IV-D: "dG_non-ideal is multiplied by the learning rate"), G <- G + lr dG, clipped to
+[G_min, G_max]. As v -> 0 both cases tend to dG = dG_ideal (linear, symmetric); larger v makes
+updates shrink as the device approaches the end it moves toward, and the two directions differ
+(asymmetry).
+
+Units of sqrt(S): TxSim does not state them. ``normalized`` (the default) takes conductances as
+fractions of G_max, so sqrt(S) = sqrt(1 - G_min/G_max) (0.95 at TxSim's 100 kOhm..1 MOhm) and the
+noise std is ~gamma x |dG_ideal|, which reproduces TxSim Fig. 10's trend (gamma 1 and 5 nearly
+harmless, 10 clearly worse); ``siemens`` takes the formula literally in siemens, where
+sqrt(S) ~ 0.003-0.02 and gamma = 10 is a few per cent of the step.
 """
 
 from __future__ import annotations
@@ -25,10 +32,16 @@ class UpdateModel:
     write_noise: float  # gamma
     g_min_s: float
     g_max_s: float
+    noise_units: str = "normalized"  # "normalized" (conductances / G_max) or "siemens"
 
     @property
     def span(self) -> float:
         return self.g_max_s - self.g_min_s
+
+    @property
+    def noise_span_sqrt(self) -> float:
+        """sqrt(G_max - G_min) in the chosen units."""
+        return math.sqrt(self.span / self.g_max_s if self.noise_units == "normalized" else self.span)
 
     def nonlinear_step(self, g: torch.Tensor, dg_ideal: torch.Tensor) -> torch.Tensor:
         """TxSim eq. 1 without noise or clipping."""
@@ -41,11 +54,13 @@ class UpdateModel:
         dep = (amplitude - self.g_max_s + g) * shape
         return torch.where(dg_ideal > 0, pot, dep)
 
-    def apply(self, g: torch.Tensor, dg_ideal: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """New conductances: eq. 1, write noise, clipped to [G_min, G_max]."""
+    def apply(self, g: torch.Tensor, dg_ideal: torch.Tensor, lr: float = 1.0,
+              generator: torch.Generator | None = None) -> torch.Tensor:
+        """New conductances: eq. 1 and write noise on the step before the learning rate, then
+        G + lr dG clipped to [G_min, G_max]."""
         dg = self.nonlinear_step(g, dg_ideal)
         if self.write_noise > 0:
             # float32 draws (half the cost); the state stays in float64
             noise = torch.randn(g.shape, generator=generator, dtype=torch.float32, device=g.device).to(g.dtype)
-            dg = dg + self.write_noise * math.sqrt(self.span) * dg_ideal.abs() * noise
-        return (g + dg).clamp_(self.g_min_s, self.g_max_s)
+            dg = dg + (self.write_noise * self.noise_span_sqrt) * dg_ideal.abs() * noise
+        return g.add(dg, alpha=lr).clamp_(self.g_min_s, self.g_max_s)
