@@ -144,6 +144,9 @@ def init_ray(ex: ExecutionSection) -> bool:
     if loopback:
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, logging_level="WARNING")
+    from .reaper import start  # ends the Ray agents if this driver is killed without cleaning up
+
+    start()
     return True
 
 

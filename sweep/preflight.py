@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import tempfile
 
 from .spec import SpecError, SweepSpec
 
@@ -99,8 +100,11 @@ def check_output(spec: SweepSpec) -> None:
         probe = os.path.dirname(probe)
     if not os.path.isdir(probe):
         raise SpecError(f"output.dir: {uri!r} is under {probe!r}, which is a file")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise SpecError(f"output.dir: {probe!r} is not writable by this user, so {uri!r} cannot be written")
+    try:  # a real probe, not os.access: root passes access checks on read-only mounts and immutable dirs
+        with tempfile.TemporaryFile(dir=probe, prefix=".xbar-sweep-probe-"):
+            pass
+    except OSError as e:
+        raise SpecError(f"output.dir: {probe!r} is not writable ({e.strerror}), so {uri!r} cannot be written") from None
 
 
 _DATA_FILES = {

@@ -135,6 +135,22 @@ def test_preflight_refuses_with_one_message_naming_the_field_and_writes_nothing(
     assert not out.exists() and os.stat(ckpt).st_mtime == stamp.st_mtime and not os.path.exists(f"{ckpt}/sub")
 
 
+def test_a_read_only_output_parent_is_refused_even_for_root(lenet_checkpoint, tmp_path, capsys):
+    """Tests run as root, for whom permission bits never refuse a write; an immutable directory
+    (chattr +i) does, as a read-only mount would. Catches an os.access-only check (root passes it)."""
+    parent = tmp_path / "ro"
+    parent.mkdir()
+    if subprocess.run(["chattr", "+i", str(parent)], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i is not available on this filesystem")
+    try:
+        code = main(["run", _spec(tmp_path, parent / "out", lenet_checkpoint[0])])
+        err = capsys.readouterr().err
+        assert code == 2 and "output.dir:" in err and "is not writable" in err, err
+        assert not (parent / "out").exists() and not list(parent.iterdir())
+    finally:
+        subprocess.run(["chattr", "-i", str(parent)], check=True)
+
+
 # integrity on resume -------------------------------------------------------------------------------
 def test_a_truncated_part_file_is_moved_aside_and_its_rows_recomputed(lenet_checkpoint, tmp_path, capsys, ray_cluster):
     ray_cluster.ensure()
@@ -189,6 +205,36 @@ def test_training_is_deterministic_and_point_ids_hash_the_trained_weights(tmp_pa
 
 
 # clean stops -------------------------------------------------------------------------------------------
+def test_a_sigkilled_driver_leaves_no_ray_process_behind_and_a_rerun_completes(lenet_checkpoint, tmp_path):
+    """SIGKILL gives the driver no chance to stop Ray; its dashboard and runtime-env agents used to stay
+    for minutes. The watcher (sweep.reaper) ends every Ray process the driver started. Catches: the
+    watcher missing, watching the wrong pid, or missing the raylet's agents (grandchildren)."""
+    import psutil
+
+    out = tmp_path / "out"
+    spec = _spec(tmp_path, out, lenet_checkpoint[0], trials=40, data={"eval_size": 360},
+                 hardware={"faults": {"stuck_at_gmax_rate": 0.01}, "read_noise": {"enabled": True}})
+    proc = _cli("run", spec)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if (out / "rows").exists() and any((out / "rows").glob("part-*.parquet")):
+            break
+        time.sleep(0.1)
+    assert proc.poll() is None, "the sweep must still be running when it is killed"
+    started = [p for p in psutil.Process(proc.pid).children(recursive=True)
+               if "ray" in " ".join(p.cmdline()).lower() and "sweep.reaper" not in " ".join(p.cmdline())]
+    assert any("Agent" in " ".join(p.cmdline()) for p in started), [p.cmdline()[:2] for p in started]
+    proc.kill()
+    proc.wait(timeout=30)
+    _, alive = psutil.wait_procs(started, timeout=30)
+    assert not alive, [p.cmdline()[:2] for p in alive]
+    done = _cli("run", spec)  # the dead driver's lease is stale: taken over with a warning
+    printed, err = done.communicate(timeout=600)
+    assert done.returncode == 0 and "taking over a stale lease" in printed, (printed + err)[-3000:]
+    assert main(["check", str(out)]) == 0
+    shutil.rmtree(out, ignore_errors=True)
+
+
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
 def test_a_stop_signal_ends_the_run_cleanly_and_a_rerun_completes(lenet_checkpoint, tmp_path, sig, code):
     from mlflow.tracking import MlflowClient
