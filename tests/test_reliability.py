@@ -205,14 +205,10 @@ def test_training_is_deterministic_and_point_ids_hash_the_trained_weights(tmp_pa
 
 
 # clean stops -------------------------------------------------------------------------------------------
-def test_a_sigkilled_driver_leaves_no_ray_process_behind_and_a_rerun_completes(lenet_checkpoint, tmp_path):
-    """SIGKILL gives the driver no chance to stop Ray; its dashboard and runtime-env agents used to stay
-    for minutes. The watcher (sweep.reaper) ends every Ray process the driver started. Catches: the
-    watcher missing, watching the wrong pid, or missing the raylet's agents (grandchildren)."""
-    import psutil
-
+def _sweep_with_first_rows(tmp_path, ckpt: str):
+    """A CLI sweep (its own local Ray) that has written its first part file and is still running."""
     out = tmp_path / "out"
-    spec = _spec(tmp_path, out, lenet_checkpoint[0], trials=40, data={"eval_size": 360},
+    spec = _spec(tmp_path, out, ckpt, trials=40, data={"eval_size": 360},
                  hardware={"faults": {"stuck_at_gmax_rate": 0.01}, "read_noise": {"enabled": True}})
     proc = _cli("run", spec)
     deadline = time.time() + 300
@@ -220,7 +216,17 @@ def test_a_sigkilled_driver_leaves_no_ray_process_behind_and_a_rerun_completes(l
         if (out / "rows").exists() and any((out / "rows").glob("part-*.parquet")):
             break
         time.sleep(0.1)
-    assert proc.poll() is None, "the sweep must still be running when it is killed"
+    assert proc.poll() is None, "the sweep must still be running when it is stopped"
+    return proc, out, spec
+
+
+def test_a_sigkilled_driver_leaves_no_ray_process_behind_and_a_rerun_completes(lenet_checkpoint, tmp_path):
+    """SIGKILL gives the driver no chance to stop Ray; its dashboard and runtime-env agents used to stay
+    for minutes. The watcher (sweep.reaper) ends every Ray process the driver started. Catches: the
+    watcher missing, watching the wrong pid, or missing the raylet's agents (grandchildren)."""
+    import psutil
+
+    proc, out, spec = _sweep_with_first_rows(tmp_path, lenet_checkpoint[0])
     started = [p for p in psutil.Process(proc.pid).children(recursive=True)
                if "ray" in " ".join(p.cmdline()).lower() and "sweep.reaper" not in " ".join(p.cmdline())]
     assert any("Agent" in " ".join(p.cmdline()) for p in started), [p.cmdline()[:2] for p in started]
@@ -239,16 +245,7 @@ def test_a_sigkilled_driver_leaves_no_ray_process_behind_and_a_rerun_completes(l
 def test_a_stop_signal_ends_the_run_cleanly_and_a_rerun_completes(lenet_checkpoint, tmp_path, sig, code):
     from mlflow.tracking import MlflowClient
 
-    out = tmp_path / "out"
-    spec = _spec(tmp_path, out, lenet_checkpoint[0], trials=40, data={"eval_size": 360},
-                 hardware={"faults": {"stuck_at_gmax_rate": 0.01}, "read_noise": {"enabled": True}})
-    proc = _cli("run", spec)
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:
-        if (out / "rows").exists() and any((out / "rows").glob("part-*.parquet")):
-            break
-        time.sleep(0.1)
-    assert proc.poll() is None, "the sweep must still be running when the signal arrives"
+    proc, out, spec = _sweep_with_first_rows(tmp_path, lenet_checkpoint[0])
     proc.send_signal(sig)
     rc = proc.wait(timeout=120)
     _, err = proc.communicate()
