@@ -1,10 +1,11 @@
-"""Data sets. Nothing is ever downloaded.
+"""Data sets. Nothing is downloaded unless asked (:func:`download_dataset`, ``data.download``).
 
 * ``digits`` (default): scikit-learn's bundled ``load_digits`` (1,797 8x8 images, 10 classes),
   pixel values / 16 in [0, 1], bilinearly resized to ``input_size`` (default 28, so the papers'
   MNIST networks apply unchanged), split 70/30 stratified with ``random_state=0``.
 * ``mnist``, ``cifar10``, ``cifar100``: torchvision's classes reading the standard files under a
-  user-given ``root`` (``download=False``). For CIFAR we check that the files exist and parse, not
+  user-given ``root`` (``download=False`` when reading; :func:`download_dataset` fetches them first
+  with torchvision's own download when the user sets ``data.download``). For CIFAR we check that the files exist and parse, not
   their md5, so that subsets and re-packed copies load.
 * ``imagefolder``: ``root/train`` and ``root/val`` class folders (ImageNet-style), resized to 256,
   centre-cropped to ``input_size`` (default 224), ImageNet normalisation.
@@ -92,6 +93,24 @@ def load_dataset(name: str, root: str | None = None, input_size: int | None = No
     train = torchvision.datasets.ImageFolder(os.path.join(root, "train"), tf)
     test = torchvision.datasets.ImageFolder(os.path.join(root, "val"), tf)
     return DataSplit(train, test, len(train.classes), 3, s)
+
+
+def download_dataset(name: str, root: str, timeout_s: float = 30.0) -> None:
+    """Fetch ``name`` (mnist, cifar10, cifar100) into ``root`` with torchvision's own download and
+    checksum checks. Sockets time out after ``timeout_s`` so that a machine without network fails
+    fast (raises OSError or RuntimeError)."""
+    import socket
+
+    classes = {"mnist": torchvision.datasets.MNIST, "cifar10": torchvision.datasets.CIFAR10,
+               "cifar100": torchvision.datasets.CIFAR100}
+    os.makedirs(root, exist_ok=True)
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(timeout_s)
+    try:
+        for train in (True, False):
+            classes[name](root, train=train, download=True)
+    finally:
+        socket.setdefaulttimeout(previous)
 
 
 def subset(ds: Dataset, size: int | None, seed: int = 0) -> Dataset:

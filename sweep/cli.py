@@ -59,7 +59,7 @@ def _validate(args: argparse.Namespace) -> int:
         from .execution import check_local_resources
         from .preflight import preflight
 
-        preflight(spec)
+        preflight(spec, fetch=False)
         check_local_resources(spec.execution)
     console.print(f"{spec.name}: {plan.describe()}")
     for p in plan.points[: args.show]:
@@ -100,7 +100,8 @@ def _report(args: argparse.Namespace) -> int:
 
     from analysis.load import NoRows
 
-    out = args.out or (os.path.join(local_path(args.dir), "report") if is_local(args.dir) else "report")
+    out = args.out or (os.path.join(local_path(args.dir), "report") if is_local(args.dir)
+                       else f"{args.dir.rstrip('/').rpartition('/')[2]}-report")  # a URI: beside the caller
     try:
         report = build_report(args.dir, out, threshold=args.threshold, baseline=args.baseline)
     except NoRows as e:
@@ -158,7 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.set_defaults(func=_sync)
     r = sub.add_parser("report", help="write report.html (tables and plots) for a sweep output")
     r.add_argument("dir")
-    r.add_argument("--out", default=None, help="directory for report.html and the PNGs (default DIR/report)")
+    r.add_argument("--out", default=None, help="directory for report.html and the PNGs (default DIR/report; for a URI "
+                   "such as s3://bucket/name, ./name-report)")
     r.add_argument("--threshold", type=float, default=None, help="top-1 threshold of the yield (default: best mean - 0.01)")
     r.add_argument("--baseline", default="none", help="mitigation the others are compared with")
     r.add_argument("--mlflow", action="store_true", help="also log the report as artifacts of the sweep's parent run")

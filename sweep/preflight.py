@@ -84,13 +84,7 @@ def check_output(spec: SweepSpec) -> None:
     """``output.dir`` is a directory this process can create and write, or a valid URI."""
     uri = spec.output.dir
     if "://" in uri and not uri.startswith("file://"):
-        import pyarrow as pa
-        import pyarrow.fs as pafs
-
-        try:
-            pafs.FileSystem.from_uri(uri)
-        except (pa.ArrowInvalid, ValueError, OSError) as e:
-            raise SpecError(f"output.dir: {uri!r} is not a usable filesystem URI ({e})") from None
+        check_object_store(spec)
         return
     path = os.path.abspath(uri.removeprefix("file://"))
     if os.path.exists(path) and not os.path.isdir(path):
@@ -107,6 +101,45 @@ def check_output(spec: SweepSpec) -> None:
         raise SpecError(f"output.dir: {probe!r} is not writable ({e.strerror}), so {uri!r} cannot be written") from None
 
 
+def check_object_store(spec: SweepSpec, timeout_s: float = 30.0) -> None:
+    """An ``output.dir`` URI names a filesystem that answers, with credentials it accepts, in a bucket
+    that exists; and MLflow, whose default SQLite store cannot live on an object store, is pointed
+    elsewhere. Endpoint and credentials come from the standard ``AWS_*`` variables (``AWS_ENDPOINT_URL``,
+    ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY`` or a profile, ``AWS_DEFAULT_REGION``)."""
+    import concurrent.futures
+
+    import pyarrow as pa
+    import pyarrow.fs as pafs
+
+    uri = spec.output.dir
+    try:
+        fs, path = pafs.FileSystem.from_uri(uri)
+    except (pa.ArrowInvalid, ValueError, OSError) as e:
+        raise SpecError(f"output.dir: {uri!r} is not a usable filesystem URI ({e})") from None
+    bucket = path.split("/")[0]
+    where = os.environ.get("AWS_ENDPOINT_URL", "the default endpoint") if fs.type_name == "s3" else uri
+    pool = concurrent.futures.ThreadPoolExecutor(1)
+    try:  # a bounded wait: an unreachable endpoint retries with back-off for minutes
+        info = pool.submit(fs.get_file_info, bucket).result(timeout=timeout_s)
+    except concurrent.futures.TimeoutError:
+        raise SpecError(f"output.dir: {where} did not answer within {timeout_s:g} s for {uri!r}; check "
+                        "AWS_ENDPOINT_URL and the network") from None
+    except OSError as e:
+        raise SpecError(f"output.dir: cannot use {uri!r} at {where} ({str(e).splitlines()[0]}); set "
+                        "AWS_ENDPOINT_URL and AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (or AWS_PROFILE) to an "
+                        "endpoint and credentials it accepts") from None
+    finally:
+        pool.shutdown(wait=False)
+    if info.type == pafs.FileType.NotFound:
+        raise SpecError(f"output.dir: bucket {bucket!r} does not exist at {where}; create it first "
+                        "(xbar-sweep writes inside a bucket, it never creates one)")
+    ml = spec.output.mlflow
+    if ml.enabled and not (ml.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")):
+        raise SpecError(f"output.mlflow.tracking_uri: MLflow's default SQLite store cannot live on {uri!r}; set "
+                        "output.mlflow.tracking_uri (e.g. http://127.0.0.1:5000) or MLFLOW_TRACKING_URI, or "
+                        "output.mlflow.enabled: false")
+
+
 _DATA_FILES = {
     "mnist": [os.path.join("MNIST", "raw", f) for f in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
                                                          "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")],
@@ -116,8 +149,9 @@ _DATA_FILES = {
 }
 
 
-def check_data(spec: SweepSpec) -> None:
-    """The data set's files exist under ``data.root`` (nothing is downloaded)."""
+def check_data(spec: SweepSpec, fetch: bool = True) -> None:
+    """The data set's files exist under ``data.root``; with ``data.download`` missing files are fetched
+    here, on the driver, before any cluster work (``fetch=False``: only say that they would be)."""
     d = spec.data
     if d.name == "digits":
         return
@@ -129,9 +163,19 @@ def check_data(spec: SweepSpec) -> None:
                 raise SpecError(f"data.root: imagefolder needs class folders under {folder!r}")
         return
     missing = [f for f in _DATA_FILES[d.name] if not os.path.isfile(os.path.join(root, f))]
-    if missing:
+    if missing and d.download and fetch:
+        from engine.data import download_dataset
+
+        try:
+            download_dataset(d.name, root)
+        except (OSError, RuntimeError) as e:
+            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise SpecError(f"data.download: could not fetch {d.name} into data.root {root!r} ({reason}); "
+                            "check the network, or put the files there by hand and set data.download: false") from None
+        missing = [f for f in _DATA_FILES[d.name] if not os.path.isfile(os.path.join(root, f))]
+    if missing and not (d.download and not fetch):
         raise SpecError(f"data.root: {d.name} files not found under {root!r}: {', '.join(missing)} "
-                        "(nothing is downloaded)")
+                        "(nothing is downloaded unless data.download: true)")
 
 
 def check_checkpoint(spec: SweepSpec) -> None:
@@ -168,9 +212,10 @@ def check_checkpoint(spec: SweepSpec) -> None:
                         f"{spec.data.name} ({detail.strip()})")
 
 
-def preflight(spec: SweepSpec) -> None:
-    """Everything :func:`sweep.driver.run_sweep` checks before it takes the output lease."""
+def preflight(spec: SweepSpec, fetch: bool = True) -> None:
+    """Everything :func:`sweep.driver.run_sweep` checks before it takes the output lease (``fetch``:
+    download a data set the spec asks to download; ``validate --preflight`` does not)."""
     check_output(spec)
-    check_data(spec)
+    check_data(spec, fetch)
     check_checkpoint(spec)
 

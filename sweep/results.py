@@ -8,9 +8,11 @@ Layout of a sweep's output::
     rows/part-*.parquet   one row per (trial, mitigation), streamed as results arrive
     models/          trained checkpoints cached by recipe hash
 
-Every file is written under a temporary name starting with ``_`` (which ``pyarrow.dataset``
-ignores) and then moved into place, so a killed driver never leaves a half-written file, and
-part files are never modified once written. ``rows/`` reads back as one table with
+On a filesystem every file is written under a temporary name starting with ``_`` (which
+``pyarrow.dataset`` ignores) and then moved into place, so a killed driver never leaves a
+half-written file. On an object store (S3 and S3-compatible) an object becomes visible only when
+its upload completes, so each file is one upload to its final key: no temporary object, and no
+partial object ever visible under ``rows/``. Part files are never modified once written. ``rows/`` reads back as one table with
 ``pyarrow.dataset.dataset(<output>/rows)``.
 """
 
@@ -115,11 +117,21 @@ class ResultStore:
     def exists(self, rel: str) -> bool:
         return self.fs.get_file_info(self.path(rel)).type != pafs.FileType.NotFound
 
+    @property
+    def object_store(self) -> bool:
+        """True for S3-compatible stores, where an upload is atomic and a move is a copy."""
+        return self.fs.type_name == "s3"
+
     def write_bytes(self, rel: str, data: bytes) -> None:
-        """Atomic: write ``_tmp-*`` beside the target, then move it into place."""
+        """Atomic: write ``_tmp-*`` beside the target, then move it into place (on an object store:
+        one upload to the target, which is visible only once complete)."""
         target = self.path(rel)
         parent, _, name = target.rpartition("/")
         self.fs.create_dir(parent, recursive=True)
+        if self.object_store:
+            with self.fs.open_output_stream(target) as f:
+                f.write(data)
+            return
         tmp = f"{parent}/_tmp-{uuid.uuid4().hex}-{name}"
         with self.fs.open_output_stream(tmp) as f:
             f.write(data)

@@ -75,9 +75,23 @@ class CrossbarTraining(_Section):
 class DataSection(_Section):
     name: DatasetName = "digits"
     root: str | None = None
+    download: bool = Field(False, description="fetch MNIST / CIFAR-10 / CIFAR-100 into root with torchvision's own "
+                           "download when its files are missing (before any cluster work); nothing is fetched otherwise")
     input_size: int | None = Field(None, ge=8, le=4096)
     eval_size: int | None = Field(None, ge=1, description="evaluation subset size (default: whole test split)")
     calibration_size: int = Field(1024, ge=1, description="unlabeled training samples for ADC/DAC ranges and FPT")
+
+    @model_validator(mode="after")
+    def _download(self) -> "DataSection":
+        if self.download and self.name not in DOWNLOADABLE:
+            raise ValueError(f"data.download: only for {', '.join(DOWNLOADABLE)} (got data.name {self.name!r}, "
+                             "which is bundled or user-provided)")
+        if self.download and not self.root:
+            raise ValueError("data.download: needs data.root, the directory to download into")
+        return self
+
+
+DOWNLOADABLE = ("mnist", "cifar10", "cifar100")
 
 
 class UntilRule(_Section):

@@ -111,3 +111,57 @@ def test_torchvision_models_by_name_take_weights_only_from_a_local_file(tmp_path
 def test_keep_digital_names_must_exist():
     with pytest.raises(ValueError, match="no Linear/Conv2d layer named"):
         convert(build_model("mlp"), HardwareSpec(), keep_digital=["fc9"])
+
+
+def _download_spec(tmp_path, data_root, **data) -> str:
+    import yaml
+
+    raw = {"name": "dl", "model": {"name": "lenet5", "train": {"epochs": 1}},
+           "data": {"name": "mnist", "root": str(data_root), "download": True, **data}, "trials": 1,
+           "output": {"dir": str(tmp_path / "out")}}
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return str(path)
+
+
+def test_data_download_without_network_fails_in_preflight_naming_set_root_and_option(tmp_path, capsys, monkeypatch):
+    """No network: torchvision's own MNIST download fails (its mirrors pointed at a closed local port,
+    so the test does not depend on this machine's network), and the run stops before any work with
+    one message naming the data set, the root and the option."""
+    import socket
+
+    import torchvision
+
+    from sweep.cli import main
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    monkeypatch.setattr(torchvision.datasets.MNIST, "mirrors", [f"http://127.0.0.1:{closed}/"])
+
+    root = tmp_path / "mnist-root"
+    assert main(["run", _download_spec(tmp_path, root)]) == 2
+    err = capsys.readouterr().err
+    assert f"data.download: could not fetch mnist into data.root '{root}'" in err and err.count("error:") == 1, err
+    assert not (tmp_path / "out").exists()
+    assert main(["validate", "--preflight", _download_spec(tmp_path, root)]) == 0  # validate never downloads
+
+
+def test_data_download_is_skipped_when_the_files_are_there_and_refused_where_it_cannot_apply(tmp_path, capsys):
+    """With the files present nothing is fetched (preflight passes offline); ``download`` on a bundled
+    or user-provided set, or without a root, is refused rather than ignored."""
+    from sweep.errors import SpecError
+    from sweep.preflight import check_data
+    from sweep.spec import load_spec
+
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for prefix, n in (("train", 4), ("t10k", 2)):
+        _idx(str(raw / f"{prefix}-images-idx3-ubyte"), np.zeros((n, 28, 28)))
+        _idx(str(raw / f"{prefix}-labels-idx1-ubyte"), np.arange(n) % 10)
+    spec, _ = load_spec(_download_spec(tmp_path, tmp_path))
+    check_data(spec)  # offline: it would raise if it tried to fetch
+    for data, needle in (({"name": "digits"}, "data.download: only for mnist, cifar10, cifar100"),
+                         ({"root": None}, "data.download: needs data.root")):
+        with pytest.raises(SpecError, match=needle):
+            load_spec(_download_spec(tmp_path, tmp_path, **data))
