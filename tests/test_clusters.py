@@ -205,3 +205,51 @@ def test_job_submit_runs_a_sweep_and_a_killed_driver_resumes_to_the_same_table(h
     assert len(b) == plan.rows_total and not b.duplicated(KEY).any()
     for col in ["instance_seed", "top1", "top5", "loss", "count"]:
         assert a[col].equals(b[col]), col
+
+
+def test_slurm_script_starts_a_two_node_ray_and_runs_the_sweep_through_shims(tmp_path):
+    """clusters/slurm/xbar-sweep.sbatch run for real: `sbatch`, `srun` and `scontrol` are small shims
+    on PATH (tests/shims/slurm) that run each step here, every node on 127.0.0.1. The script's head and
+    worker start, token authentication (a token file it creates), address passing and the sweep launch
+    all run: both nodes join, both take trials, every row is written. Catches: a broken token set-up,
+    a wrong address, a worker that never joins, workers/CPUs computed wrongly for the allocation."""
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({
+        "name": "slurm", "seed": 3, "model": {"name": "lenet5", "train": {"epochs": 1}},
+        "data": {"name": "digits", "eval_size": 100, "calibration_size": 256},
+        "hardware": {"faults": {"stuck_at_gmax_rate": 0.01}},
+        "sweep": {"grid": {"hardware.faults.stuck_at_gmin_rate": [0.02, 0.08]}}, "mitigations": ["none"],
+        "trials": 4, "execution": {"workers": 1, "batch_size": 100, "trials_per_task": 1},
+        "output": {"dir": str(tmp_path / "unused")}}))
+    out, token = tmp_path / "out", tmp_path / "ray-token"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    env.update(PATH=f"{REPO}/tests/shims/slurm:{BIN}:{env['PATH']}", SPEC=str(spec), OUTPUT=str(out), VENV=os.path.dirname(BIN),
+               RAY_PORT=str(_free_port()), DASHBOARD_PORT=str(_free_port()), RAY_AUTH_TOKEN_PATH=str(token),
+               SLURM_JOB_NODELIST="node-a,node-b", SLURM_CPUS_PER_TASK="1")
+    log_path = tmp_path / "slurm-job.out"  # a file, not a pipe: the background steps outlive the script
+    with open(log_path, "w") as log_file:
+        job = subprocess.Popen(["sbatch", f"{REPO}/clusters/slurm/xbar-sweep.sbatch"], cwd=REPO, env=env,
+                               stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            job.wait(timeout=400)
+        finally:  # the allocation ends: its background `ray start --block` steps stop their nodes
+            try:
+                os.killpg(job.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+    log = log_path.read_text()
+    assert job.returncode == 0, log[-4000:]
+    assert "2 of 2 nodes alive" in log and f"ray head on node-a (127.0.0.1:{env['RAY_PORT']})" in log, log[-4000:]
+    assert token.stat().st_mode & 0o777 == 0o600 and len(token.read_text().strip()) == 64
+    rows = ds.dataset(str(out / "rows")).to_table().to_pandas()
+    assert len(rows) == 2 * 4 and rows.worker_pid.nunique() == 2  # one worker per node (1 CPU each)
+    import psutil
+
+    def steps() -> list:  # this job's `ray start` steps (head and worker), found by their GCS port
+        mark = (f"--port={env['RAY_PORT']}", f"127.0.0.1:{env['RAY_PORT']}")
+        return [p for p in psutil.process_iter(["cmdline"]) if any(m in " ".join(p.info["cmdline"] or []) for m in mark)]
+
+    deadline = time.time() + 90
+    while steps():
+        assert time.time() < deadline, "the Slurm job's Ray nodes are still running 90 s after it ended"
+        time.sleep(1)
