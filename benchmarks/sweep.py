@@ -49,7 +49,7 @@ def _run(raw: dict, worker_cls=None) -> tuple[float, float]:
 
 def main() -> None:
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
     tmp = tempfile.mkdtemp(prefix="xbar-bench-")
     ckpt = os.path.join(tmp, "lenet.pt")
     train_default(ckpt, cfg=TrainConfig(epochs=10))

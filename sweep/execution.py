@@ -143,7 +143,9 @@ def init_ray(ex: ExecutionSection) -> bool:
         loopback = False
     if loopback:
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, logging_level="WARNING")
+    # address="local": a new cluster of its own, never a `ray start` cluster that happens to run on
+    # this machine (nor a stale record of one in /tmp/ray); joining one is what RAY_ADDRESS is for
+    ray.init(address="local", num_cpus=os.cpu_count() or 1, include_dashboard=False, logging_level="WARNING")
     from .reaper import start  # ends the Ray agents if this driver is killed without cleaning up
 
     start()

@@ -7,8 +7,11 @@ run on the same output is refused (exit 2) with a message naming the holder. A l
 when its pid is dead on this host or its heartbeat is older than ``stale_after_s``; a stale lease
 is taken over with a warning, through an atomic rename, so two runs can never both take it.
 
-Object-store outputs (``s3://...``) have no atomic create-if-absent through pyarrow; there the
-lease is written, then read back after a short pause to confirm this run's token (best effort).
+On S3 and S3-compatible stores the lease object is created with a conditional write
+(``If-None-Match: *``: atomic create-if-absent) and refreshed or taken over with ``If-Match`` on the
+ETag that was read (compare-and-swap), through boto3 (the ``s3`` extra). Without boto3, or on
+another object store, the lease is written and read back after a short pause (best effort, said in
+a warning).
 """
 
 from __future__ import annotations
@@ -25,6 +28,53 @@ from dataclasses import dataclass
 from .spec import SpecError
 
 LEASE = ".lease"
+
+
+class _ConditionalS3:
+    """The lease object through S3 conditional writes (boto3; endpoint and keys from AWS_*)."""
+
+    def __init__(self, root: str) -> None:
+        import boto3
+
+        self.bucket, _, prefix = root.partition("/")
+        self.key = f"{prefix}/{LEASE}" if prefix else LEASE
+        self.client = boto3.client("s3")
+
+    def _put(self, body: bytes, **condition: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=self.key, Body=body, **condition)
+            return True
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code") in ("PreconditionFailed", "ConditionalRequestConflict"):
+                return False
+            raise
+
+    def create(self, body: bytes) -> bool:
+        """Atomic create-if-absent."""
+        return self._put(body, IfNoneMatch="*")
+
+    def replace(self, body: bytes, etag: str) -> bool:
+        """Compare-and-swap: only if the object is still the one read with ``etag``."""
+        return self._put(body, IfMatch=etag)
+
+    def etag(self) -> str | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            return self.client.head_object(Bucket=self.bucket, Key=self.key)["ETag"]
+        except ClientError:
+            return None
+
+
+def _conditional(store) -> "_ConditionalS3 | None":
+    if getattr(store, "object_store", False):
+        try:
+            return _ConditionalS3(store.root)
+        except ImportError:
+            return None
+    return None
 
 
 @dataclass
@@ -64,6 +114,10 @@ class OutputLease:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._local = store.local_dir is not None
+        self._cas = None if self._local else _conditional(store)
+        if not self._local and self._cas is None:
+            self.warnings.append(f"the lease on {store.uri!r} is best effort (no conditional writes here: "
+                                 "install boto3, the s3 extra, for an atomic one)")
 
     # -- holder's record --------------------------------------------------------------------
     def _payload(self) -> bytes:
@@ -112,6 +166,9 @@ class OutputLease:
             if self._local:
                 if self._create_local():
                     break
+            elif self._cas is not None:
+                if self._cas.create(self._payload()):
+                    break
             else:
                 if self.read() is None:
                     self.store.write_bytes(LEASE, self._payload())
@@ -119,6 +176,7 @@ class OutputLease:
                     mine = self.read()
                     if mine is not None and mine.token == self.info.token:
                         break
+            etag = self._cas.etag() if self._cas is not None else None
             other = self.read()
             if other is None:
                 continue  # released between our two looks: try again
@@ -129,6 +187,9 @@ class OutputLease:
             if self._local:
                 if self._take_over_local(other):
                     break
+            elif self._cas is not None:
+                if etag is not None and self._cas.replace(self._payload(), etag):
+                    break  # swapped the stale record for ours; a contender that also read it fails
             else:
                 self.store.delete(LEASE)
         else:
@@ -140,10 +201,14 @@ class OutputLease:
     def _beat(self) -> None:
         while not self._stop.wait(self.heartbeat_s):
             try:
+                etag = self._cas.etag() if self._cas is not None else None
                 held = self.read()
                 if held is None or held.token != self.info.token:
                     return  # taken over (this run looked dead): never overwrite the new holder
-                self.store.write_bytes(LEASE, self._payload())
+                if self._cas is None:
+                    self.store.write_bytes(LEASE, self._payload())
+                elif etag is None or not self._cas.replace(self._payload(), etag):
+                    return  # changed between the two looks: someone else holds it now
             except OSError:
                 pass  # a missed heartbeat only makes the lease look older
 

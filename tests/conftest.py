@@ -51,7 +51,7 @@ class LocalRay:
 
         os.environ["RAY_AUTH_MODE"] = "disabled"
         if not ray.is_initialized():
-            ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+            ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="WARNING")
         return ray.get_runtime_context().gcs_address
 
     @staticmethod

@@ -4,6 +4,7 @@ AWS_* variables, exactly as the README's "Running on a cluster" section sets the
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -149,3 +150,57 @@ def test_object_store_misconfiguration_is_refused_before_any_trial(s3_env, lenet
     assert time.time() - start < 60
     fs = pafs.S3FileSystem(endpoint_override=s3_env["AWS_ENDPOINT_URL"])  # the live server, whatever the case set
     assert not _objects(fs, f"{BUCKET}/refused-{os.getpid()}")
+
+
+def test_the_s3_lease_is_atomic_one_of_many_concurrent_runs_holds_it(s3_env):
+    """Eight drivers start on one S3 output at once: exactly one gets the lease (a conditional
+    create, If-None-Match), the others are refused naming the holder; a stale lease is swapped by
+    compare-and-swap (If-Match) for exactly one of several contenders. The create itself is checked
+    against the live holder: a contender that saw no lease a moment earlier still cannot overwrite it
+    (under write-then-read-back, two writes half a second apart both "hold" the lease)."""
+    import threading
+
+    from sweep.errors import SpecError
+    from sweep.lease import OutputLease, _ConditionalS3
+    from sweep.results import ResultStore
+
+    uri = f"s3://{BUCKET}/lease-{os.getpid()}"
+    barrier, held, refused = threading.Barrier(8), [], []
+
+    def contend() -> None:
+        lease = OutputLease(ResultStore(uri))
+        assert not lease.warnings  # conditional writes are available: no best-effort warning
+        barrier.wait()
+        try:
+            held.append(lease.acquire())
+        except SpecError as e:
+            refused.append(str(e))
+
+    threads = [threading.Thread(target=contend) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(held) == 1 and len(refused) == 7 and all("is in use by another xbar-sweep run" in r for r in refused)
+    winner = held[0]
+    late = _ConditionalS3(f"{BUCKET}/lease-{os.getpid()}")
+    before = ResultStore(uri).read_bytes(".lease")
+    assert not late.create(b"{}") and ResultStore(uri).read_bytes(".lease") == before
+    winner._stop.set()  # the holder "dies": no more heartbeats, and its pid is made to look dead
+    winner._thread.join()
+    record = json.loads(ResultStore(uri).read_bytes(".lease"))
+    record["pid"] = 2**22 + 12345  # not a live pid on this host
+    fs = pafs.S3FileSystem(endpoint_override=s3_env["AWS_ENDPOINT_URL"])
+    with fs.open_output_stream(f"{BUCKET}/lease-{os.getpid()}/.lease") as f:
+        f.write(json.dumps(record).encode())
+    held.clear(), refused.clear()
+    barrier.reset()
+    threads = [threading.Thread(target=contend) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(held) == 1 and len(refused) == 7, (len(held), refused[:2])
+    assert any("taking over a stale lease" in w for w in held[0].warnings)
+    held[0].release()
+    assert not ResultStore(uri).exists(".lease")
