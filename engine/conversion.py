@@ -65,6 +65,7 @@ class CrossbarModel(nn.Module):
         for layer in self.crossbar_layers():
             layer.mmse = None
             layer.zero_outputs = None
+            layer.output_gain = None
             layer.straight_through = False
 
     @torch.no_grad()

@@ -33,6 +33,7 @@ from . import irdrop, seeding
 from .hardware import HardwareSpec
 from .instance import HardwareInstance, LayerCells, ideal_cells
 from .mapping import MappedWeights, Scheme, map_weights, slice_weights
+from .nonideal.drift import flicker_sigma
 from .nonideal.telegraph import rtn_jump_s
 from .nonideal.thermal_shot import ThermalShotCoefficients
 from .periphery import ADC, InputCoding
@@ -64,6 +65,7 @@ class _Programmed:
     rtn: torch.Tensor | None = None  # telegraph jump (dG units): operand, or raw for exact draws
     rtn_sq: torch.Tensor | None = None  # operand of the squared jump (Gaussian sampling only)
     row_ones: torch.Tensor | None = None  # operand summing V^2 over a tile's rows (read fluctuation)
+    flicker_sq: torch.Tensor | None = None  # operand of (G(t) sigma_1f)^2 per cell (1/f noise after drift)
     w_eff: torch.Tensor | None = None  # (I, G, k, n) folded weight in units of dw
     correction_matrix: torch.Tensor | None = None  # (I, G, t_r, R, Q) sensed digital correction (EC)
     correction: torch.Tensor | None = None  # its operand (built on first use)
@@ -89,6 +91,7 @@ class CrossbarLayer(nn.Module):
         # mitigation hooks (reset by CrossbarModel.reset_mitigations)
         self.mmse: tuple[torch.Tensor, torch.Tensor] | None = None  # per slice (a, (1-a) E[J]), Yu eq. 4
         self.zero_outputs: torch.Tensor | None = None  # (groups * n,) bool, Yu eq. 11
+        self.output_gain: torch.Tensor | None = None  # (I, groups * n) digital gain of the outputs (drift_comp)
         self.straight_through = False  # crossbar forward, float backward (RxNN Sec. VI)
         # TxSim interpolated FCM: while True, G_eff = G (1 - D) with D from the last exact solve
         self.reuse_ir_distortion = False
@@ -285,6 +288,12 @@ class CrossbarLayer(nn.Module):
                     prog.rtn, prog.rtn_sq = prog.op.operand(rtn), prog.op.operand(rtn * rtn)
             if hw.read_fluctuation.enabled:
                 prog.row_ones = prog.op.operand(torch.ones((i, g, tr, r, 1), device=dev, dtype=raw.dtype))
+            if hw.drift.read_noise_1f:  # sigma_1f from each cell's target level (aihwkit PCM Q_s), G(t) as read
+                levels = cells.levels if cells.levels.dim() == 7 else cells.levels.unsqueeze(0)
+                levels = self.to_logical(levels.to(raw.dtype).expand_as(cells.h), cells)[..., : grid.used_cols]
+                g_rel = (levels.permute(0, 2, 3, 5, 1, 4, 6) + g_min_n) * (hw.device.delta_g_s / hw.device.g_max_s)
+                sigma = flicker_sigma(g_rel.reshape(i, g, tr, r, -1), hw.drift, hw.time_s + hw.drift.t0_s)
+                prog.flicker_sq = prog.op.operand((g_phys * sigma) ** 2)
         if noisy:
             prog.gens = [seeding.torch_generator(s, self.layer_index, seeding.READ_NOISE, dev) for s in cells.seeds]
         self._prog = prog
@@ -378,10 +387,16 @@ class CrossbarLayer(nn.Module):
         dx = self._prog.delta_x
         codes = self._prog.coding.quantise(x, dx)
         scale = dx * self.mapped.delta_w
+        gain = self.output_gain  # digital per-output gain (drift compensation), (I, groups * n)
         if self._prog.w_eff is not None:
             # scale and bias ride along in the native kernel: no extra passes over the output
-            return self.folded_forward(codes, self._prog.w_eff * scale)
+            w = self._prog.w_eff * scale
+            if gain is not None:
+                w = w * gain.view(gain.shape[0], self.grid.groups, 1, self.grid.n)
+            return self.folded_forward(codes, w)
         y = self.read(codes) * scale
+        if gain is not None:
+            y = y * gain.unsqueeze(1)
         if self.zero_outputs is not None:  # Yu eq. 11: outputs with all-zero weights are 0
             y = y.masked_fill(self.zero_outputs, 0.0)
         return self.add_bias(self.from_matrix(y, codes))
@@ -532,6 +547,9 @@ class CrossbarLayer(nn.Module):
         hw, prog, grid = self.hw, self._prog, self.grid
         op = prog.op
         noise = torch.zeros((), device=v.device, dtype=v.dtype)
+        if hw.drift.read_noise_1f:  # sum_r G_r(t) sigma_r z_r V_r: N(0, sum_r (G_r(t) sigma_r)^2 V_r^2)
+            var = op.apply(v * v, prog.flicker_sq)
+            noise = noise + var.clamp_min(0).sqrt() * self._randn(var.shape, var)
         if hw.read_fluctuation.enabled:  # sum_r (sigma dG z_r) V_r on each column: N(0, sigma^2 sum_r V_r^2)
             var = hw.read_fluctuation.sigma_delta_g**2 * op.apply(v * v, prog.row_ones)  # (I, G, t_r, P*M, 1)
             q = grid.arrays * grid.t_c * grid.used_cols

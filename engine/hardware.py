@@ -350,6 +350,49 @@ class DACLoading(_Section):
     r_pd_ohm: float = Field(1000.0, gt=0.0, le=1e9, description="pull-down resistance R_PD")
 
 
+# Wan et al. (2022) relaxation fit as published in aihwkit: sigma in uS (G_max = 40 uS), coefficients of
+# (g_T)^0, ^1, ..., ^4 per time since programming (seconds).
+RERAM_WAN2022_TIMES = {1.0: (0.348, 16.030, -43.853, 45.393, -16.815),
+                       86400.0: (0.701, 22.086, -50.773, 47.095, -16.458),
+                       172800.0: (0.782, 20.274, -43.507, 37.062, -11.934)}
+
+
+class DriftSpec(_Section):
+    """Conductance drift and accumulated 1/f read noise after programming, at inference time
+    ``hardware.time_s`` (aihwkit's PCM statistical model, ``aihwkit.inference.noise.pcm``
+    ``PCMLikeNoiseModel``, fitted by Nandakumar et al., ICECS 2019; docs ``pcm_inference``).
+
+    With t = time_s + t0_s (time_s counts from the end of programming, t0 the first read):
+      drift  G(t) = G_prog (t / t0)^(-nu), nu drawn once per cell and instance (its own stream):
+        ``pcm``: nu = |mu + sigma z|, mu = clamp(-0.0155 ln(g_T) + 0.0244, 0.049, 0.1),
+                 sigma = clamp(-0.0125 ln(g_T) - 0.0059, 0.008, 0.045), g_T = G_target / G_max
+                 (clipped at 1e-7), as ``generate_drift_coefficients``;
+        ``power_law``: nu = |nu_mean + nu_std z| for every level (the same law with exponents you
+                 measured for your device; no published default is implied).
+      ReRAM relaxation (``reram_wan2022``, aihwkit ``ReRamWan2022NoiseModel``, fitted to Wan et al.,
+        Nature 608, 504 (2022)): G(t) = G_target + sigma_t(g_T) z, sigma_t a 4th-order polynomial of
+        g_T in uS for G_max = 40 uS (scaled by G_max / 40 uS), fitted at t = 1 s, 1 day and 2 days only
+        (``time_s`` must be one of them); it is the whole deviation from the target at time t
+        (programming error included: leave ``variation`` at 0 with it).
+      1/f read noise (``read_noise_1f``), drawn per read and cell: G(t) + G(t) sigma_1f z with
+        sigma_1f = Q_s sqrt(ln((t + t_read) / (2 t_read))), Q_s = min(0.0088 / max(g_T^0.65, 1e-3), 0.2)
+        (``apply_drift_noise_to_conductance``; there it is drawn once per inference time).
+    Stuck cells do not drift (they are defects, not programmed states).
+    """
+
+    model: Literal["none", "pcm", "power_law", "reram_wan2022"] = "none"
+    t0_s: float = Field(20.0, gt=0.0, le=1e6, description="first read after programming, seconds (aihwkit t_0; "
+                        "pcm and power_law)")
+    nu_mean: float = Field(0.05, ge=0.0, le=1.0, description="power_law: mean drift exponent")
+    nu_std: float = Field(0.0, ge=0.0, le=1.0, description="power_law: its standard deviation across cells")
+    read_noise_1f: bool = Field(False, description="accumulated 1/f read noise growing with time (aihwkit PCM)")
+    t_read_s: float = Field(250e-9, gt=0.0, le=1.0, description="read duration of the 1/f fit, seconds")
+
+    @property
+    def enabled(self) -> bool:
+        return self.model != "none" or self.read_noise_1f
+
+
 class UpdateSpec(_Section):
     """Device writes during training on the crossbar (TxSim eq. 1, Sec. IV-C, IV-D)."""
 
@@ -384,6 +427,9 @@ class HardwareSpec(_Section):
     column_awgn: ColumnAWGN = Field(default_factory=ColumnAWGN)
     ir_drop: IRDrop = Field(default_factory=IRDrop)
     dac_loading: DACLoading = Field(default_factory=DACLoading)
+    time_s: float | None = Field(None, ge=0.0, le=1e10, description="inference time since programming, seconds "
+                                 "(drift and 1/f noise); None: read right after programming, no drift")
+    drift: DriftSpec = Field(default_factory=DriftSpec)
     update: UpdateSpec = Field(default_factory=UpdateSpec)
 
     @model_validator(mode="after")
@@ -399,6 +445,22 @@ class HardwareSpec(_Section):
                 f"hardware.crossbar.cols must be >= {2 * slices} for the offset realisation "
                 f"({slices} data + {slices} reference columns); got {self.crossbar.cols}"
             )
+        if self.drift.enabled and self.time_s is None:
+            raise ValueError("hardware.drift: drift and 1/f noise act at hardware.time_s; set it (seconds since "
+                             "programming, e.g. 3600)")
+        if self.time_s is not None and not self.drift.enabled:
+            raise ValueError("hardware.time_s: has no effect without hardware.drift.model (pcm or power_law) or "
+                             "hardware.drift.read_noise_1f")
+        if self.drift.model == "reram_wan2022":
+            if self.time_s not in RERAM_WAN2022_TIMES:
+                raise ValueError(f"hardware.time_s: drift.model reram_wan2022 is fitted at {sorted(RERAM_WAN2022_TIMES)} s "
+                                 f"only (got {self.time_s})")
+            if self.drift.read_noise_1f:
+                raise ValueError("hardware.drift.read_noise_1f: the 1/f fit is aihwkit's PCM one; Wan et al. give no "
+                                 "separate read-noise data for reram_wan2022")
+        if self.drift.model != "power_law" and (self.drift.nu_mean != 0.05 or self.drift.nu_std != 0.0):
+            raise ValueError("hardware.drift.nu_mean/nu_std: only for drift.model: power_law (pcm derives nu "
+                             "from the programmed level)")
         if self.rtn.enabled:
             floor = self.rtn.a / (1.0 - self.rtn.b)
             if self.device.g_min_s <= floor:
@@ -432,7 +494,13 @@ class HardwareSpec(_Section):
     @property
     def per_read_cell_noise(self) -> bool:
         """True when a read draws noise that depends on individual cells or inputs (eq. 1-3)."""
-        return self.read_noise.enabled or self.rtn.enabled or self.read_fluctuation.enabled
+        return (self.read_noise.enabled or self.rtn.enabled or self.read_fluctuation.enabled
+                or self.drift.read_noise_1f)
+
+    @property
+    def drift_time_factor(self) -> float:
+        """t / t0 with t = time_s + t0 (1 when no time is set)."""
+        return 1.0 if self.time_s is None else (self.time_s + self.drift.t0_s) / self.drift.t0_s
 
     @property
     def any_read_noise(self) -> bool:

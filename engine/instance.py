@@ -31,6 +31,7 @@ import torch
 from . import counter_rng, seeding
 from .hardware import HardwareSpec, StuckAtFaults
 from .nonideal.faults import apply_faults_, codes_from_masks, fault_codes, stuck_masks
+from .nonideal.drift import drift_exponents, drift_factor, relaxation_sigma_s
 from .nonideal.variation import apply_variation
 
 
@@ -65,6 +66,7 @@ class LayerDraws:
     faults: torch.Tensor | None  # (I, *cell_shape) int8 codes (engine.nonideal.faults)
     z_abs: torch.Tensor | None  # (I, *cell_shape) float32
     z_rel: torch.Tensor | None
+    z_drift: torch.Tensor | None = None  # the normal behind each cell's drift exponent (engine.nonideal.drift)
 
 
 def _keys(seeds: Sequence[int], layers: Sequence[int], stream: int, device: torch.device) -> torch.Tensor:
@@ -102,7 +104,7 @@ def draw_layers(seeds: Sequence[int], layers: Sequence[tuple[int, tuple[int, ...
     sizes = [math.prod(shape) for shape in shapes]
     var = hw.variation
     none: list[torch.Tensor | None] = [None] * len(layers)
-    z_abs, z_rel, stuck, gmax, codes = none, none, none, none, none
+    z_abs, z_rel, stuck, gmax, codes, z_drift = none, none, none, none, none, none
     if var.sigma_abs_s > 0 or var.sigma_abs_delta_g > 0:
         z_abs = _split(counter_rng.normal(_keys(seeds, index, seeding.VARIATION, device), sizes), shapes)
     if var.sigma_rel > 0:
@@ -111,7 +113,9 @@ def draw_layers(seeds: Sequence[int], layers: Sequence[tuple[int, tuple[int, ...
         bits = counter_rng.bits32(_keys(seeds, index, seeding.FAULTS, device), sizes)
         a, b = stuck_masks(bits, hw.faults)
         stuck, gmax, codes = _split(a, shapes), _split(b, shapes), _split(codes_from_masks(a, b), shapes)
-    return [LayerDraws(*d) for d in zip(stuck, gmax, codes, z_abs, z_rel)]
+    if hw.drift.model != "none":
+        z_drift = _split(counter_rng.normal(_keys(seeds, index, seeding.DRIFT, device), sizes), shapes)
+    return [LayerDraws(*d) for d in zip(stuck, gmax, codes, z_abs, z_rel, z_drift)]
 
 
 def program_levels(levels: torch.Tensor, draws: LayerDraws, hw: HardwareSpec, instances: int) -> torch.Tensor:
@@ -119,18 +123,28 @@ def program_levels(levels: torch.Tensor, draws: LayerDraws, hw: HardwareSpec, in
     (I, A, ...) on drawn cells: variation of the programmed conductance, then stuck cells forced
     (a pure function; a few in-place passes over one fresh tensor). Without static draws every
     instance holds the targets, still one per instance (their per-read noise streams differ)."""
-    like = next((t for t in (draws.stuck, draws.z_rel, draws.z_abs) if t is not None), None)
+    like = next((t for t in (draws.stuck, draws.z_rel, draws.z_abs, draws.z_drift) if t is not None), None)
     levels = levels.to(torch.float32)
     if levels.dim() == 6:
         levels = levels.unsqueeze(0)
     shape = (instances, *levels.shape[1:]) if like is None else like.shape
     dev = hw.device
-    if draws.z_abs is not None or draws.z_rel is not None:
+    if draws.z_abs is not None or draws.z_rel is not None or draws.z_drift is not None:
         g_min_n = dev.g_min_s / dev.delta_g_s
         g = torch.add(levels, g_min_n)
         g = g if g.shape == shape else g.expand(shape).clone()
-        h = apply_variation(g, draws.z_abs, draws.z_rel, hw.variation, dev.delta_g_s, dev.g_max_s / dev.delta_g_s,
-                            inplace=True).sub_(g_min_n)
+        if draws.z_abs is not None or draws.z_rel is not None:
+            g = apply_variation(g, draws.z_abs, draws.z_rel, hw.variation, dev.delta_g_s, dev.g_max_s / dev.delta_g_s,
+                                inplace=True)
+        if draws.z_drift is not None and hw.drift.model == "reram_wan2022":
+            if hw.time_s is not None:  # G(t) = G_target + sigma_t(g_T) z (Wan et al. 2022 via aihwkit)
+                g_rel = torch.add(levels, g_min_n).mul_(dev.delta_g_s / dev.g_max_s)
+                g.addcmul_(relaxation_sigma_s(g_rel, hw.time_s, dev.g_max_s) / dev.delta_g_s, draws.z_drift)
+                g.clamp_min_(0.0)
+        elif draws.z_drift is not None:  # G(t) = G_prog (t/t0)^(-nu), nu from the target level (aihwkit PCM)
+            g_rel = torch.add(levels, g_min_n).mul_(dev.delta_g_s / dev.g_max_s)
+            g.mul_(drift_factor(drift_exponents(g_rel, draws.z_drift, hw.drift), hw.drift_time_factor))
+        h = g.sub_(g_min_n)
     else:
         h = levels.expand(shape).clone()
     if draws.stuck is not None:

@@ -6,7 +6,8 @@ The derivation is documented because users must be able to reproduce any row by 
   :mod:`engine.counter_rng`, keyed by (instance seed, layer index, stream) and indexed by the cell's
   position in the layer's canonical layout (arrays, groups, t_r, t_c, rows, cols). Streams:
   :data:`FAULTS` (one 32-bit uniform per cell), :data:`VARIATION` (absolute-variation normal per
-  cell), :data:`VARIATION_REL` (relative-variation normal per cell). Evaluated on the model's
+  cell), :data:`VARIATION_REL` (relative-variation normal per cell), :data:`DRIFT` (the normal behind
+  each cell's drift exponent). Evaluated on the model's
   device, with the same integer bits on every device; the draws of layer 3 do not depend on how
   many layers, instances or batches were sampled before it.
 * **Per-read noise** (:data:`READ_NOISE`) and training write noise (:data:`WRITE_NOISE`): a torch
@@ -31,6 +32,7 @@ VARIATION = 1
 READ_NOISE = 2
 WRITE_NOISE = 3
 VARIATION_REL = 4
+DRIFT = 5
 
 # Version of the static-draw derivation above; every sweep point id includes it, so rows drawn
 # under another scheme are never mixed into a resumed sweep. 2: one numpy stream per variation

@@ -64,6 +64,20 @@ def instance_seed(sweep_seed: int, instance: int, layout: int) -> int:
     return (int(state[0]) << 31) ^ int(state[1])  # < 2**63
 
 
+def _validated(pspec: SweepSpec, path: str, value: Any) -> Any:
+    """An axis value as the validated spec holds it (YAML 1.1 reads ``2.6e6`` as a string; the field
+    is a float), or as written where the path is an alias the spec normalises away (``sa0_rate``)."""
+    node: Any = pspec
+    for key in path.split("."):
+        if isinstance(node, dict) and key in node:
+            node = node[key]
+        elif not isinstance(node, dict) and key in type(node).model_fields:
+            node = getattr(node, key)
+        else:
+            return value
+    return node if isinstance(node, (bool, int, float, str)) else value
+
+
 def column_type(values: list[Any]) -> str:
     """Arrow type name of a swept parameter's column."""
     if all(isinstance(v, bool) for v in values):
@@ -161,6 +175,7 @@ def make_plan(spec: SweepSpec, raw: dict, weights: dict[str, str] | None = None,
     for index, combo in enumerate(itertools.product(*factors) if factors else [()]):
         values = {k: v for part in combo for k, v in part.items()}
         pspec = resolve_point(raw, values) if values else spec
+        values = {k: _validated(pspec, k, v) for k, v in values.items()}
         points.append(Point(index, _digest(result_content(pspec, weights)), values, pspec, layout_key(pspec)))
     checked = set()
     for p in points if check else ():  # memory of one instance and of one tile's solve, per distinct model/hardware
@@ -171,10 +186,7 @@ def make_plan(spec: SweepSpec, raw: dict, weights: dict[str, str] | None = None,
     ids = [p.id for p in points]
     if len(set(ids)) != len(ids):
         raise SpecError("sweep: two points resolve to the same spec (an axis repeats a value)")
-    axis_types = {}
-    for path in spec.sweep.axes():
-        vals = spec.sweep.grid.get(path) or next(g[path] for g in spec.sweep.zip if path in g)
-        axis_types[path] = column_type(vals)
+    axis_types = {path: column_type([p.params[path] for p in points]) for path in spec.sweep.axes()}
     labels = spec.labels
     content = spec.model_dump(mode="json", exclude={"execution", "output"})
     content["execution"] = {k: getattr(spec.execution, k) for k in RESULT_EXECUTION_FIELDS}

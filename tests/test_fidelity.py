@@ -172,7 +172,7 @@ EXPLICIT = {
     "adc.full_scale_a": 2e-4, "adc.kind": "ideal", "variation.sigma_abs_s": 5e-7, "variation.domain": "resistance",
     "faults.stuck_at_gmax_rate": 0.05, "faults.stuck_at_gmin_rate": 0.05, "ir_drop.r_sense_ohm": 20.0,
     "ir_drop.r_driver_ohm": 20.0, "crossbar.rows": 12, "crossbar.cols": 12, "update.refresh_every": 2,
-    "input.dac_bits": 4, "adc.calibration_batches": 2,
+    "input.dac_bits": 4, "adc.calibration_batches": 2, "drift.model": "power_law",
 }
 # The context a field needs to act at all (the section it belongs to switched on, or a partner that
 # the validator requires); the base then already differs, and only the field under test changes.
@@ -184,7 +184,15 @@ CONTEXT = {
     "input.v_read_v": {"adc": {"kind": "ideal"}},
     "column_awgn.sigma_lsb": {"adc": {"kind": "ideal"}},
     "adc.range_scope": {"device": {"bits_per_cell": 4}},
-    "variation.ceiling": {"variation": {"sigma_rel": 2.0}},  # cells must be pushed past G_max to be clipped  # one slice: a per-slice range is the layer range
+    "variation.ceiling": {"variation": {"sigma_rel": 2.0}},  # cells must be pushed past G_max to be clipped
+    # time acts through drift (a time without drift is refused), drift at a time
+    "time_s": {"time_s": 3600.0, "drift": {"model": "pcm"}},
+    "drift.model": {"time_s": 3600.0, "drift": {"model": "pcm"}},
+    "drift.t0_s": {"time_s": 3600.0, "drift": {"model": "pcm"}},
+    "drift.nu_mean": {"time_s": 3600.0, "drift": {"model": "power_law"}},
+    "drift.nu_std": {"time_s": 3600.0, "drift": {"model": "power_law"}},
+    "drift.read_noise_1f": {"time_s": 3600.0, "drift": {"model": "pcm"}},
+    "drift.t_read_s": {"time_s": 3600.0, "drift": {"model": "pcm", "read_noise_1f": True}, "adc": {"kind": "ideal"}},  # one slice: a per-slice range is the layer range
 }
 INFERENCE_BASE = {
     "crossbar": {"rows": 16, "cols": 16}, "faults": {"stuck_at_gmax_rate": 0.02, "stuck_at_gmin_rate": 0.02},

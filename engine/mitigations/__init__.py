@@ -1,8 +1,8 @@
 """Mitigation strategies by name, composable with ``+`` (see :mod:`engine.mitigations.base`).
 
 Components of a composition are applied in a fixed order, whatever order they are written in:
-re-training first (it re-programs the instance), then row remapping, error correction,
-zero-node removal, MMSE denoising, and BN recalibration last (it sees everything else).
+re-training first (it re-programs the instance), then row remapping, error correction, drift
+compensation, zero-node removal, MMSE denoising, and BN recalibration last (it sees everything else).
 ``row_flip+row_perm`` becomes one joint assignment.
 """
 
@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from ..catalog import Scheme
 from .base import Mitigation, TrialContext
 from .basic import BitInversion, ErrorCorrection, NoMitigation
+from .drift_comp import DriftCompensation
 from .fpt import FreeParameterTuning
 from .mmse import MMSEDenoising
 from .nia import NoiseInjectionAdaption
@@ -24,8 +25,8 @@ from .sparsity import SparsityInduction
 
 REGISTRY: dict[str, type[Mitigation]] = {cls.name: cls for cls in (
     NoMitigation, ErrorCorrection, BitInversion, MMSEDenoising, SparsityInduction, FreeParameterTuning,
-    RowFlipping, RowPermutation, NoiseInjectionAdaption, HardwareAwareRetraining)}
-ORDER = ("retrain", "row_flip", "row_perm", "row_flip+row_perm", "ec", "si", "mmse", "fpt")
+    RowFlipping, RowPermutation, NoiseInjectionAdaption, HardwareAwareRetraining, DriftCompensation)}
+ORDER = ("retrain", "row_flip", "row_perm", "row_flip+row_perm", "ec", "drift_comp", "si", "mmse", "fpt")
 
 
 @dataclass(frozen=True)
