@@ -427,7 +427,7 @@ class HardwareSpec(_Section):
     column_awgn: ColumnAWGN = Field(default_factory=ColumnAWGN)
     ir_drop: IRDrop = Field(default_factory=IRDrop)
     dac_loading: DACLoading = Field(default_factory=DACLoading)
-    time_s: float | None = Field(None, ge=0.0, le=1e10, description="inference time since programming, seconds "
+    time_s: float | None = Field(None, gt=0.0, le=1e10, description="inference time since programming, seconds "
                                  "(drift and 1/f noise); None: read right after programming, no drift")
     drift: DriftSpec = Field(default_factory=DriftSpec)
     update: UpdateSpec = Field(default_factory=UpdateSpec)

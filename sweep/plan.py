@@ -38,11 +38,21 @@ from .spec import SpecError, SweepSpec, resolve_point
 RESULT_EXECUTION_FIELDS = ("batch_size",)
 
 
+# Fields added after point ids were first published, by section: left out of the hashed content while
+# they hold their defaults, so a spec that does not use them keeps the id (and the rows) it had.
+_ADDED_FIELDS = {"hardware": ("time_s", "drift", "read_fluctuation"), "data": ("download",)}
+
+
 def result_content(spec: SweepSpec, weights: dict[str, str] | None = None) -> dict:
     """Everything in a point's spec that changes a trial's result (the point id hashes it).
     ``weights``: model key -> sha256 of the trained checkpoint (base model and offline variants),
     so rows computed with other weights (retrained elsewhere, another torch) never share an id."""
     d = spec.model_dump(mode="json", include={"seed", "kind", "model", "data", "hardware", "training"})
+    for section, names in _ADDED_FIELDS.items():
+        default = type(getattr(spec, section))().model_dump(mode="json")
+        for name in names:
+            if d[section].get(name) == default.get(name):
+                d[section].pop(name, None)
     d["execution"] = {k: getattr(spec.execution, k) for k in RESULT_EXECUTION_FIELDS}
     d["draw_scheme"] = seeding.DRAW_SCHEME
     if spec.model.checkpoint:
