@@ -38,7 +38,8 @@ class CrossbarGeometry(_Section):
 class DeviceSpec(_Section):
     """ReRAM cell: conductance range and programmable levels (PytorX Table 1, eq. 8-9)."""
 
-    g_min_s: float = Field(1.0 / 3.0e6, gt=0.0, description="lowest conductance, siemens (HRS)")
+    g_min_s: float = Field(1.0 / 3.0e6, ge=0.0, description="lowest conductance, siemens (HRS); 0 as in aihwkit's "
+                           "converters")
     g_max_s: float = Field(1.0 / 3.0e3, gt=0.0, description="highest conductance, siemens (LRS)")
     bits_per_cell: int = Field(7, ge=1, le=16, description="levels per cell = 2**bits_per_cell")
 
@@ -409,8 +410,42 @@ class UpdateSpec(_Section):
     refresh_every: int = Field(1, ge=1, le=1_000_000, description="exact IR-drop solve every L updates (interpolated between)")
 
 
+# Device presets: published parameter sets, filled in under whatever the spec gives explicitly.
+PRESETS: dict[str, dict] = {
+    # PytorX Table 1 (He et al., DAC 2019): 64 x 64, 1/3 MOhm .. 1/3 kOhm, 7-bit cells, 8-bit DAC/ADC,
+    # V_dd - V_ref = 1.63 V, 300 K, RTN fit a, b (eq. 3). These are also the defaults.
+    "pytorx_table1": {"crossbar": {"rows": 64, "cols": 64},
+                      "device": {"g_min_s": 1.0 / 3.0e6, "g_max_s": 1.0 / 3.0e3, "bits_per_cell": 7},
+                      "input": {"input_bits": 8, "dac_bits": 8, "v_read_v": 1.63}, "adc": {"bits": 8},
+                      "temperature_k": 300.0, "rtn": {"a": 1.662e-7, "b": 0.0015}},
+    # TxSim (Roy et al.): R_min 100 kOhm, R_max 1 MOhm, 64 x 64 tiles, r_row 1 Ohm, r_col 4.6 Ohm per cell.
+    "txsim": {"crossbar": {"rows": 64, "cols": 64}, "device": {"g_min_s": 1e-6, "g_max_s": 1e-5},
+              "ir_drop": {"r_row_ohm": 1.0, "r_col_ohm": 4.6}},
+    # aihwkit PCMLikeNoiseModel with its default SinglePairConductanceConverter: G in [0, 25 uS], PCM drift
+    # (t0 = 20 s) and accumulated 1/f noise (t_read = 250 ns); set hardware.time_s.
+    "pcm_ibm": {"device": {"g_min_s": 0.0, "g_max_s": 25e-6},
+                "drift": {"model": "pcm", "t0_s": 20.0, "read_noise_1f": True, "t_read_s": 250e-9}},
+    # aihwkit ReRamWan2022NoiseModel (Wan et al., Nature 2022): G in [0, 40 uS] (the fit's reference G_max),
+    # relaxation fitted at 1 s, 1 day and 2 days; set hardware.time_s to one of them.
+    "reram_wan2022": {"device": {"g_min_s": 0.0, "g_max_s": 40e-6}, "drift": {"model": "reram_wan2022"}},
+}
+
+
+def _under(preset: dict, given: dict) -> dict:
+    """``given`` merged over ``preset`` (nested sections merged key by key; the spec wins)."""
+    out = dict(preset)
+    for k, v in given.items():
+        out[k] = _under(preset[k], v) if isinstance(v, dict) and isinstance(preset.get(k), dict) else v
+    return out
+
+
 class HardwareSpec(_Section):
-    """The whole crossbar accelerator: geometry, device, mapping, periphery, non-idealities."""
+    """The whole crossbar accelerator: geometry, device, mapping, periphery, non-idealities.
+
+    ``device.preset`` fills in a published parameter set (:data:`PRESETS`, each cited there) under
+    the fields the spec gives explicitly; the resolved values are what every trial uses and what
+    ``xbar-sweep validate`` prints.
+    """
 
     crossbar: CrossbarGeometry = Field(default_factory=CrossbarGeometry)
     device: DeviceSpec = Field(default_factory=DeviceSpec)
@@ -431,6 +466,17 @@ class HardwareSpec(_Section):
                                  "(drift and 1/f noise); None: read right after programming, no drift")
     drift: DriftSpec = Field(default_factory=DriftSpec)
     update: UpdateSpec = Field(default_factory=UpdateSpec)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _preset(cls, data: object) -> object:
+        if not isinstance(data, dict) or not isinstance(data.get("device"), dict) or "preset" not in data["device"]:
+            return data
+        device = dict(data["device"])
+        name = device.pop("preset")
+        if name not in PRESETS:
+            raise ValueError(f"hardware.device.preset must be one of {sorted(PRESETS)} (got {name!r})")
+        return _under(PRESETS[name], {**data, "device": device})
 
     @model_validator(mode="after")
     def _consistent(self) -> "HardwareSpec":

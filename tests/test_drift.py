@@ -186,3 +186,31 @@ def test_reram_relaxation_follows_the_wan2022_fit_at_its_times_only():
         HardwareSpec.model_validate({**hw, "time_s": 3600.0})
     with pytest.raises(ValueError, match="no separate read-noise data"):
         HardwareSpec.model_validate({**hw, "drift": {"model": "reram_wan2022", "read_noise_1f": True}})
+
+
+def test_device_presets_fill_published_values_under_explicit_ones(tmp_path, capsys):
+    """Each preset carries its source's numbers (written here from the papers / aihwkit, not read from
+    the code); explicit fields win; an unknown name is refused naming the field; `validate` prints the
+    resolved hardware."""
+    import yaml
+
+    from sweep.cli import main
+
+    pcm = HardwareSpec.model_validate({"device": {"preset": "pcm_ibm", "bits_per_cell": 5}, "time_s": 60})
+    assert (pcm.device.g_min_s, pcm.device.g_max_s, pcm.device.bits_per_cell) == (0.0, 25e-6, 5)
+    assert pcm.drift.model == "pcm" and pcm.drift.read_noise_1f and pcm.drift.t0_s == 20.0
+    txsim = HardwareSpec.model_validate({"device": {"preset": "txsim", "g_max_s": 2e-5}})
+    assert (txsim.device.g_min_s, txsim.device.g_max_s) == (1e-6, 2e-5)  # R_min 100 kOhm, explicit G_max wins
+    assert (txsim.ir_drop.r_row_ohm, txsim.ir_drop.r_col_ohm) == (1.0, 4.6)
+    reram = HardwareSpec.model_validate({"device": {"preset": "reram_wan2022"}, "time_s": 1.0})
+    assert reram.device.g_max_s == 40e-6 and reram.drift.model == "reram_wan2022"
+    assert HardwareSpec.model_validate({"device": {"preset": "pytorx_table1"}}) == HardwareSpec()
+    with pytest.raises(ValueError, match="hardware.device.preset must be one of"):
+        HardwareSpec.model_validate({"device": {"preset": "pcm_samsung"}})
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({"name": "p", "model": {"name": "lenet5", "train": {}}, "trials": 1,
+                                    "hardware": {"device": {"preset": "pcm_ibm"}, "time_s": 3600},
+                                    "output": {"dir": str(tmp_path / "o")}}))
+    assert main(["validate", str(spec)]) == 0
+    out = capsys.readouterr().out
+    assert "hardware (preset pcm_ibm): device.g_min_s=0.0, device.g_max_s=2.5e-05" in out and "drift.model='pcm'" in out
