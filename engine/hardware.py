@@ -16,6 +16,7 @@ Unit conventions used across ``engine``:
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Literal
 
@@ -495,8 +496,8 @@ class HardwareSpec(_Section):
             raise ValueError("hardware.drift: drift and 1/f noise act at hardware.time_s; set it (seconds since "
                              "programming, e.g. 3600)")
         if self.time_s is not None and not self.drift.enabled:
-            raise ValueError("hardware.time_s: has no effect without hardware.drift.model (pcm or power_law) or "
-                             "hardware.drift.read_noise_1f")
+            raise ValueError("hardware.time_s: has no effect without hardware.drift.model (pcm, power_law or "
+                             "reram_wan2022) or hardware.drift.read_noise_1f")
         if self.drift.model == "reram_wan2022":
             if self.time_s not in RERAM_WAN2022_TIMES:
                 raise ValueError(f"hardware.time_s: drift.model reram_wan2022 is fitted at {sorted(RERAM_WAN2022_TIMES)} s "
@@ -504,6 +505,13 @@ class HardwareSpec(_Section):
             if self.drift.read_noise_1f:
                 raise ValueError("hardware.drift.read_noise_1f: the 1/f fit is aihwkit's PCM one; Wan et al. give no "
                                  "separate read-noise data for reram_wan2022")
+        reference = DriftSpec()
+        uses_t0 = self.drift.model in ("pcm", "power_law") or self.drift.read_noise_1f
+        if self.drift.t0_s != reference.t0_s and not uses_t0:
+            raise ValueError("hardware.drift.t0_s: only pcm, power_law and read_noise_1f count time from t0 "
+                             f"(drift.model is {self.drift.model!r})")
+        if self.drift.t_read_s != reference.t_read_s and not self.drift.read_noise_1f:
+            raise ValueError("hardware.drift.t_read_s: only with hardware.drift.read_noise_1f")
         if self.drift.model != "power_law" and (self.drift.nu_mean != 0.05 or self.drift.nu_std != 0.0):
             raise ValueError("hardware.drift.nu_mean/nu_std: only for drift.model: power_law (pcm derives nu "
                              "from the programmed level)")
@@ -581,10 +589,19 @@ def _flat(d: dict, prefix: str = "") -> dict[str, object]:
     return out
 
 
+@functools.cache
+def _default_values() -> dict[str, object]:
+    return _flat(HardwareSpec().model_dump())
+
+
+def changed_values(hw: HardwareSpec) -> dict[str, object]:
+    """Dotted name (under ``hardware.``) -> value of every field that differs from its default."""
+    ref = _default_values()
+    return {k: v for k, v in _flat(hw.model_dump()).items() if ref.get(k) != v}
+
+
 def changed_fields(hw: HardwareSpec) -> list[str]:
-    """Dotted names (under ``hardware.``) of the fields whose value differs from the default."""
-    ref = _flat(HardwareSpec().model_dump())
-    return [k for k, v in _flat(hw.model_dump()).items() if ref.get(k) != v]
+    return list(changed_values(hw))
 
 
 def unused_fields(hw: HardwareSpec, kind: str) -> list[tuple[str, str]]:

@@ -31,7 +31,7 @@ import torch
 from . import counter_rng, seeding
 from .hardware import HardwareSpec, StuckAtFaults
 from .nonideal.faults import apply_faults_, codes_from_masks, fault_codes, stuck_masks
-from .nonideal.drift import drift_exponents, drift_factor, relaxation_sigma_s
+from .nonideal.drift import apply_drift
 from .nonideal.variation import apply_variation
 
 
@@ -136,14 +136,8 @@ def program_levels(levels: torch.Tensor, draws: LayerDraws, hw: HardwareSpec, in
         if draws.z_abs is not None or draws.z_rel is not None:
             g = apply_variation(g, draws.z_abs, draws.z_rel, hw.variation, dev.delta_g_s, dev.g_max_s / dev.delta_g_s,
                                 inplace=True)
-        if draws.z_drift is not None and hw.drift.model == "reram_wan2022":
-            if hw.time_s is not None:  # G(t) = G_target + sigma_t(g_T) z (Wan et al. 2022 via aihwkit)
-                g_rel = torch.add(levels, g_min_n).mul_(dev.delta_g_s / dev.g_max_s)
-                g.addcmul_(relaxation_sigma_s(g_rel, hw.time_s, dev.g_max_s) / dev.delta_g_s, draws.z_drift)
-                g.clamp_min_(0.0)
-        elif draws.z_drift is not None:  # G(t) = G_prog (t/t0)^(-nu), nu from the target level (aihwkit PCM)
-            g_rel = torch.add(levels, g_min_n).mul_(dev.delta_g_s / dev.g_max_s)
-            g.mul_(drift_factor(drift_exponents(g_rel, draws.z_drift, hw.drift), hw.drift_time_factor))
+        if draws.z_drift is not None:  # at time_s: drift or relaxation from the target level
+            apply_drift(g, torch.add(levels, g_min_n), draws.z_drift, hw)
         h = g.sub_(g_min_n)
     else:
         h = levels.expand(shape).clone()

@@ -62,15 +62,9 @@ def _validate(args: argparse.Namespace) -> int:
         preflight(spec, fetch=False)
         check_local_resources(spec.execution)
     console.print(f"{spec.name}: {plan.describe()}")
-    from engine.hardware import changed_fields  # the resolved hardware (presets filled in), not the defaults
+    from engine.hardware import changed_values  # the resolved hardware (presets filled in), not the defaults
 
-    hw = spec.hardware.model_dump()
-    resolved = []
-    for name in changed_fields(spec.hardware):
-        node = hw
-        for key in name.split("."):
-            node = node[key]
-        resolved.append(f"{name}={node!r}")
+    resolved = [f"{name}={value!r}" for name, value in changed_values(spec.hardware).items()]
     preset = ((raw.get("hardware") or {}).get("device") or {}).get("preset")
     console.print(f"  hardware{f' (preset {preset})' if preset else ''}: " + (", ".join(resolved) or "defaults"))
     for p in plan.points[: args.show]:

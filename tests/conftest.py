@@ -10,6 +10,15 @@ import torch
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now (for servers the tests start)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 @pytest.fixture(scope="session")
 def digits():
     from engine.data import load_dataset

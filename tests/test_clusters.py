@@ -6,7 +6,6 @@ import glob
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -18,6 +17,7 @@ import yaml
 
 from sweep.plan import make_plan
 from sweep.spec import validate
+from conftest import free_port
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.dirname(sys.executable)
@@ -72,19 +72,13 @@ def test_runtime_env_excludes_local_state():
 
 
 # ray start --head + ray job submit ----------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def head(ray_cluster):
     """The repository's own clusters/local/start-head.sh (every port on 127.0.0.1) in a temp dir,
     stopped by stop-head.sh, which must leave the session's other Ray cluster running."""
     ray_cluster.ensure()
     tmp = tempfile.mkdtemp(prefix="xr", dir="/tmp")  # short: Ray's unix socket paths are length-limited
-    port, dash, client, agent = _free_port(), _free_port(), _free_port(), _free_port()
+    port, dash, client, agent = free_port(), free_port(), free_port(), free_port()
     env = dict(os.environ, RAY_AUTH_MODE="disabled", PATH=f"{BIN}:{os.environ['PATH']}", PORT=str(port),
                DASHBOARD_PORT=str(dash), CLIENT_PORT=str(client), AGENT_PORT=str(agent), TEMP_DIR=tmp)
     env.pop("RAY_ADDRESS", None)
@@ -224,7 +218,7 @@ def test_slurm_script_starts_a_two_node_ray_and_runs_the_sweep_through_shims(tmp
     out, token = tmp_path / "out", tmp_path / "ray-token"
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     env.update(PATH=f"{REPO}/tests/shims/slurm:{BIN}:{env['PATH']}", SPEC=str(spec), OUTPUT=str(out), VENV=os.path.dirname(BIN),
-               RAY_PORT=str(_free_port()), DASHBOARD_PORT=str(_free_port()), RAY_AUTH_TOKEN_PATH=str(token),
+               RAY_PORT=str(free_port()), DASHBOARD_PORT=str(free_port()), RAY_AUTH_TOKEN_PATH=str(token),
                SLURM_JOB_NODELIST="node-a,node-b", SLURM_CPUS_PER_TASK="1")
     log_path = tmp_path / "slurm-job.out"  # a file, not a pipe: the background steps outlive the script
     with open(log_path, "w") as log_file:

@@ -128,15 +128,12 @@ def test_data_download_without_network_fails_in_preflight_naming_set_root_and_op
     """No network: torchvision's own MNIST download fails (its mirrors pointed at a closed local port,
     so the test does not depend on this machine's network), and the run stops before any work with
     one message naming the data set, the root and the option."""
-    import socket
-
     import torchvision
 
+    from conftest import free_port
     from sweep.cli import main
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        closed = s.getsockname()[1]
+    closed = free_port()
     monkeypatch.setattr(torchvision.datasets.MNIST, "mirrors", [f"http://127.0.0.1:{closed}/"])
 
     root = tmp_path / "mnist-root"

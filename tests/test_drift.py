@@ -14,7 +14,7 @@ from engine import HardwareSpec, convert, evaluate
 from engine.data import loader
 from engine.hardware import DriftSpec
 from engine.mitigations import parse_strategy
-from engine.nonideal.drift import drift_exponents, flicker_sigma
+from engine.nonideal.drift import drift_exponents
 from test_nonidealities import _single_cell  # a 1 x 1 layer read many times, output in amperes
 
 
@@ -84,9 +84,10 @@ def test_1f_read_noise_std_matches_aihwkit_at_each_time(time_s):
     V sqrt(sum_c (G_c sigma_1f(G_c))^2), sigma_1f = Q_s sqrt(ln((t + t_read)/(2 t_read))), t = time_s + t0.
     Catches sigma_1f not growing with t, Q_s of the wrong level, or the noise drawn once per instance."""
     current, g_plus, g_minus, v, layer = _single_cell({"time_s": time_s, "drift": {"read_noise_1f": True}}, 20000)
-    g_max = layer.hw.device.g_max_s
-    spec = DriftSpec(read_noise_1f=True)
-    sig = lambda g: float(flicker_sigma(torch.tensor(g / g_max), spec, time_s + 20.0))  # noqa: E731
+    g_max, t, t_read = layer.hw.device.g_max_s, time_s + 20.0, 250e-9
+
+    def sig(g: float) -> float:  # aihwkit: Q_s = min(0.0088 / max(g_T^0.65, 1e-3), 0.2)
+        return min(0.0088 / max((g / g_max) ** 0.65, 1e-3), 0.2) * math.sqrt(math.log((t + t_read) / (2 * t_read)))
     expect = v * math.sqrt((g_plus * sig(g_plus)) ** 2 + (g_minus * sig(g_minus)) ** 2)
     assert float(current[0].std()) == pytest.approx(expect, rel=4 / math.sqrt(2 * 20000))
 
@@ -158,7 +159,9 @@ def test_time_and_drift_fields_are_refused_where_they_cannot_act():
                        ({"time_s": 0, "drift": {"model": "pcm"}}, "time_s"),
                        ({"time_s": 1, "drift": {"model": "pcm", "t0_s": 0}}, "t0_s"),
                        ({"drift": {"model": "pcm"}}, "hardware.drift: drift and 1/f noise act at hardware.time_s"),
-                       ({"time_s": 1, "drift": {"model": "pcm", "nu_mean": 0.1}}, "only for drift.model: power_law")):
+                       ({"time_s": 1, "drift": {"model": "pcm", "nu_mean": 0.1}}, "only for drift.model: power_law"),
+                       ({"time_s": 1, "drift": {"model": "reram_wan2022", "t0_s": 5}}, "hardware.drift.t0_s: only"),
+                       ({"time_s": 1, "drift": {"model": "pcm", "t_read_s": 1e-6}}, "hardware.drift.t_read_s: only")):
         with pytest.raises(ValueError, match=needle):
             HardwareSpec.model_validate(hw)
 

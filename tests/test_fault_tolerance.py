@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -20,6 +19,7 @@ from rich.console import Console
 from sweep.cli import main
 from sweep.driver import run_sweep
 from sweep.spec import validate
+from conftest import free_port
 
 KEY = ["point_id", "instance", "mitigation"]
 BIN = os.path.dirname(sys.executable)
@@ -81,12 +81,6 @@ def test_sigkill_of_a_worker_actor_mid_sweep_still_gives_every_row_exactly_once(
         assert a[col].equals(b[col]), col
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _mlflow_server(port: int, db: str, artifacts: str) -> subprocess.Popen:
     env = dict(os.environ, MLFLOW_DISABLE_TELEMETRY="true")
     proc = subprocess.Popen([f"{BIN}/mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
@@ -113,7 +107,7 @@ def test_mlflow_server_stopped_mid_sweep_then_synced_when_back(ray_cluster, lene
     from mlflow.tracking import MlflowClient
 
     ray_cluster.ensure()
-    port = _free_port()
+    port = free_port()
     db, art = str(tmp_path / "mlflow.db"), str(tmp_path / "artifacts")
     uri = f"http://127.0.0.1:{port}"
     server = _mlflow_server(port, db, art)

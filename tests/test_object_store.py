@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -19,21 +18,16 @@ import yaml
 
 from analysis.load import load_frame
 from sweep.cli import main
+from conftest import free_port
 
 BIN = os.path.dirname(sys.executable)
 BUCKET = "xbar-results"
 KEY = ["point_id", "instance", "mitigation"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def s3_env():
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen([f"{BIN}/moto_server", "-H", "127.0.0.1", "-p", str(port)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     env = {"AWS_ACCESS_KEY_ID": "xbar", "AWS_SECRET_ACCESS_KEY": "xbar-secret", "AWS_DEFAULT_REGION": "us-east-1",
@@ -136,7 +130,7 @@ def test_object_store_misconfiguration_is_refused_before_any_trial(s3_env, lenet
     if case == "missing bucket":
         uri, needle = "s3://no-such-bucket/sweep", "output.dir: bucket 'no-such-bucket' does not exist"
     elif case == "unreachable endpoint":
-        monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{_free_port()}")
+        monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
         needle = "set AWS_ENDPOINT_URL and AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"
     else:
         output = {"mlflow": {"tracking_uri": None}}

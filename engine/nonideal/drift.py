@@ -21,7 +21,7 @@ import math
 
 import torch
 
-from ..hardware import RERAM_WAN2022_TIMES, DriftSpec
+from ..hardware import RERAM_WAN2022_TIMES, DriftSpec, HardwareSpec
 
 _ZERO_CLIP = 1e-7
 
@@ -54,3 +54,16 @@ def relaxation_sigma_s(g_rel: torch.Tensor, time_s: float, g_max_s: float) -> to
     for c in reversed(coeff):  # Horner: c0 + g (c1 + g (c2 + ...))
         sigma_us = sigma_us * g_rel + c
     return sigma_us * 1e-6 * (g_max_s / 40e-6)
+
+
+def apply_drift(g: torch.Tensor, g_target: torch.Tensor, z: torch.Tensor, hw: HardwareSpec) -> torch.Tensor:
+    """In place on ``g`` (programmed conductances, dG units, one per instance) at ``hw.time_s``:
+    ``reram_wan2022`` adds sigma_t(g_T) z, the other models multiply by (t/t0)^(-nu); ``g_target``
+    (dG units, G_min included) sets g_T. At no time (``time_s`` unset) nothing changes."""
+    dev = hw.device
+    g_rel = g_target * (dev.delta_g_s / dev.g_max_s)
+    if hw.drift.model == "reram_wan2022":
+        if hw.time_s is not None:
+            g.addcmul_(relaxation_sigma_s(g_rel, hw.time_s, dev.g_max_s) / dev.delta_g_s, z).clamp_min_(0.0)
+        return g
+    return g.mul_(drift_factor(drift_exponents(g_rel, z, hw.drift), hw.drift_time_factor))
