@@ -49,6 +49,12 @@ class CrossbarModel(nn.Module):
         out = self.net(x)
         return out.reshape(i, b, *out.shape[1:])
 
+    def newton_iterations(self) -> int | None:
+        """Newton iterations of the slowest non-linear I-V network solve since programming (sinh I-V
+        under exact IR drop), None when no layer solved one."""
+        its = [r.iterations for layer in self.crossbar_layers() if (r := layer.newton_report) is not None]
+        return max(its) if its else None
+
     def set_hardware(self, hw: HardwareSpec) -> None:
         """Change the hardware; calibration is kept only if quantisation and tiling are unchanged
         (equal hardware keeps everything, including the programmed instance)."""

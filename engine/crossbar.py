@@ -7,7 +7,9 @@ programmed, one or more sampled hardware instances. A read of one tile is
 
 with v the DAC voltages of one input chunk (units of dV_DAC) and G_eff the tile's effective
 conductance (units of dG): the programmed conductance, or with wire / sense / driver resistance
-the exact network's G_eff per tile (RxNN Sec. V-B, :mod:`engine.irdrop`).
+the exact network's G_eff per tile (RxNN Sec. V-B, :mod:`engine.irdrop`). With the sinh cell I-V
+(:mod:`engine.nonideal.iv`) v becomes V_0 sinh(v / V_0) without wires; with exact IR drop the read is
+no longer linear and each input vector's bit-line currents come from a Newton network solve.
 Then, per read: thermal/shot and telegraph noise per bit line, sensing (analog I+ - I- or
 I - I_ref, or digital), column AWGN, the column ADC, digital subtraction, shift-and-add over
 weight slices and input chunks, and the digital sum of the row tiles' partial sums.
@@ -34,6 +36,7 @@ from .hardware import HardwareSpec
 from .instance import HardwareInstance, LayerCells, ideal_cells
 from .mapping import MappedWeights, Scheme, map_weights, slice_weights
 from .nonideal.drift import flicker_sigma
+from .nonideal.iv import NewtonReport, network_currents, sinh_voltage
 from .nonideal.telegraph import rtn_jump_s
 from .nonideal.thermal_shot import ThermalShotCoefficients
 from .periphery import ADC, InputCoding
@@ -71,6 +74,9 @@ class _Programmed:
     correction: torch.Tensor | None = None  # its operand (built on first use)
     digitised_correction: torch.Tensor | None = None  # correction / ADC step per column (fast read)
     dac_alpha: torch.Tensor | None = None  # (I, G, t_r, A*t_c, 1, R): R_PD * G_load per row
+    iv_v0: float | None = None  # sinh I-V: V_0 in units of the DAC step (None: linear cells)
+    network_g: torch.Tensor | None = None  # sinh I-V under exact IR drop: (I, A, G, t_r, t_c, R, C) siemens
+    newton: NewtonReport | None = None  # the slowest Newton solve of the reads so far
     gens: list[torch.Generator] | None = None
 
 
@@ -221,14 +227,24 @@ class CrossbarLayer(nn.Module):
         per_cell = noisy and hw.per_read_cell_noise
         exact_rtn = per_cell and hw.rtn.enabled and hw.rtn.sampling == "exact"
         loaded = cells.seeds is not None and hw.dac_loading.enabled
+        sinh_iv = cells.seeds is not None and hw.iv.model == "sinh"
+        network = sinh_iv and hw.ir_drop.enabled  # input-dependent: Newton per read, no G_eff
+        if network and cells.row_source is not None:
+            raise ValueError(f"layer {self.name}: row remapping is not modelled with iv.model: sinh under exact IR "
+                             f"drop (the network is solved on physical rows)")
         dev = cells.h.device
         adc = self.adc if self.mode == "crossbar" else None
-        prog = _Programmed(cells=cells, noisy=noisy, op=self.tile_operator(exact_rtn or loaded),
+        prog = _Programmed(cells=cells, noisy=noisy, op=self.tile_operator(exact_rtn or loaded or network),
                            delta_x=float(self.delta_x), adc=adc, coding=self.coding,
                            plane_coef=self.coding.plane_coefficients(dev),
                            slice_coef=slice_weights(grid.slices, hw.device.bits_per_cell, dev).to(torch.float32))
+        if sinh_iv:
+            prog.iv_v0 = hw.iv.v0_v / self.delta_v_v
         prev = self._prog
-        if (prev is not None and prev.cells.h is cells.h and prev.cells.row_source is cells.row_source
+        if network:
+            h_eff = cells.h  # the wires enter each read's Newton solve
+            prog.network_g = (cells.h.double() + hw.device.g_min_s / hw.device.delta_g_s) * hw.device.delta_g_s
+        elif (prev is not None and prev.cells.h is cells.h and prev.cells.row_source is cells.row_source
                 and prev.cells.row_flipped is cells.row_flipped):
             h_eff = prev.h_eff  # the same cells re-programmed (e.g. with a correction): no new IR-drop solve
         else:
@@ -241,7 +257,7 @@ class CrossbarLayer(nn.Module):
         if cells.correction is not None:
             corr = self.to_logical(cells.correction, cells)[..., : grid.used_cols]
             corr = self.sense(corr.permute(0, 2, 3, 5, 1, 4, 6))
-        linear = hw.adc.kind == "ideal" and not noisy and not loaded and self.mmse is None
+        linear = hw.adc.kind == "ideal" and not noisy and not loaded and self.mmse is None and not sinh_iv
         if linear and self.mode == "crossbar" and self.allow_fold:
             sensed = self.sense(raw) if corr is None else self.sense(raw) + corr  # exact with an ideal ADC
             # (I,G,t_r,R,t_c,wcols); one slice needs no shift-and-add pass
@@ -254,7 +270,7 @@ class CrossbarLayer(nn.Module):
         else:
             if corr is not None:
                 prog.correction_matrix = corr.reshape(i, g, tr, r, -1)
-            prog.precombined = hw.adc.subtract == "analog" and not per_cell and not loaded
+            prog.precombined = hw.adc.subtract == "analog" and not per_cell and not loaded and not network
             if prog.precombined:  # sensing is linear: subtract the conductances once, not per read
                 mat = self.sense(raw)
             elif hw.adc.subtract == "digital" or loaded:
@@ -269,7 +285,7 @@ class CrossbarLayer(nn.Module):
                 g_load = (h_eff + g_min_n).sum(-1) * hw.device.delta_g_s  # (I, A, G, t_r, t_c, R) siemens
                 alpha = hw.dac_loading.r_pd_ohm * g_load.permute(0, 2, 3, 1, 4, 5)
                 prog.dac_alpha = alpha.reshape(i, g, tr, grid.arrays * grid.t_c, 1, r).to(raw.dtype)
-            else:
+            elif not network:
                 if prog.precombined:  # the operand is built on first use: the digitised read has its own
                     prog.sensed_matrix = mat.reshape(i, g, tr, r, -1)
                 else:
@@ -317,7 +333,9 @@ class CrossbarLayer(nn.Module):
         v @ G_eff. With ``hardware.ir_drop`` on a sampled instance, the wire, sense and driver
         resistances of every whole tile (unused cells included) enter through the exact network
         solve of :mod:`engine.irdrop` (RxNN Sec. V-B) or TxSim's path model; otherwise G_eff = G.
-        An instance solves each distinct programmed state once (cached by value)."""
+        An instance solves each distinct programmed state once (cached by value). With the sinh I-V
+        under exact IR drop reads solve the non-linear network instead; this is its small-signal
+        (V -> 0) G_eff, which only offline statistics (``tile_shift``) use."""
         ir = self.hw.ir_drop
         if not ir.enabled or cells.seeds is None:
             return cells.h
@@ -419,14 +437,18 @@ class CrossbarLayer(nn.Module):
     def read(self, codes: torch.Tensor) -> torch.Tensor:
         """Tiled read of input codes -> (I, M, groups * n) in units of dx * dw."""
         grid, hw, prog = self.grid, self.hw, self._prog
-        v, _ = prog.op.voltages(codes, prog.coding, self.n_instances)
+        v_rows, _ = prog.op.voltages(codes, prog.coding, self.n_instances)
+        # cells' currents as linear cells at V_0 sinh(V / V_0) would carry them (sinh I-V, no wires)
+        v = v_rows if prog.iv_v0 is None else sinh_voltage(v_rows, prog.iv_v0)
         if self.mode == "crossbar" and prog.adc is None and hw.adc.kind != "ideal":
             prog.adc = self.adc  # programmed in a calibration mode, read in crossbar mode
         adc = prog.adc if self.mode == "crossbar" else None
         if adc is not None and prog.sensed_matrix is not None and not prog.noisy \
                 and self.mmse is None:
             return self._digitised_read(v, adc)
-        if prog.dac_alpha is None:
+        if prog.network_g is not None:
+            cur = self._network_read(v_rows)
+        elif prog.dac_alpha is None:
             if prog.hmm is None:
                 prog.hmm = prog.op.operand(prog.sensed_matrix)
             cur = prog.op.apply(v, prog.hmm)  # (I, G, t_r, P*M, Q)
@@ -476,6 +498,32 @@ class CrossbarLayer(nn.Module):
             ec = prog.op.apply(v, prog.correction).reshape(sensed.shape)
             sensed = sensed + (adc.codes(ec) if adc is not None else ec)
         return self._shift_add(sensed, step * prog.slice_coef.to(sensed.dtype))
+
+    def _network_read(self, v: torch.Tensor) -> torch.Tensor:
+        """Raw bit-line currents (I, G, t_r, P*M, A*t_c*used) of the sinh I-V cells under exact IR drop:
+        every whole tile (unused cells included) and input vector solved by Newton's method
+        (engine.nonideal.iv), physical currents including G_min's, in engine units."""
+        grid, hw, prog = self.grid, self.hw, self._prog
+        g = prog.network_g
+        i, a, gg, tr, tc, r, c = g.shape
+        pm = v.shape[3]
+        dv = self.delta_v_v
+        volts = (v.double() * dv).unsqueeze(1).unsqueeze(4).expand(i, a, gg, tr, tc, pm, r)
+        ir = hw.ir_drop
+        wires = irdrop.TileWires(ir.r_row_ohm, ir.r_col_ohm, ir.r_sense_ohm, ir.r_driver_ohm)
+        amps, report = network_currents(g.reshape(-1, r, c), volts.reshape(-1, pm, r), wires, hw.iv.v0_v,
+                                        rtol=hw.iv.newton_rtol, max_iter=hw.iv.newton_max_iter,
+                                        max_bytes=self.solve_max_bytes)
+        if prog.newton is None or report.iterations > prog.newton.iterations:
+            prog.newton = report
+        cur = (amps / (hw.device.delta_g_s * dv)).to(v.dtype).reshape(i, a, gg, tr, tc, pm, c)
+        cur = cur[..., : grid.used_cols].permute(0, 2, 3, 5, 1, 4, 6)  # (I, G, t_r, P*M, A, t_c, used)
+        return cur.reshape(i, gg, tr, pm, -1)
+
+    @property
+    def newton_report(self) -> NewtonReport | None:
+        """The slowest non-linear network solve of this programmed state's reads (None: none ran)."""
+        return None if self._prog is None else self._prog.newton
 
     def _digitised_read(self, v: torch.Tensor, adc: ADC) -> torch.Tensor:
         """The common noiseless quantised read, the same result as the general path in fewer passes

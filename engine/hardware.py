@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -236,6 +236,11 @@ class ProgrammingVariation(_Section):
       ``gaussian`` G' = G / (1 + sigma_rel z), a cell whose 1 + sigma_rel z <= 0 (or whose G' would
       exceed it) reads the ceiling, so ``ceiling: g_max`` is required; ``lognormal``
       R' = R exp(s z - s^2/2) (mean R, std sigma_rel R), i.e. G' = G exp(-s z + s^2/2).
+    * absolute, level-dependent (aihwkit ``PCMLikeNoiseModel.apply_programming_noise_to_conductance``,
+      Nandakumar et al., ICECS 2019): G' = G_T + sigma(g_T) z, sigma = sum_i c_i g_T^i uS with
+      g_T = G_T / G_max, ``sigma_poly_us`` = (c_0, c_1, ...) fitted at G_max = ``poly_g_max_ref_us``
+      and scaled by G_max / that reference (aihwkit's PCM fit: (0.26348, 1.9650, -1.1731) at 25 uS,
+      the ``pcm_ibm`` preset). It uses the absolute term's stream, so it replaces sigma_abs_*.
     ``ceiling: g_max`` clips every programmed cell at G_max (a device cannot conduct more than its
     LRS); ``none`` leaves the upper tail as drawn. Conductances are always floored at 0 S.
     z ~ N(0, 1) per cell, one stream per term (engine.seeding).
@@ -248,14 +253,20 @@ class ProgrammingVariation(_Section):
     domain: Literal["conductance", "resistance"] = Field(
         "conductance", description="what sigma_rel perturbs: G (RxNN) or R = 1/G (Jung's R' = R(1 + eps))")
     ceiling: Literal["none", "g_max"] = Field("none", description="clip programmed cells at G_max")
+    sigma_poly_us: list[Annotated[float, Field(ge=-1e3, le=1e3)]] = Field(
+        default_factory=list, max_length=8, description="absolute sigma as a polynomial of G_target/G_max, uS "
+        "(aihwkit PCM programming noise)")
+    poly_g_max_ref_us: float = Field(25.0, gt=0.0, le=1e6, description="G_max the polynomial was fitted at, uS")
 
     @model_validator(mode="after")
     def _one_absolute(self) -> "ProgrammingVariation":
-        if self.sigma_abs_s > 0 and self.sigma_abs_delta_g > 0:
+        if sum(bool(x) for x in (self.sigma_abs_s > 0, self.sigma_abs_delta_g > 0, self.sigma_poly_us)) > 1:
             raise ValueError(
-                "hardware.variation: give the absolute sigma as sigma_abs_s or "
-                "sigma_abs_delta_g, not both"
+                "hardware.variation: give the absolute sigma as one of sigma_abs_s, sigma_abs_delta_g or "
+                "sigma_poly_us, not several"
             )
+        if self.poly_g_max_ref_us != 25.0 and not self.sigma_poly_us:
+            raise ValueError("hardware.variation.poly_g_max_ref_us: only with sigma_poly_us")
         if self.domain == "resistance" and self.distribution == "gaussian" and self.sigma_rel > 0 \
                 and self.ceiling == "none":
             raise ValueError(
@@ -266,7 +277,12 @@ class ProgrammingVariation(_Section):
 
     @property
     def enabled(self) -> bool:
-        return self.sigma_abs_s > 0 or self.sigma_abs_delta_g > 0 or self.sigma_rel > 0
+        return self.absolute or self.sigma_rel > 0
+
+    @property
+    def absolute(self) -> bool:
+        """An absolute term is drawn (constant or level-dependent sigma)."""
+        return self.sigma_abs_s > 0 or self.sigma_abs_delta_g > 0 or bool(self.sigma_poly_us)
 
 
 class ReadFluctuation(_Section):
@@ -352,6 +368,23 @@ class DACLoading(_Section):
     r_pd_ohm: float = Field(1000.0, gt=0.0, le=1e9, description="pull-down resistance R_PD")
 
 
+class NonlinearIV(_Section):
+    """Cell I-V (engine.nonideal.iv): ``linear`` I = G V, or ``sinh`` I = G V_0 sinh(V / V_0), the
+    conduction term of the Stanford/PKU RRAM compact model (Guan, Yu, Wong, IEEE EDL 33, 1405 (2012),
+    V_0 = 0.25 V) with G the programmed small-signal conductance. Acts on sampled instances (the ADC
+    is calibrated on the ideal, linear crossbar, as for IR drop). Without IR drop every cell sees its
+    row voltage; with ``ir_drop`` (exact) the network is solved per input vector by Newton's method to
+    ``newton_rtol`` x max|V| of node voltage, at most ``newton_max_iter`` iterations (a trial that
+    does not converge fails with that message; rows report the iterations used).
+    """
+
+    model: Literal["linear", "sinh"] = "linear"
+    v0_v: float = Field(0.25, gt=0.0, le=100.0, description="sinh: voltage scale V_0 (Guan et al. 2012: 0.25 V)")
+    newton_rtol: float = Field(1e-10, gt=0.0, le=0.1, description="sinh with exact IR drop: node-voltage "
+                               "tolerance relative to the largest input voltage")
+    newton_max_iter: int = Field(50, ge=1, le=1000, description="sinh with exact IR drop: Newton iterations allowed")
+
+
 # Wan et al. (2022) relaxation fit as published in aihwkit: sigma in uS (G_max = 40 uS), coefficients of
 # (g_T)^0, ^1, ..., ^4 per time since programming (seconds).
 RERAM_WAN2022_TIMES = {1.0: (0.348, 16.030, -43.853, 45.393, -16.815),
@@ -422,9 +455,10 @@ PRESETS: dict[str, dict] = {
     # TxSim (Roy et al.): R_min 100 kOhm, R_max 1 MOhm, 64 x 64 tiles, r_row 1 Ohm, r_col 4.6 Ohm per cell.
     "txsim": {"crossbar": {"rows": 64, "cols": 64}, "device": {"g_min_s": 1e-6, "g_max_s": 1e-5},
               "ir_drop": {"r_row_ohm": 1.0, "r_col_ohm": 4.6}},
-    # aihwkit PCMLikeNoiseModel with its default SinglePairConductanceConverter: G in [0, 25 uS], PCM drift
-    # (t0 = 20 s) and accumulated 1/f noise (t_read = 250 ns); set hardware.time_s.
+    # aihwkit PCMLikeNoiseModel with its default SinglePairConductanceConverter: G in [0, 25 uS], its programming
+    # noise polynomial, PCM drift (t0 = 20 s) and accumulated 1/f noise (t_read = 250 ns); set hardware.time_s.
     "pcm_ibm": {"device": {"g_min_s": 0.0, "g_max_s": 25e-6},
+                "variation": {"sigma_poly_us": [0.26348, 1.9650, -1.1731], "poly_g_max_ref_us": 25.0},
                 "drift": {"model": "pcm", "t0_s": 20.0, "read_noise_1f": True, "t_read_s": 250e-9}},
     # aihwkit ReRamWan2022NoiseModel (Wan et al., Nature 2022): G in [0, 40 uS] (the fit's reference G_max),
     # relaxation fitted at 1 s, 1 day and 2 days; set hardware.time_s to one of them.
@@ -463,6 +497,7 @@ class HardwareSpec(_Section):
     column_awgn: ColumnAWGN = Field(default_factory=ColumnAWGN)
     ir_drop: IRDrop = Field(default_factory=IRDrop)
     dac_loading: DACLoading = Field(default_factory=DACLoading)
+    iv: NonlinearIV = Field(default_factory=NonlinearIV)
     time_s: float | None = Field(None, gt=0.0, le=1e10, description="inference time since programming, seconds "
                                  "(drift and 1/f noise); None: read right after programming, no drift")
     drift: DriftSpec = Field(default_factory=DriftSpec)
@@ -515,6 +550,7 @@ class HardwareSpec(_Section):
         if self.drift.model != "power_law" and (self.drift.nu_mean != 0.05 or self.drift.nu_std != 0.0):
             raise ValueError("hardware.drift.nu_mean/nu_std: only for drift.model: power_law (pcm derives nu "
                              "from the programmed level)")
+        self._check_iv()
         if self.rtn.enabled:
             floor = self.rtn.a / (1.0 - self.rtn.b)
             if self.device.g_min_s <= floor:
@@ -523,6 +559,27 @@ class HardwareSpec(_Section):
                     f"of PytorX eq. 3 to be defined (got {self.device.g_min_s:g} S)"
                 )
         return self
+
+    def _check_iv(self) -> None:
+        iv, ref = self.iv, NonlinearIV()
+        if iv.model == "linear":
+            for name in ("v0_v", "newton_rtol", "newton_max_iter"):
+                if getattr(iv, name) != getattr(ref, name):
+                    raise ValueError(f"hardware.iv.{name}: only with iv.model: sinh (the cells are linear)")
+            return
+        newton = self.ir_drop.enabled and self.ir_drop.model == "exact"
+        if not newton and (iv.newton_rtol != ref.newton_rtol or iv.newton_max_iter != ref.newton_max_iter):
+            raise ValueError("hardware.iv.newton_rtol/newton_max_iter: only with hardware.ir_drop enabled and "
+                             "model: exact (without wires every cell sees its row voltage; nothing is iterated)")
+        if self.ir_drop.enabled and self.ir_drop.model == "path":
+            raise ValueError("hardware.ir_drop.model: path is a linear approximation; use model: exact with "
+                             "iv.model: sinh")
+        if self.dac_loading.enabled:
+            raise ValueError("hardware.dac_loading: RxNN's divider assumes linear loads; it cannot be combined with "
+                             "iv.model: sinh")
+        if self.input.v_read_v / iv.v0_v > 40:
+            raise ValueError(f"hardware.iv.v0_v must be >= input.v_read_v / 40 = {self.input.v_read_v / 40:g} V "
+                             f"(sinh(V/V_0) beyond e^40 is no device; got v0_v={iv.v0_v:g} V)")
 
     # Derived quantities -------------------------------------------------------------------
     @property

@@ -105,7 +105,7 @@ def draw_layers(seeds: Sequence[int], layers: Sequence[tuple[int, tuple[int, ...
     var = hw.variation
     none: list[torch.Tensor | None] = [None] * len(layers)
     z_abs, z_rel, stuck, gmax, codes, z_drift = none, none, none, none, none, none
-    if var.sigma_abs_s > 0 or var.sigma_abs_delta_g > 0:
+    if var.absolute:
         z_abs = _split(counter_rng.normal(_keys(seeds, index, seeding.VARIATION, device), sizes), shapes)
     if var.sigma_rel > 0:
         z_rel = _split(counter_rng.normal(_keys(seeds, index, seeding.VARIATION_REL, device), sizes), shapes)

@@ -180,6 +180,44 @@ def _solve(g: torch.Tensor, w: TileWires) -> torch.Tensor:
     return w.g_out * torch.cholesky_solve(r, torch.linalg.cholesky(sp_i))  # (T, N, M)
 
 
+def solve_network(gc: torch.Tensor, p: torch.Tensor, q: torch.Tensor, w: TileWires) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row and column node voltages (a, b), each (T, M, N), of the tile network with cell
+    conductances ``gc`` (T, M, N) and currents ``p`` injected at the row nodes and ``q`` at the
+    column nodes (sources grounded: a row source V_i enters as p[:, i, 0] = g_in V_i). The same
+    block-Thomas elimination as :func:`effective_conductance`, with a general right-hand side:
+        a_i = X_i (p_i + G_i b_i),   S_i b_i - g_c (b_{i-1} + b_{i+1}) = q_i + G_i X_i p_i.
+    It is the Jacobian solve of the non-linear I-V network (:mod:`engine.nonideal.iv`), whose cell
+    conductances differ per input vector. float64, memory O(T M N^2)."""
+    t, m, n = gc.shape
+    c = _column_shunts(m, w)
+    lap = _row_laplacian(n, w, gc)
+    row_chol, col_chol, rhs = [], [], []
+    for i in range(m):  # forward sweep down the columns (batched over systems)
+        lc = torch.linalg.cholesky(lap + torch.diag_embed(gc[:, i]))
+        x = torch.cholesky_inverse(lc)
+        s = torch.diag_embed(gc[:, i] + c[i]) - gc[:, i].unsqueeze(-1) * x * gc[:, i].unsqueeze(-2)
+        r = q[:, i] + gc[:, i] * (x @ p[:, i].unsqueeze(-1)).squeeze(-1)
+        if i > 0:
+            s = s - (w.g_col**2) * torch.cholesky_inverse(col_chol[-1])
+            r = r + w.g_col * torch.cholesky_solve(rhs[-1].unsqueeze(-1), col_chol[-1]).squeeze(-1)
+        row_chol.append(lc)
+        col_chol.append(torch.linalg.cholesky(s))
+        rhs.append(r)
+    b: list[torch.Tensor] = [gc.new_zeros(0)] * m
+    for i in range(m - 1, -1, -1):  # back substitution
+        r = rhs[i] if i == m - 1 else rhs[i] + w.g_col * b[i + 1]
+        b[i] = torch.cholesky_solve(r.unsqueeze(-1), col_chol[i]).squeeze(-1)
+    bb = torch.stack(b, dim=1)
+    a = torch.stack([torch.cholesky_solve((p[:, i] + gc[:, i] * bb[:, i]).unsqueeze(-1), row_chol[i]).squeeze(-1)
+                     for i in range(m)], dim=1)
+    return a, bb
+
+
+def network_bytes_per_system(m: int, n: int) -> int:
+    """Working memory of one :func:`solve_network` system (two Cholesky factors per row, float64)."""
+    return (2 * m * n * n + 4 * n * n + 8 * m * n) * 8
+
+
 def node_voltages(g: torch.Tensor, v: torch.Tensor, w: TileWires) -> tuple[torch.Tensor, torch.Tensor]:
     """Row and column node voltages (a, b), each (T, M, N), for conductances g (T, M, N) and
     inputs v (T, M): the forward sweep plus back substitution of the block-Thomas solve."""

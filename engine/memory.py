@@ -39,7 +39,7 @@ def state_bytes_per_cell(hw: HardwareSpec) -> int:
     var = hw.variation
     per_cell = 8 + 4 + 8
     per_cell += 1 if hw.faults.enabled else 0
-    per_cell += 4 * ((var.sigma_abs_s > 0 or var.sigma_abs_delta_g > 0) + (var.sigma_rel > 0))
+    per_cell += 4 * (var.absolute + (var.sigma_rel > 0))
     per_cell += (4 + 8) if hw.ir_drop.enabled else 0
     return per_cell
 

@@ -36,6 +36,7 @@ class Outcome:
     t_map_s: float
     t_mitigate_s: float
     t_evaluate_s: float
+    solver_iterations: int | None = None  # Newton iterations of the non-linear I-V network solve (sinh + IR drop)
 
 
 class TrialEvaluator:
@@ -117,6 +118,7 @@ class TrialEvaluator:
             t3 = time.perf_counter()
             metrics = evaluate(xm, self.eval_loader, seeds=None, reprogram=False)[0]
             t4 = time.perf_counter()
-            done[index] = Outcome(strategy.label, metrics, t2 - t1, t_map, (t1 - t0) + (t3 - t2), t4 - t3)
+            done[index] = Outcome(strategy.label, metrics, t2 - t1, t_map, (t1 - t0) + (t3 - t2), t4 - t3,
+                                  xm.newton_iterations())
         self.last_stats = dict(instance.stats)
         return [done[i] for i in range(len(strategies))]

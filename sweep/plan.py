@@ -40,7 +40,8 @@ RESULT_EXECUTION_FIELDS = ("batch_size",)
 
 # Fields added after point ids were first published, by section: left out of the hashed content while
 # they hold their defaults, so a spec that does not use them keeps the id (and the rows) it had.
-_ADDED_FIELDS = {"hardware": ("time_s", "drift", "read_fluctuation"), "data": ("download",)}
+_ADDED_FIELDS = {"hardware": ("time_s", "drift", "read_fluctuation", "iv", "variation.sigma_poly_us",
+                             "variation.poly_g_max_ref_us"), "data": ("download",)}
 
 
 def result_content(spec: SweepSpec, weights: dict[str, str] | None = None) -> dict:
@@ -50,9 +51,13 @@ def result_content(spec: SweepSpec, weights: dict[str, str] | None = None) -> di
     d = spec.model_dump(mode="json", include={"seed", "kind", "model", "data", "hardware", "training"})
     for section, names in _ADDED_FIELDS.items():
         default = type(getattr(spec, section))().model_dump(mode="json")
-        for name in names:
-            if d[section].get(name) == default.get(name):
-                d[section].pop(name, None)
+        for name in names:  # dotted names reach into a sub-section
+            *parents, leaf = name.split(".")
+            held, ref = d[section], default
+            for p in parents:
+                held, ref = held.get(p, {}), ref.get(p, {})
+            if held.get(leaf) == ref.get(leaf):
+                held.pop(leaf, None)
     d["execution"] = {k: getattr(spec.execution, k) for k in RESULT_EXECUTION_FIELDS}
     d["draw_scheme"] = seeding.DRAW_SCHEME
     if spec.model.checkpoint:

@@ -57,6 +57,7 @@ def row_schema(axis_types: dict[str, str]) -> pa.Schema:
         ("top1", pa.float64()), ("top5", pa.float64()), ("loss", pa.float64()), ("count", pa.int32()),
         ("top1_per_epoch", pa.list_(pa.float64())),  # training trials: test top-1 after each epoch
         ("t_sample_s", pa.float64()), ("t_map_s", pa.float64()), ("t_mitigate_s", pa.float64()), ("t_evaluate_s", pa.float64()),
+        ("solver_iterations", pa.int32()),  # sinh I-V under exact IR drop: Newton iterations of the slowest read
         ("worker_host", pa.string()), ("worker_pid", pa.int32()), ("worker_device", pa.string()),
         ("version", pa.string()), ("timestamp", pa.timestamp("us", tz="UTC")),
     ]

@@ -114,7 +114,8 @@ class TrialWorker:
                     "instance": instance, "instance_seed": seed, "mitigation": o.mitigation, "top1_per_epoch": None,
                     "top1": o.metrics.top1, "top5": o.metrics.top5, "loss": o.metrics.loss, "count": o.metrics.count,
                     "t_sample_s": o.t_sample_s, "t_map_s": o.t_map_s, "t_mitigate_s": o.t_mitigate_s,
-                    "t_evaluate_s": o.t_evaluate_s, "worker_host": self.host, "worker_pid": self.pid,
+                    "t_evaluate_s": o.t_evaluate_s, "solver_iterations": o.solver_iterations,
+                    "worker_host": self.host, "worker_pid": self.pid,
                     "worker_device": str(self.device), "finished": time.time(),
                 })
         return out

@@ -121,7 +121,8 @@ def test_global_drift_compensation_undoes_a_uniform_drift_exactly_and_reduces_a_
 
 
 def test_point_ids_of_specs_without_time_are_unchanged():
-    """time_s, drift, read_fluctuation and data.download at their defaults are not hashed: a spec that
+    """time_s, drift, read_fluctuation, iv, variation.sigma_poly_us/poly_g_max_ref_us and data.download at their
+    defaults are not hashed: a spec that
     does not use them keeps the point ids it had before they existed; setting one changes the id."""
     from sweep.plan import result_content
     from sweep.spec import validate
@@ -130,6 +131,12 @@ def test_point_ids_of_specs_without_time_are_unchanged():
     content = result_content(validate(raw))
     assert "time_s" not in content["hardware"] and "drift" not in content["hardware"]
     assert "read_fluctuation" not in content["hardware"] and "download" not in content["data"]
+    assert "iv" not in content["hardware"]  # the non-linear I-V section and the polynomial sigma came later
+    assert set(content["hardware"]["variation"]) == {"sigma_abs_s", "sigma_abs_delta_g", "sigma_rel", "distribution",
+                                                     "domain", "ceiling"}
+    poly = result_content(validate({**raw, "hardware": {"variation": {"sigma_poly_us": [0.3]}}}))
+    assert poly["hardware"]["variation"]["sigma_poly_us"] == [0.3]
+    assert result_content(validate({**raw, "hardware": {"iv": {"model": "sinh"}}}))["hardware"]["iv"]["model"] == "sinh"
     timed = result_content(validate({**raw, "hardware": {"time_s": 60, "drift": {"model": "pcm"}}}))
     assert timed["hardware"]["time_s"] == 60 and timed["hardware"]["drift"]["model"] == "pcm"
 
@@ -202,6 +209,7 @@ def test_device_presets_fill_published_values_under_explicit_ones(tmp_path, caps
     pcm = HardwareSpec.model_validate({"device": {"preset": "pcm_ibm", "bits_per_cell": 5}, "time_s": 60})
     assert (pcm.device.g_min_s, pcm.device.g_max_s, pcm.device.bits_per_cell) == (0.0, 25e-6, 5)
     assert pcm.drift.model == "pcm" and pcm.drift.read_noise_1f and pcm.drift.t0_s == 20.0
+    assert pcm.variation.sigma_poly_us == [0.26348, 1.9650, -1.1731] and pcm.variation.poly_g_max_ref_us == 25.0
     txsim = HardwareSpec.model_validate({"device": {"preset": "txsim", "g_max_s": 2e-5}})
     assert (txsim.device.g_min_s, txsim.device.g_max_s) == (1e-6, 2e-5)  # R_min 100 kOhm, explicit G_max wins
     assert (txsim.ir_drop.r_row_ohm, txsim.ir_drop.r_col_ohm) == (1.0, 4.6)
@@ -217,3 +225,29 @@ def test_device_presets_fill_published_values_under_explicit_ones(tmp_path, caps
     assert main(["validate", str(spec)]) == 0
     out = capsys.readouterr().out
     assert "hardware (preset pcm_ibm): device.g_min_s=0.0, device.g_max_s=2.5e-05" in out and "drift.model='pcm'" in out
+
+
+@pytest.mark.parametrize("g_max_us", [25.0, 50.0])
+def test_pcm_programming_noise_follows_aihwkits_polynomial(g_max_us):
+    """aihwkit PCMLikeNoiseModel.apply_programming_noise_to_conductance: G = G_T + sigma z with sigma =
+    (0.26348 + 1.9650 g_T - 1.1731 g_T^2) uS x G_max / 25 uS (written here from aihwkit's source).
+    Measured std at three targets through a programmed layer. Catches: the polynomial in the wrong
+    variable (G instead of G/G_max), a missing G_max scaling, or sigma taken after another term."""
+    from engine.nonideal.variation import apply_variation
+
+    hw = HardwareSpec.model_validate({"device": {"preset": "pcm_ibm", "g_max_s": g_max_us * 1e-6}, "time_s": 1.0})
+    dev = hw.device
+    g_max_n = dev.g_max_s / dev.delta_g_s
+    z = torch.randn(200_000, generator=torch.Generator().manual_seed(5))
+    for g_t in (0.3, 0.6, 1.0):
+        target = torch.full_like(z, g_t * g_max_n)
+        g = apply_variation(target, z, None, hw.variation, dev.delta_g_s, g_max_n) * dev.delta_g_s  # siemens
+        sigma = (0.26348 + 1.9650 * g_t - 1.1731 * g_t**2) * 1e-6 * g_max_us / 25.0
+        assert float(g.std()) == pytest.approx(sigma, rel=0.01)
+        assert abs(float(g.mean()) - g_t * dev.g_max_s) < 4 * sigma / math.sqrt(z.numel())
+    # through the instance draws: a layer's cells at the top level spread by sigma(1)
+    xm, layer = _layer({"device": {"preset": "pcm_ibm", "g_max_s": g_max_us * 1e-6}, "time_s": 1e-9,
+                        "drift": {"model": "power_law", "nu_mean": 0.0, "read_noise_1f": False}}, seeds=tuple(range(40)))
+    top = layer.target_levels() == dev.levels - 1
+    spread = (layer.cells.h[:, top].double() * dev.delta_g_s).std()
+    assert float(spread) == pytest.approx((0.26348 + 1.9650 - 1.1731) * 1e-6 * g_max_us / 25.0, rel=0.05)

@@ -11,6 +11,8 @@ same z (coupled across points):
   relative, resistance, gaussian:    g' = g / (1 + sigma_rel z_rel)          (Jung: R' = R (1 + eps));
                                      1 + sigma_rel z_rel <= 0 reads the ceiling G_max
   relative, resistance, lognormal:   g' = g exp(-s z_rel + s^2/2)            (R' has mean R, std sigma_rel R)
+  level-dependent absolute (aihwkit PCM): g' = g + sigma(g_T) z_abs, sigma = sum_i c_i g_T^i uS x G_max /
+                                     G_ref (:func:`poly_sigma`, from the target before the other terms)
 The result is floored at 0 S and, with ``ceiling: g_max``, clipped at G_max.
 """
 
@@ -30,9 +32,11 @@ def apply_variation(
     """``g`` and the result in units of dG; ``g_max_n`` = G_max / dG. ``z_abs`` / ``z_rel`` may be
     None when their sigma is zero. ``inplace``: ``g`` is a fresh tensor of the result's shape that
     may be overwritten (saves passes over the cells)."""
-    sigma_abs = spec.sigma_abs_s / delta_g_s if spec.sigma_abs_s > 0 else spec.sigma_abs_delta_g
+    sigma_abs: float | torch.Tensor = spec.sigma_abs_s / delta_g_s if spec.sigma_abs_s > 0 else spec.sigma_abs_delta_g
     if not inplace:
         g = g.expand(torch.broadcast_shapes(g.shape, *(z.shape for z in (z_abs, z_rel) if z is not None))).clone()
+    if spec.sigma_poly_us:  # aihwkit PCM programming noise: sigma from the target level, before any other term
+        sigma_abs = poly_sigma(g / g_max_n, spec, delta_g_s * g_max_n) / delta_g_s
     if spec.sigma_rel > 0:
         resistance = spec.domain == "resistance"
         if spec.distribution == "gaussian" and not resistance:
@@ -44,7 +48,18 @@ def apply_variation(
             s = math.sqrt(math.log1p(spec.sigma_rel**2))
             sign = -1.0 if resistance else 1.0
             g.mul_(torch.exp(sign * s * z_rel + sign * -0.5 * s * s))
-    if sigma_abs > 0:
+    if isinstance(sigma_abs, torch.Tensor):
+        g.addcmul_(sigma_abs, z_abs)
+    elif sigma_abs > 0:
         g.add_(z_abs, alpha=sigma_abs)
     g.clamp_min_(0.0)
     return g.clamp_max_(g_max_n) if spec.ceiling == "g_max" else g
+
+
+def poly_sigma(g_t: torch.Tensor, spec: ProgrammingVariation, g_max_s: float) -> torch.Tensor:
+    """aihwkit's programming-noise sigma in siemens at relative targets ``g_t`` = G_T / G_max:
+    sum_i c_i g_t^i uS, scaled by G_max / G_ref (``apply_programming_noise_to_conductance``)."""
+    sigma = torch.zeros_like(g_t)
+    for c in reversed(spec.sigma_poly_us):  # Horner over the (few) coefficients
+        sigma = sigma * g_t + c
+    return sigma * (g_max_s / spec.poly_g_max_ref_us)  # uS x (G_max / G_ref, both in uS) x 1e-6 S/uS
