@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: .venv test demo bench clean
+.PHONY: .venv test lint demo bench clean
 
 .venv: $(STAMP)
 
@@ -13,8 +13,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $(STAMP)
 
-test: $(STAMP)
+test: $(STAMP) lint
 	$(BIN)/python -m pytest -q tests
+
+# Lint, format and type checks (configured in pyproject.toml); part of `make test`, so CI runs them.
+lint: $(STAMP)
+	$(BIN)/ruff check engine sweep analysis tests benchmarks
+	$(BIN)/ruff format --check engine sweep analysis tests benchmarks
+	$(BIN)/mypy
 
 demo: $(STAMP)
 	$(BIN)/xbar-sweep run examples/quickstart.yaml

@@ -94,4 +94,9 @@ def expected_rows(uri: str) -> int | None:
 
 def load_frame(uri: str, mitigations: list[str] | None = None) -> pd.DataFrame:
     """Rows as a DataFrame, one column per swept parameter, sorted by point and instance."""
-    return load_rows(uri, mitigations).to_pandas().sort_values(["point_index", "mitigation", "instance"]).reset_index(drop=True)
+    return (
+        load_rows(uri, mitigations)
+        .to_pandas()
+        .sort_values(["point_index", "mitigation", "instance"])
+        .reset_index(drop=True)
+    )

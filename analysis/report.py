@@ -46,8 +46,14 @@ def build_report(uri: str, out_dir: str, threshold: float | None = None, baselin
         threshold = round(float(summary["mean"].max()) - 0.01, 4)
     yields = yield_table(rows, threshold)
     mits = list(dict.fromkeys(rows["mitigation"]))
-    comparisons = pd.concat([paired_comparison(rows, m, baseline) for m in mits if m != baseline and baseline in mits],
-                            ignore_index=True) if baseline in mits and len(mits) > 1 else pd.DataFrame()
+    comparisons = (
+        pd.concat(
+            [paired_comparison(rows, m, baseline) for m in mits if m != baseline and baseline in mits],
+            ignore_index=True,
+        )
+        if baseline in mits and len(mits) > 1
+        else pd.DataFrame()
+    )
     images, figures = [], {}
 
     def draw(name: str, fn, *args, **kwargs) -> None:
@@ -70,8 +76,14 @@ def build_report(uri: str, out_dir: str, threshold: float | None = None, baselin
     draw("distributions.png", plots.distributions, rows, points, axes)
     if len(comparisons) and numeric_axes:
         for m in comparisons["a"].unique():
-            draw(f"paired_{_slug(m)}_vs_{_slug(baseline)}.png", plots.paired_differences, rows,
-                 comparisons[comparisons.a == m], points, numeric_axes[0])
+            draw(
+                f"paired_{_slug(m)}_vs_{_slug(baseline)}.png",
+                plots.paired_differences,
+                rows,
+                comparisons[comparisons.a == m],
+                points,
+                numeric_axes[0],
+            )
     if len(numeric_axes) >= 2:  # a true grid: two leading axes of different groups
         for m in mits:
             draw(f"heatmap_{_slug(m)}.png", plots.heatmap, summary, points, numeric_axes[0], numeric_axes[1], m)
@@ -80,7 +92,9 @@ def build_report(uri: str, out_dir: str, threshold: float | None = None, baselin
     summary.merge(points, on="point_id").to_csv(os.path.join(out_dir, "summary.csv"), index=False)
     html_path = os.path.join(out_dir, "report.html")
     with open(html_path, "w") as f:
-        f.write(_html(rows, points, axes, summary, yields, comparisons, stopping, images, threshold, baseline, expected))
+        f.write(
+            _html(rows, points, axes, summary, yields, comparisons, stopping, images, threshold, baseline, expected)
+        )
     return Report(html_path, images, summary, yields, comparisons, figures)
 
 
@@ -99,25 +113,37 @@ def _table(df: pd.DataFrame, points: pd.DataFrame, axes: list[str]) -> str:
     return merged.to_html(index=False, float_format=lambda v: f"{v:.4g}", border=0, classes="t")
 
 
-def _html(rows, points, axes, summary, yields, comparisons, stopping, images, threshold, baseline,
-          expected: int | None = None) -> str:
+def _html(
+    rows, points, axes, summary, yields, comparisons, stopping, images, threshold, baseline, expected: int | None = None
+) -> str:
     sweep = html.escape(str(rows["sweep_id"].iloc[0])) if len(rows) else "(empty)"
-    partial = (f'<p class="partial"><b>partial: {len(rows)} of {expected} rows</b> (the sweep is running or was '
-               "interrupted; rerun it to complete)</p>") if expected is not None and len(rows) < expected else ""
+    partial = (
+        (
+            f'<p class="partial"><b>partial: {len(rows)} of {expected} rows</b> (the sweep is running or was '
+            "interrupted; rerun it to complete)</p>"
+        )
+        if expected is not None and len(rows) < expected
+        else ""
+    )
     imgs = "".join(
         f'<figure><img src="data:image/png;base64,{base64.b64encode(open(p, "rb").read()).decode()}"/>'
         f"<figcaption>{html.escape(os.path.basename(p))}</figcaption></figure>"
         for p in images
     )
-    stop = f"<h2>Adaptive stopping: final n per point</h2>{_table(stopping, points, axes)}" if stopping is not None else ""
+    stop = (
+        f"<h2>Adaptive stopping: final n per point</h2>{_table(stopping, points, axes)}" if stopping is not None else ""
+    )
+    swept = html.escape(", ".join(axes) or "nothing")
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>xbar-sweep report {sweep}</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:1200px}} table.t{{border-collapse:collapse;font-size:12px}}
-table.t td,table.t th{{padding:2px 6px;border-bottom:1px solid #ddd;text-align:right}} figure{{display:inline-block;margin:8px}}
-img{{max-width:560px}}</style></head><body>
+table.t td,table.t th{{padding:2px 6px;border-bottom:1px solid #ddd;text-align:right}}
+figure{{display:inline-block;margin:8px}} img{{max-width:560px}}</style></head><body>
 <h1>Sweep {sweep}</h1>{partial}
-<p>{len(points)} points, {rows['mitigation'].nunique()} mitigations, {len(rows)} rows
-(instances per point and mitigation: {int(summary['n'].min())}-{int(summary['n'].max())}). Swept: {html.escape(', '.join(axes) or 'nothing')}.</p>
+<p>{len(points)} points, {rows["mitigation"].nunique()} mitigations, {len(rows)} rows
+(instances per point and mitigation: {int(summary["n"].min())}-{int(summary["n"].max())}).
+Swept: {swept}.</p>
 <h2>Top-1 per point and mitigation (95% bootstrap CI of the mean)</h2>{_table(summary, points, axes)}
 <h2>Yield: P(top-1 &ge; {threshold:g}) with Clopper-Pearson 95% intervals</h2>{_table(yields, points, axes)}
-<h2>Paired comparisons against {html.escape(baseline)} (same instances; Wilcoxon, Holm across points)</h2>{_table(comparisons, points, axes)}
+<h2>Paired comparisons against {html.escape(baseline)} (same instances; Wilcoxon, Holm across points)</h2>
+{_table(comparisons, points, axes)}
 {stop}<h2>Plots</h2>{imgs}</body></html>"""

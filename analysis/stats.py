@@ -13,15 +13,23 @@ from .summary import summarize
 GROUP = ["point_id", "mitigation"]
 
 
-def bootstrap_mean_ci(x: np.ndarray, confidence: float = 0.95, n_resamples: int = 2000, seed: int = 0) -> tuple[float, float]:
+def bootstrap_mean_ci(
+    x: np.ndarray, confidence: float = 0.95, n_resamples: int = 2000, seed: int = 0
+) -> tuple[float, float]:
     """BCa bootstrap CI of the mean (scipy.stats.bootstrap); degenerate samples give (mean, mean)."""
     x = np.asarray(x, dtype=float)
     if len(x) < 2:
         return (float("nan"), float("nan"))
     if np.all(x == x[0]):
         return (float(x[0]), float(x[0]))
-    res = stats.bootstrap((x,), np.mean, confidence_level=confidence, n_resamples=n_resamples,
-                          vectorized=True, random_state=np.random.default_rng(seed))
+    res = stats.bootstrap(
+        (x,),
+        np.mean,
+        confidence_level=confidence,
+        n_resamples=n_resamples,
+        vectorized=True,
+        random_state=np.random.default_rng(seed),
+    )
     return float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
@@ -40,8 +48,18 @@ def yield_table(df: pd.DataFrame, threshold: float, metric: str = "top1", confid
     for (point, mit), s in df.groupby(GROUP, sort=False)[metric]:
         k, n = int((s >= threshold).sum()), int(s.count())
         ci = stats.binomtest(k, n).proportion_ci(confidence_level=confidence, method="exact")
-        rows.append({"point_id": point, "mitigation": mit, "threshold": threshold, "n": n, "passing": k,
-                     "yield": k / n, "ci_low": ci.low, "ci_high": ci.high})
+        rows.append(
+            {
+                "point_id": point,
+                "mitigation": mit,
+                "threshold": threshold,
+                "n": n,
+                "passing": k,
+                "yield": k / n,
+                "ci_low": ci.low,
+                "ci_high": ci.high,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -61,12 +79,30 @@ def paired_comparison(df: pd.DataFrame, a: str, b: str, metric: str = "top1", co
             mean, sem = d.mean(), d.std(ddof=1) / np.sqrt(len(d))
             half = stats.t.ppf(0.5 + confidence / 2, len(d) - 1) * sem if sem > 0 else 0.0
             p = 1.0 if np.all(d == 0) else float(stats.wilcoxon(d, zero_method="wilcox").pvalue)
-            rec.update(test="wilcoxon", n=len(d), mean_diff=mean, ci_low=mean - half, ci_high=mean + half, p=p,
-                       wins=int((d > 0).sum()), ties=int((d == 0).sum()), losses=int((d < 0).sum()))
+            rec.update(
+                test="wilcoxon",
+                n=len(d),
+                mean_diff=mean,
+                ci_low=mean - half,
+                ci_high=mean + half,
+                p=p,
+                wins=int((d > 0).sum()),
+                ties=int((d == 0).sum()),
+                losses=int((d < 0).sum()),
+            )
         elif len(sa) and len(sb):
             p = float(stats.mannwhitneyu(sa, sb, alternative="two-sided").pvalue)
-            rec.update(test="mannwhitney", n=min(len(sa), len(sb)), mean_diff=sa.mean() - sb.mean(),
-                       ci_low=np.nan, ci_high=np.nan, p=p, wins=np.nan, ties=np.nan, losses=np.nan)
+            rec.update(
+                test="mannwhitney",
+                n=min(len(sa), len(sb)),
+                mean_diff=sa.mean() - sb.mean(),
+                ci_low=np.nan,
+                ci_high=np.nan,
+                p=p,
+                wins=np.nan,
+                ties=np.nan,
+                losses=np.nan,
+            )
         else:
             continue
         rows.append(rec)

@@ -16,8 +16,11 @@ from rich.console import Console
 from .common import write
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CASES = {"help_s": ["--help"], "validate_quickstart_s": ["validate", "examples/quickstart.yaml"],
-         "validate_preflight_quickstart_s": ["validate", "--preflight", "examples/quickstart.yaml"]}
+CASES = {
+    "help_s": ["--help"],
+    "validate_quickstart_s": ["validate", "examples/quickstart.yaml"],
+    "validate_preflight_quickstart_s": ["validate", "--preflight", "examples/quickstart.yaml"],
+}
 
 
 def main(repeats: int = 5) -> None:
@@ -30,7 +33,9 @@ def main(repeats: int = 5) -> None:
             subprocess.run([exe, *args], cwd=REPO, check=True, capture_output=True)
             times.append(time.perf_counter() - t)
         results[name] = statistics.median(times)
-    path = write("cli", {"goals": {"help_s": 1.0, "validate_quickstart_s": 3.0}, "repeats": repeats, "results": results})
+    path = write(
+        "cli", {"goals": {"help_s": 1.0, "validate_quickstart_s": 3.0}, "repeats": repeats, "results": results}
+    )
     Console().print({k: round(v, 3) for k, v in results.items()}, f"-> {path}")
 
 

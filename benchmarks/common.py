@@ -7,7 +7,7 @@ import os
 import platform
 import statistics
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -37,7 +37,12 @@ def machine() -> dict:
 def write(name: str, payload: dict) -> str:
     out = os.path.join(os.path.dirname(__file__), "results", f"{name}.json")
     os.makedirs(os.path.dirname(out), exist_ok=True)
-    payload = {"benchmark": name, "machine": machine(), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **payload}
+    payload = {
+        "benchmark": name,
+        "machine": machine(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **payload,
+    }
     with open(out, "w") as f:
         json.dump(payload, f, indent=2)
     return out

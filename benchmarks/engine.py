@@ -100,8 +100,16 @@ def _cases(device: torch.device, args) -> list[dict]:
     digits = load_dataset("digits")
     lenet = train_default("results/bench_lenet5.pt", cfg=TrainConfig(epochs=10)).model.to(device)
     dig = torch.utils.data.TensorDataset(*(t.to(device) for t in digits.test.tensors))
-    rows = [_case("lenet5_digits", lenet, loader(dig, args.eval_batch),
-                  [x.to(device) for x, _ in loader(digits.train, 256)], args.repeats, irdrop=True)]
+    rows = [
+        _case(
+            "lenet5_digits",
+            lenet,
+            loader(dig, args.eval_batch),
+            [x.to(device) for x, _ in loader(digits.train, 256)],
+            args.repeats,
+            irdrop=True,
+        )
+    ]
     resnet = build_model("resnet20", in_channels=3, num_classes=10, input_size=32).eval().to(device)
     x = torch.randn(1000, 3, 32, 32, device=device)
     data = torch.utils.data.TensorDataset(x, torch.randint(0, 10, (1000,), device=device))
@@ -114,9 +122,17 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--eval-batch", type=int, default=540, help="data batch size of every evaluation")
     args = ap.parse_args(argv)
-    payload: dict = {"goals": {"ratio_quantized": 1.25, "ratio_bitserial": 3.0, "ratio_batched_8": 0.5,
-                               "ratio_sample": 0.1, "ratio_3_strategies_irdrop": 1.4},
-                     "eval_batch": args.eval_batch, "results": _cases(torch.device("cpu"), args)}
+    payload: dict = {
+        "goals": {
+            "ratio_quantized": 1.25,
+            "ratio_bitserial": 3.0,
+            "ratio_batched_8": 0.5,
+            "ratio_sample": 0.1,
+            "ratio_3_strategies_irdrop": 1.4,
+        },
+        "eval_batch": args.eval_batch,
+        "results": _cases(torch.device("cpu"), args),
+    }
     if torch.cuda.is_available():
         payload["cuda"] = {"device": torch.cuda.get_device_name(0), "results": _cases(torch.device("cuda"), args)}
     path = write("engine", payload)

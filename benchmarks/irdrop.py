@@ -20,7 +20,13 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from engine.irdrop import InterpolatedGEff, TileWires, effective_conductance, path_model, reference_effective_conductance
+from engine.irdrop import (
+    InterpolatedGEff,
+    TileWires,
+    effective_conductance,
+    path_model,
+    reference_effective_conductance,
+)
 
 from .common import median_seconds, write
 
@@ -42,11 +48,17 @@ def main() -> None:
         err = float(np.abs(fast[0] - ref).max() / np.abs(ref).max())
         f32_s = median_seconds(lambda: effective_conductance(g, WIRES, dtype=torch.float32), repeats=3) / batch
         f32 = effective_conductance(g, WIRES, dtype=torch.float32).numpy()
-        row = {"size": size, "tiles_per_call": batch, "fast_ms_per_tile": fast_s * 1e3, "reference_ms_per_tile": ref_s * 1e3,
-               "max_rel_error_vs_reference": err, "float32_ms_per_tile": f32_s * 1e3,
-               # float32 solve against the float64 solve, relative to each tile's largest G_eff and per cell
-               "float32_max_error_rel_to_max": float(np.abs(f32 - fast).max() / np.abs(fast).max()),
-               "float32_max_rel_error_per_cell": float((np.abs(f32 - fast) / np.abs(fast)).max())}
+        row = {
+            "size": size,
+            "tiles_per_call": batch,
+            "fast_ms_per_tile": fast_s * 1e3,
+            "reference_ms_per_tile": ref_s * 1e3,
+            "max_rel_error_vs_reference": err,
+            "float32_ms_per_tile": f32_s * 1e3,
+            # float32 solve against the float64 solve, relative to each tile's largest G_eff and per cell
+            "float32_max_error_rel_to_max": float(np.abs(f32 - fast).max() / np.abs(fast).max()),
+            "float32_max_rel_error_per_cell": float((np.abs(f32 - fast) / np.abs(fast)).max()),
+        }
         for name, (lo, hi) in RANGES.items():
             gr = torch.tensor(rng.uniform(lo, hi, (batch, size, size)))
             exact = effective_conductance(gr, WIRES)
@@ -59,20 +71,36 @@ def main() -> None:
         if size in RXNN_S:
             row["speedup_vs_rxnn"] = RXNN_S[size] / fast_s
         rows.append(row)
-    path = write("irdrop", {"goal_ms_per_64x64_tile": 20.0, "wires": WIRES.__dict__, "results": rows,
-                            "threads": torch.get_num_threads()})
+    path = write(
+        "irdrop",
+        {"goal_ms_per_64x64_tile": 20.0, "wires": WIRES.__dict__, "results": rows, "threads": torch.get_num_threads()},
+    )
     table = Table(title=f"exact G_eff per tile ({path})")
-    for c in ("size", "fast ms/tile", "scipy ms/tile", "max rel err", "vs RxNN", "path err (PytorX/TxSim)",
-              "interp err (PytorX/TxSim)", "float32 ms/tile", "float32 err (of max / per cell)"):
+    for c in (
+        "size",
+        "fast ms/tile",
+        "scipy ms/tile",
+        "max rel err",
+        "vs RxNN",
+        "path err (PytorX/TxSim)",
+        "interp err (PytorX/TxSim)",
+        "float32 ms/tile",
+        "float32 err (of max / per cell)",
+    ):
         table.add_column(c)
     for r in rows:
         rx = f"{r['speedup_vs_rxnn']:.0f}x" if "speedup_vs_rxnn" in r else "-"
-        table.add_row(str(r["size"]), f"{r['fast_ms_per_tile']:.2f}", f"{r['reference_ms_per_tile']:.0f}",
-                      f"{r['max_rel_error_vs_reference']:.1e}", rx,
-                      f"{r['path_model_max_rel_error_pytorx_3k_3M']:.2f} / {r['path_model_max_rel_error_txsim_100k_1M']:.3f}",
-                      f"{r['interpolated_max_rel_error_pytorx_3k_3M']:.1e} / {r['interpolated_max_rel_error_txsim_100k_1M']:.1e}",
-                      f"{r['float32_ms_per_tile']:.2f}",
-                      f"{r['float32_max_error_rel_to_max']:.1e} / {r['float32_max_rel_error_per_cell']:.1e}")
+        table.add_row(
+            str(r["size"]),
+            f"{r['fast_ms_per_tile']:.2f}",
+            f"{r['reference_ms_per_tile']:.0f}",
+            f"{r['max_rel_error_vs_reference']:.1e}",
+            rx,
+            f"{r['path_model_max_rel_error_pytorx_3k_3M']:.2f} / {r['path_model_max_rel_error_txsim_100k_1M']:.3f}",
+            f"{r['interpolated_max_rel_error_pytorx_3k_3M']:.1e} / {r['interpolated_max_rel_error_txsim_100k_1M']:.1e}",
+            f"{r['float32_ms_per_tile']:.2f}",
+            f"{r['float32_max_error_rel_to_max']:.1e} / {r['float32_max_rel_error_per_cell']:.1e}",
+        )
     Console().print(table)
 
 

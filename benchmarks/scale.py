@@ -37,8 +37,11 @@ from engine.trial import TrialEvaluator
 
 from .common import machine, write
 
-HW = {"faults": {"stuck_at_gmax_rate": 0.0175, "stuck_at_gmin_rate": 0.0904}, "variation": {"sigma_rel": 0.1},
-      "ir_drop": {"enabled": True, "r_sense_ohm": 50.0, "r_driver_ohm": 50.0}}
+HW = {
+    "faults": {"stuck_at_gmax_rate": 0.0175, "stuck_at_gmin_rate": 0.0904},
+    "variation": {"sigma_rel": 0.1},
+    "ir_drop": {"enabled": True, "r_sense_ohm": 50.0, "r_driver_ohm": 50.0},
+}
 
 
 def peak_rss_gb() -> float:
@@ -126,11 +129,23 @@ def vgg_fc_case(device: torch.device, budget_mb: float) -> dict:
     tiles = grid.arrays * grid.t_r * grid.t_c
     dev = hw.device
     t = time.perf_counter()
-    effective_conductance(h, TileWires(1.0, 4.6, 50.0, 50.0), max_bytes=int(budget_mb * 2**20), scale=dev.delta_g_s,
-                          offset=dev.g_min_s / dev.delta_g_s)
+    effective_conductance(
+        h,
+        TileWires(1.0, 4.6, 50.0, 50.0),
+        max_bytes=int(budget_mb * 2**20),
+        scale=dev.delta_g_s,
+        offset=dev.g_min_s / dev.delta_g_s,
+    )
     _sync(device)
-    return {"device": str(device), "shape": [25088, 4096], "tiles": tiles, "cells": h.numel(),
-            "solve_budget_mb": budget_mb, "solve_s": time.perf_counter() - t, "peak_rss_gb": peak_rss_gb()}
+    return {
+        "device": str(device),
+        "shape": [25088, 4096],
+        "tiles": tiles,
+        "cells": h.numel(),
+        "solve_budget_mb": budget_mb,
+        "solve_s": time.perf_counter() - t,
+        "peak_rss_gb": peak_rss_gb(),
+    }
 
 
 def _child(args: list[str]) -> dict:
@@ -152,7 +167,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.child:
         kind, device = args.child[0], torch.device(args.child[1])
         torch.set_num_threads(int(os.environ.get("BENCH_THREADS", torch.get_num_threads())))
-        row = resnet18_case(device, args.images, args.budget_mb) if kind == "resnet18" else vgg_fc_case(device, args.budget_mb)
+        row = (
+            resnet18_case(device, args.images, args.budget_mb)
+            if kind == "resnet18"
+            else vgg_fc_case(device, args.budget_mb)
+        )
         print(json.dumps(row))
         return
     common = ["--images", str(args.images), "--budget-mb", str(args.budget_mb)]

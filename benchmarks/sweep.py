@@ -29,19 +29,30 @@ from .noop_worker import NoopWorker
 
 
 def _spec(out: str, ckpt: str, workers: int, instances: int, hardware: dict, mitigations: list) -> dict:
-    return {"name": "bench", "seed": 1, "model": {"name": "lenet5", "checkpoint": ckpt}, "data": {"name": "digits"},
-            "hardware": hardware, "mitigations": mitigations, "trials": instances,
-            "sweep": {"grid": {"hardware.faults.stuck_at_gmin_rate": [0.05, 0.1]}},
-            "execution": {"workers": workers, "cpus_per_worker": 1, "batch_size": 540},
-            "output": {"dir": out, "mlflow": {"enabled": False}}}
+    return {
+        "name": "bench",
+        "seed": 1,
+        "model": {"name": "lenet5", "checkpoint": ckpt},
+        "data": {"name": "digits"},
+        "hardware": hardware,
+        "mitigations": mitigations,
+        "trials": instances,
+        "sweep": {"grid": {"hardware.faults.stuck_at_gmin_rate": [0.05, 0.1]}},
+        "execution": {"workers": workers, "cpus_per_worker": 1, "batch_size": 540},
+        "output": {"dir": out, "mlflow": {"enabled": False}},
+    }
 
 
 def _run(raw: dict, worker_cls=None) -> tuple[float, float]:
     t = time.perf_counter()
     run_sweep(validate(raw), raw, console=Console(file=io.StringIO()), worker_cls=worker_cls)
     wall = time.perf_counter() - t
-    stamps = sorted(ds.dataset(os.path.join(raw["output"]["dir"], "rows")).to_table(columns=["timestamp"])
-                    .column("timestamp").to_pylist())
+    stamps = sorted(
+        ds.dataset(os.path.join(raw["output"]["dir"], "rows"))
+        .to_table(columns=["timestamp"])
+        .column("timestamp")
+        .to_pylist()
+    )
     skip = len(stamps) // 10
     span = (stamps[-1] - stamps[skip]).total_seconds()
     return wall, (len(stamps) - 1 - skip) / span
@@ -65,7 +76,9 @@ def main() -> None:
     ray.shutdown()
     payload = {
         "goals": {"noop_trials_per_s": 500, "scaling_efficiency_2_workers": 0.9},
-        "noop_trials": noop_n, "noop_wall_s": wall_noop, "noop_trials_per_s": noop_rate,
+        "noop_trials": noop_n,
+        "noop_wall_s": wall_noop,
+        "noop_trials_per_s": noop_rate,
         "real_rows_per_run": 2 * 60 * 2,
         "one_worker": {"wall_s": w1, "steady_rows_per_s": r1},
         "two_workers": {"wall_s": w2, "steady_rows_per_s": r2},
@@ -73,8 +86,10 @@ def main() -> None:
         "scaling_efficiency_2_workers_whole_run": w1 / (2 * w2),
     }
     path = write("sweep", payload)
-    Console().print(f"noop_trials_per_s {noop_rate:.0f} | scaling_efficiency_2_workers {r2 / (2 * r1):.2f} "
-                    f"(whole run incl. start-up {w1 / (2 * w2):.2f}) -> {path}")
+    Console().print(
+        f"noop_trials_per_s {noop_rate:.0f} | scaling_efficiency_2_workers {r2 / (2 * r1):.2f} "
+        f"(whole run incl. start-up {w1 / (2 * w2):.2f}) -> {path}"
+    )
 
 
 if __name__ == "__main__":

@@ -25,8 +25,10 @@ from .common import write
 
 CONFIGS = {
     "periphery_8bit": {"update": {"nonlinearity": 0.01, "write_noise": 1.0}},
-    "periphery_8bit_irdrop_every_10": {"update": {"nonlinearity": 0.01, "write_noise": 1.0, "refresh_every": 10},
-                                       "ir_drop": {"enabled": True}},
+    "periphery_8bit_irdrop_every_10": {
+        "update": {"nonlinearity": 0.01, "write_noise": 1.0, "refresh_every": 10},
+        "ir_drop": {"enabled": True},
+    },
 }
 
 
@@ -65,11 +67,20 @@ def main() -> None:
             times["crossbar"].append(_epoch(xm, data, step))
         f, c = min(times["float"]), min(times["crossbar"])
         results[name] = {"float_epoch_s": f, "crossbar_epoch_s": c, "ratio_train": c / f}
-    path = write("training", {"goal_ratio_train": 5.0, "txsim_reported_ratio_gpu": 14.0, "results": results,
-                              "threads": torch.get_num_threads()})
+    path = write(
+        "training",
+        {
+            "goal_ratio_train": 5.0,
+            "txsim_reported_ratio_gpu": 14.0,
+            "results": results,
+            "threads": torch.get_num_threads(),
+        },
+    )
     for name, r in results.items():
-        Console().print(f"{name}: float {r['float_epoch_s']:.3f} s/epoch, crossbar {r['crossbar_epoch_s']:.3f} s/epoch, "
-                        f"ratio_train {r['ratio_train']:.2f}")
+        Console().print(
+            f"{name}: float {r['float_epoch_s']:.3f} s/epoch, crossbar {r['crossbar_epoch_s']:.3f} s/epoch, "
+            f"ratio_train {r['ratio_train']:.2f}"
+        )
     Console().print(f"-> {path}")
 
 

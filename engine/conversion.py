@@ -8,7 +8,7 @@ streams (:mod:`engine.seeding`), so it must not depend on anything but the archi
 from __future__ import annotations
 
 import copy
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import nn
@@ -87,8 +87,13 @@ class CrossbarModel(nn.Module):
             for layer in self.crossbar_layers():
                 sj, sjj, sq, sqq, sjq, n = (sum(s[i] for s in layer._stats) for i in range(6))
                 mj, mq = sj / n, sq / n
-                out[layer.name] = {"mean_j": mj, "var_j": (sjj / n - mj**2).clamp_min(0.0), "mean_q": mq,
-                                   "var_q": (sqq / n - mq**2).clamp_min(0.0), "cov_jq": sjq / n - mj * mq}
+                out[layer.name] = {
+                    "mean_j": mj,
+                    "var_j": (sjj / n - mj**2).clamp_min(0.0),
+                    "mean_q": mq,
+                    "var_q": (sqq / n - mq**2).clamp_min(0.0),
+                    "cov_jq": sjq / n - mj * mq,
+                }
         finally:
             self._set_mode("crossbar")
             self.program(None)

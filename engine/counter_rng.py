@@ -13,9 +13,9 @@ Every static draw of a hardware instance is a pure function of
 so cell c of a layer's cells in their canonical layout (arrays, groups, t_r, t_c, rows, cols)
 gets one 32-bit uniform integer per stream. Normals come in Box-Muller pairs from one word j:
 z(2j) = r cos(theta), z(2j + 1) = r sin(theta), r = sqrt(-2 ln u1), u1 = float32(hi32 + 1) / 2**32
-in (0, 1], theta = 2 pi float32(lo32 read as a signed int32) / 2**32 in [-pi, pi) (|z| <= 6.66). All layers of a model are hashed
-in one pass (each with its own key and counters), so sampling costs a few tensor operations per
-trial, not per layer.
+in (0, 1], theta = 2 pi float32(lo32 read as a signed int32) / 2**32 in [-pi, pi) (|z| <= 6.66).
+All layers of a model are hashed in one pass (each with its own key and counters), so sampling
+costs a few tensor operations per trial, not per layer.
 
 Why a keyed SplitMix64 and not Philox4x32-10: both are counter-based and give the same integer
 bits on every device by construction, but torch has no unsigned 32-bit multiply-high, so Philox's
@@ -36,7 +36,7 @@ CPU and CUDA; the tests check every bit against a numpy ``uint64`` reference.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
@@ -71,8 +71,9 @@ def mix64_int(z: int) -> int:
     return z ^ (z >> 31)
 
 
-def stream_keys(seeds: Sequence[int] | torch.Tensor, layer: int, stream: int,
-                device: torch.device | str | None = None) -> torch.Tensor:
+def stream_keys(
+    seeds: Sequence[int] | torch.Tensor, layer: int, stream: int, device: torch.device | str | None = None
+) -> torch.Tensor:
     """(instances,) int64 keys for (seed, layer, stream). From host integers (the sweep's case)
     the few scalars are computed exactly on the host and copied once; from a tensor of seeds,
     elementwise on its device."""

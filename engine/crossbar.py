@@ -83,8 +83,17 @@ class _Programmed:
 class CrossbarLayer(nn.Module):
     """Base class: a (groups, k, n) weight matrix on crossbar tiles. Subclasses reshape I/O."""
 
-    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, groups: int, k: int, n: int,
-                 hw: HardwareSpec, name: str, layer_index: int) -> None:
+    def __init__(
+        self,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+        groups: int,
+        k: int,
+        n: int,
+        hw: HardwareSpec,
+        name: str,
+        layer_index: int,
+    ) -> None:
         super().__init__()
         self.weight = nn.Parameter(weight.detach().clone())
         self.bias = None if bias is None else nn.Parameter(bias.detach().clone())
@@ -124,8 +133,9 @@ class CrossbarLayer(nn.Module):
             self._mapped = None
             if old is not None:  # new quantisation or tiling: the old ranges no longer apply
                 self.delta_x.zero_()
-                self.adc_max_abs = torch.full((hw.slices,), float("nan"), dtype=torch.float64,
-                                              device=self.adc_max_abs.device)
+                self.adc_max_abs = torch.full(
+                    (hw.slices,), float("nan"), dtype=torch.float64, device=self.adc_max_abs.device
+                )
         self._prog = None
 
     def weight_matrix(self) -> torch.Tensor:
@@ -230,22 +240,34 @@ class CrossbarLayer(nn.Module):
         sinh_iv = cells.seeds is not None and hw.iv.model == "sinh"
         network = sinh_iv and hw.ir_drop.enabled  # input-dependent: Newton per read, no G_eff
         if network and cells.row_source is not None:
-            raise ValueError(f"layer {self.name}: row remapping is not modelled with iv.model: sinh under exact IR "
-                             f"drop (the network is solved on physical rows)")
+            raise ValueError(
+                f"layer {self.name}: row remapping is not modelled with iv.model: sinh under exact IR "
+                f"drop (the network is solved on physical rows)"
+            )
         dev = cells.h.device
         adc = self.adc if self.mode == "crossbar" else None
-        prog = _Programmed(cells=cells, noisy=noisy, op=self.tile_operator(exact_rtn or loaded or network),
-                           delta_x=float(self.delta_x), adc=adc, coding=self.coding,
-                           plane_coef=self.coding.plane_coefficients(dev),
-                           slice_coef=slice_weights(grid.slices, hw.device.bits_per_cell, dev).to(torch.float32))
+        prog = _Programmed(
+            cells=cells,
+            noisy=noisy,
+            op=self.tile_operator(exact_rtn or loaded or network),
+            delta_x=float(self.delta_x),
+            adc=adc,
+            coding=self.coding,
+            plane_coef=self.coding.plane_coefficients(dev),
+            slice_coef=slice_weights(grid.slices, hw.device.bits_per_cell, dev).to(torch.float32),
+        )
         if sinh_iv:
             prog.iv_v0 = hw.iv.v0_v / self.delta_v_v
         prev = self._prog
         if network:
             h_eff = cells.h  # the wires enter each read's Newton solve
             prog.network_g = (cells.h.double() + hw.device.g_min_s / hw.device.delta_g_s) * hw.device.delta_g_s
-        elif (prev is not None and prev.cells.h is cells.h and prev.cells.row_source is cells.row_source
-                and prev.cells.row_flipped is cells.row_flipped):
+        elif (
+            prev is not None
+            and prev.cells.h is cells.h
+            and prev.cells.row_source is cells.row_source
+            and prev.cells.row_flipped is cells.row_flipped
+        ):
             h_eff = prev.h_eff  # the same cells re-programmed (e.g. with a correction): no new IR-drop solve
         else:
             h_eff = self.to_logical(self.effective_conductance(cells), cells)
@@ -354,8 +376,9 @@ class CrossbarLayer(nn.Module):
             if ir.model == "path":
                 g = (cells.h.double() + g_min_n) * dev.delta_g_s
                 return (irdrop.path_model(g, wires) / dev.delta_g_s - g_min_n).to(cells.h.dtype)
-            return irdrop.effective_conductance(cells.h, wires, max_bytes=self.solve_max_bytes, dtype=solver,
-                                                scale=dev.delta_g_s, offset=g_min_n)
+            return irdrop.effective_conductance(
+                cells.h, wires, max_bytes=self.solve_max_bytes, dtype=solver, scale=dev.delta_g_s, offset=g_min_n
+            )
 
         key = ("irdrop", self.layer_index, self.grid, ir.model_dump_json(), str(cells.h.device))
         h_eff = solve() if cells.instance is None else cells.instance.effective(key, cells.h, solve)
@@ -443,8 +466,7 @@ class CrossbarLayer(nn.Module):
         if self.mode == "crossbar" and prog.adc is None and hw.adc.kind != "ideal":
             prog.adc = self.adc  # programmed in a calibration mode, read in crossbar mode
         adc = prog.adc if self.mode == "crossbar" else None
-        if adc is not None and prog.sensed_matrix is not None and not prog.noisy \
-                and self.mmse is None:
+        if adc is not None and prog.sensed_matrix is not None and not prog.noisy and self.mmse is None:
             return self._digitised_read(v, adc)
         if prog.network_g is not None:
             cur = self._network_read(v_rows)
@@ -511,9 +533,15 @@ class CrossbarLayer(nn.Module):
         volts = (v.double() * dv).unsqueeze(1).unsqueeze(4).expand(i, a, gg, tr, tc, pm, r)
         ir = hw.ir_drop
         wires = irdrop.TileWires(ir.r_row_ohm, ir.r_col_ohm, ir.r_sense_ohm, ir.r_driver_ohm)
-        amps, report = network_currents(g.reshape(-1, r, c), volts.reshape(-1, pm, r), wires, hw.iv.v0_v,
-                                        rtol=hw.iv.newton_rtol, max_iter=hw.iv.newton_max_iter,
-                                        max_bytes=self.solve_max_bytes)
+        amps, report = network_currents(
+            g.reshape(-1, r, c),
+            volts.reshape(-1, pm, r),
+            wires,
+            hw.iv.v0_v,
+            rtol=hw.iv.newton_rtol,
+            max_iter=hw.iv.newton_max_iter,
+            max_bytes=self.solve_max_bytes,
+        )
         if prog.newton is None or report.iterations > prog.newton.iterations:
             prog.newton = report
         cur = (amps / (hw.device.delta_g_s * dv)).to(v.dtype).reshape(i, a, gg, tr, tc, pm, c)
@@ -543,8 +571,9 @@ class CrossbarLayer(nn.Module):
                 prog.digitised_correction = prog.op.operand(prog.correction_matrix / per_column)
             out += prog.op.apply_native(v, prog.digitised_correction).round_().clamp_(adc.lo, adc.hi)
         y = prog.op.contract(out, prog.plane_coef)  # (I, G, M, t_c*wcols*S)
-        return self._combine_slices(y.reshape(*y.shape[:3], grid.t_c, grid.wcols, grid.slices),
-                                    step * prog.slice_coef.to(y.dtype))
+        return self._combine_slices(
+            y.reshape(*y.shape[:3], grid.t_c, grid.wcols, grid.slices), step * prog.slice_coef.to(y.dtype)
+        )
 
     def _shift_add(self, sensed: torch.Tensor, slice_w: torch.Tensor) -> torch.Tensor:
         """Digital recombination (Yu eq. 3 f): weighted sum over input chunks and plain sum over
@@ -571,8 +600,11 @@ class CrossbarLayer(nn.Module):
         i, g, tr, r = diff.shape[:4]
         v, _ = op.voltages(codes, self.coding, self.n_instances)
         d = op.apply(v, op.operand(diff.reshape(i, g, tr, r, -1)))
-        d = (d.reshape(*d.shape[:4], grid.t_c, grid.wcols, grid.slices) @ self._slice_coef(d)) if grid.slices > 1 \
+        d = (
+            (d.reshape(*d.shape[:4], grid.t_c, grid.wcols, grid.slices) @ self._slice_coef(d))
+            if grid.slices > 1
             else d.reshape(*d.shape[:4], grid.t_c, grid.wcols)
+        )
         p = self.coding.planes
         d = d.reshape(i, g, tr, p, -1, grid.t_c, grid.wcols)
         d = torch.einsum("igtpmcw,p->igtmcw", d, self.coding.plane_coefficients(d.device))

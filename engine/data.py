@@ -5,8 +5,8 @@
   MNIST networks apply unchanged), split 70/30 stratified with ``random_state=0``.
 * ``mnist``, ``cifar10``, ``cifar100``: torchvision's classes reading the standard files under a
   user-given ``root`` (``download=False`` when reading; :func:`download_dataset` fetches them first
-  with torchvision's own download when the user sets ``data.download``). For CIFAR we check that the files exist and parse, not
-  their md5, so that subsets and re-packed copies load.
+  with torchvision's own download when the user sets ``data.download``). For CIFAR we check that
+  the files exist and parse, not their md5, so that subsets and re-packed copies load.
 * ``imagefolder``: ``root/train`` and ``root/val`` class folders (ImageNet-style), resized to 256,
   centre-cropped to ``input_size`` (default 224), ImageNet normalisation.
 """
@@ -14,8 +14,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sized
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 import torch.nn.functional as F
@@ -41,7 +42,9 @@ class DataSplit:
 
 class _CIFAR10Files(torchvision.datasets.CIFAR10):
     def _check_integrity(self) -> bool:
-        return all(os.path.isfile(os.path.join(self.root, self.base_folder, f)) for f, _ in self.train_list + self.test_list)
+        return all(
+            os.path.isfile(os.path.join(self.root, self.base_folder, f)) for f, _ in self.train_list + self.test_list
+        )
 
     def _load_meta(self) -> None:
         import pickle
@@ -85,11 +88,22 @@ def load_dataset(name: str, root: str | None = None, input_size: int | None = No
         return DataSplit(mk(True), mk(False), 10, 1, s)
     if name in ("cifar10", "cifar100"):
         s = input_size or 32
-        tf = T.Compose([T.ToTensor()] + ([T.Resize((s, s), antialias=True)] if s != 32 else []) + [T.Normalize(_CIFAR_MEAN, _CIFAR_STD)])
+        tf = T.Compose(
+            [T.ToTensor()]
+            + ([T.Resize((s, s), antialias=True)] if s != 32 else [])
+            + [T.Normalize(_CIFAR_MEAN, _CIFAR_STD)]
+        )
         cls = _CIFAR10Files if name == "cifar10" else _CIFAR100Files
         return DataSplit(cls(root, True, tf), cls(root, False, tf), 10 if name == "cifar10" else 100, 3, s)
     s = input_size or 224
-    tf = T.Compose([T.Resize(256 if s == 224 else s, antialias=True), T.CenterCrop(s), T.ToTensor(), T.Normalize(_IMAGENET_MEAN, _IMAGENET_STD)])
+    tf = T.Compose(
+        [
+            T.Resize(256 if s == 224 else s, antialias=True),
+            T.CenterCrop(s),
+            T.ToTensor(),
+            T.Normalize(_IMAGENET_MEAN, _IMAGENET_STD),
+        ]
+    )
     train = torchvision.datasets.ImageFolder(os.path.join(root, "train"), tf)
     test = torchvision.datasets.ImageFolder(os.path.join(root, "val"), tf)
     return DataSplit(train, test, len(train.classes), 3, s)
@@ -101,8 +115,11 @@ def download_dataset(name: str, root: str, timeout_s: float = 30.0) -> None:
     fast (raises OSError or RuntimeError)."""
     import socket
 
-    classes = {"mnist": torchvision.datasets.MNIST, "cifar10": torchvision.datasets.CIFAR10,
-               "cifar100": torchvision.datasets.CIFAR100}
+    classes = {
+        "mnist": torchvision.datasets.MNIST,
+        "cifar10": torchvision.datasets.CIFAR10,
+        "cifar100": torchvision.datasets.CIFAR100,
+    }
     os.makedirs(root, exist_ok=True)
     previous = socket.getdefaulttimeout()
     socket.setdefaulttimeout(timeout_s)
@@ -115,9 +132,10 @@ def download_dataset(name: str, root: str, timeout_s: float = 30.0) -> None:
 
 def subset(ds: Dataset, size: int | None, seed: int = 0) -> Dataset:
     """A fixed subset: the first ``size`` indices of a seeded permutation, in index order."""
-    if size is None or size >= len(ds):
+    n = len(cast(Sized, ds))
+    if size is None or size >= n:
         return ds
-    perm = torch.randperm(len(ds), generator=torch.Generator(device="cpu").manual_seed(seed), device="cpu")[:size]
+    perm = torch.randperm(n, generator=torch.Generator(device="cpu").manual_seed(seed), device="cpu")[:size]
     return Subset(ds, sorted(perm.tolist()))
 
 
@@ -125,7 +143,7 @@ def materialise(ds: Dataset) -> TensorDataset:
     """Load a (small) data set into memory once: evaluations then cost no decoding."""
     if isinstance(ds, TensorDataset):
         return ds
-    xs, ys = zip(*(ds[i] for i in range(len(ds))))
+    xs, ys = zip(*(ds[i] for i in range(len(cast(Sized, ds)))))
     return TensorDataset(torch.stack(xs), torch.as_tensor(ys, dtype=torch.int64, device=xs[0].device))
 
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -66,7 +66,9 @@ def _device_of(model: nn.Module) -> torch.device:
 
 
 @torch.no_grad()
-def evaluate(model: CrossbarModel, loader: Iterable, seeds: Sequence[int] | None, reprogram: bool = True) -> list[Metrics]:
+def evaluate(
+    model: CrossbarModel, loader: Iterable, seeds: Sequence[int] | None, reprogram: bool = True
+) -> list[Metrics]:
     """Metrics of each instance in ``seeds`` (one batched call); ``None``: the ideal crossbar.
     ``reprogram=False`` evaluates the instances already programmed (e.g. after a mitigation
     edited them); ``seeds`` is then ignored."""
@@ -92,8 +94,14 @@ def evaluate_float(model: nn.Module, loader: Iterable) -> Metrics:
     return acc.result()[0]
 
 
-def evaluate_on_hardware(model: nn.Module, hardware: HardwareSpec, loader: Iterable, seed: int | None,
-                         calibration: Iterable, keep_digital: Iterable[str] = ()) -> Metrics:
+def evaluate_on_hardware(
+    model: nn.Module,
+    hardware: HardwareSpec,
+    loader: Iterable,
+    seed: int | None,
+    calibration: Iterable,
+    keep_digital: Iterable[str] = (),
+) -> Metrics:
     """Convert, calibrate on ``calibration`` (batches of inputs or (x, y) pairs), and evaluate
     one hardware instance (``seed=None``: the ideal crossbar)."""
     xmodel = convert(model, hardware, keep_digital)

@@ -39,13 +39,14 @@ class CrossbarGeometry(_Section):
 class DeviceSpec(_Section):
     """ReRAM cell: conductance range and programmable levels (PytorX Table 1, eq. 8-9)."""
 
-    g_min_s: float = Field(1.0 / 3.0e6, ge=0.0, description="lowest conductance, siemens (HRS); 0 as in aihwkit's "
-                           "converters")
+    g_min_s: float = Field(
+        1.0 / 3.0e6, ge=0.0, description="lowest conductance, siemens (HRS); 0 as in aihwkit's converters"
+    )
     g_max_s: float = Field(1.0 / 3.0e3, gt=0.0, description="highest conductance, siemens (LRS)")
     bits_per_cell: int = Field(7, ge=1, le=16, description="levels per cell = 2**bits_per_cell")
 
     @model_validator(mode="after")
-    def _range(self) -> "DeviceSpec":
+    def _range(self) -> DeviceSpec:
         if self.g_min_s >= self.g_max_s:
             raise ValueError(
                 f"hardware.device.g_min_s must be < g_max_s (got g_min_s={self.g_min_s:g} S, "
@@ -100,12 +101,14 @@ class InputSpec(_Section):
     input_bits: int = Field(8, ge=1, le=16, description="activation code width")
     dac_bits: int = Field(8, ge=1, le=16, description="DAC resolution; < input_bits = bit-serial")
     v_read_v: float = Field(
-        1.63, gt=0.0, le=10.0, description="cell voltage of DAC code 2**(dac_bits-1), volts "
-        "(PytorX Table 1: V_dd - V_ref = 3.3 - 1.67 V)"
+        1.63,
+        gt=0.0,
+        le=10.0,
+        description="cell voltage of DAC code 2**(dac_bits-1), volts (PytorX Table 1: V_dd - V_ref = 3.3 - 1.67 V)",
     )
 
     @model_validator(mode="after")
-    def _dac(self) -> "InputSpec":
+    def _dac(self) -> InputSpec:
         if self.dac_bits > self.input_bits:
             raise ValueError(
                 f"hardware.input.dac_bits must be <= input_bits (got dac_bits={self.dac_bits}, "
@@ -140,8 +143,9 @@ class ADCSpec(_Section):
     kind: Literal["quantized", "ideal"] = "quantized"
     bits: int = Field(8, ge=1, le=24, description="ADC resolution per column")
     range_scope: Literal["layer", "slice"] = Field(
-        "layer", description="one calibrated range per layer (PytorX Alg. 1) or one per weight-slice "
-        "significance (useful when slices use different parts of their range, e.g. offset weights)"
+        "layer",
+        description="one calibrated range per layer (PytorX Alg. 1) or one per weight-slice "
+        "significance (useful when slices use different parts of their range, e.g. offset weights)",
     )
     full_scale_a: float | None = Field(None, gt=0.0, description="given range in amperes")
     calibration_batches: int = Field(4, ge=1, le=10_000)
@@ -196,20 +200,17 @@ class StuckAtFaults(_Section):
             fr = _rate(data.pop("fault_rate", 0.0), "hardware.faults.fault_rate")
             ocr = data.pop("open_close_ratio", 1.0)
             if not isinstance(ocr, (int, float)) or not (ocr > 0 and math.isfinite(ocr)):
-                raise ValueError(
-                    f"hardware.faults.open_close_ratio must be a finite number > 0 (got {ocr!r})"
-                )
+                raise ValueError(f"hardware.faults.open_close_ratio must be a finite number > 0 (got {ocr!r})")
             data["stuck_at_gmin_rate"] = fr * ocr / (1.0 + ocr)
             data["stuck_at_gmax_rate"] = fr / (1.0 + ocr)
         return data
 
     @model_validator(mode="after")
-    def _sum(self) -> "StuckAtFaults":
+    def _sum(self) -> StuckAtFaults:
         total = self.stuck_at_gmax_rate + self.stuck_at_gmin_rate
         if total > 1.0 + 1e-12:
             raise ValueError(
-                "hardware.faults: stuck_at_gmax_rate + stuck_at_gmin_rate must be in [0, 1] "
-                f"(got {total:g})"
+                f"hardware.faults: stuck_at_gmax_rate + stuck_at_gmin_rate must be in [0, 1] (got {total:g})"
             )
         return self
 
@@ -251,15 +252,18 @@ class ProgrammingVariation(_Section):
     sigma_rel: float = Field(0.0, ge=0.0, le=10.0, description="relative sigma/mu")
     distribution: Literal["gaussian", "lognormal"] = "gaussian"
     domain: Literal["conductance", "resistance"] = Field(
-        "conductance", description="what sigma_rel perturbs: G (RxNN) or R = 1/G (Jung's R' = R(1 + eps))")
+        "conductance", description="what sigma_rel perturbs: G (RxNN) or R = 1/G (Jung's R' = R(1 + eps))"
+    )
     ceiling: Literal["none", "g_max"] = Field("none", description="clip programmed cells at G_max")
     sigma_poly_us: list[Annotated[float, Field(ge=-1e3, le=1e3)]] = Field(
-        default_factory=list, max_length=8, description="absolute sigma as a polynomial of G_target/G_max, uS "
-        "(aihwkit PCM programming noise)")
+        default_factory=list,
+        max_length=8,
+        description="absolute sigma as a polynomial of G_target/G_max, uS (aihwkit PCM programming noise)",
+    )
     poly_g_max_ref_us: float = Field(25.0, gt=0.0, le=1e6, description="G_max the polynomial was fitted at, uS")
 
     @model_validator(mode="after")
-    def _one_absolute(self) -> "ProgrammingVariation":
+    def _one_absolute(self) -> ProgrammingVariation:
         if sum(bool(x) for x in (self.sigma_abs_s > 0, self.sigma_abs_delta_g > 0, self.sigma_poly_us)) > 1:
             raise ValueError(
                 "hardware.variation: give the absolute sigma as one of sigma_abs_s, sigma_abs_delta_g or "
@@ -267,8 +271,12 @@ class ProgrammingVariation(_Section):
             )
         if self.poly_g_max_ref_us != 25.0 and not self.sigma_poly_us:
             raise ValueError("hardware.variation.poly_g_max_ref_us: only with sigma_poly_us")
-        if self.domain == "resistance" and self.distribution == "gaussian" and self.sigma_rel > 0 \
-                and self.ceiling == "none":
+        if (
+            self.domain == "resistance"
+            and self.distribution == "gaussian"
+            and self.sigma_rel > 0
+            and self.ceiling == "none"
+        ):
             raise ValueError(
                 "hardware.variation.ceiling must be 'g_max' with domain: resistance and a gaussian sigma_rel "
                 "(R (1 + eps) <= 0 has no finite conductance)"
@@ -352,8 +360,10 @@ class IRDrop(_Section):
     r_driver_ohm: float = Field(0.0, ge=0.0, le=1e9, description="row driver resistance")
     model: Literal["exact", "path"] = "exact"
     solver_dtype: Literal["float64", "float32"] = Field(
-        "float64", description="precision of the exact solve (float32: about twice as fast, error in the IR-drop "
-        "benchmark; wire conductances exceed cell conductances by up to 10^7)")
+        "float64",
+        description="precision of the exact solve (float32: about twice as fast, error in the IR-drop "
+        "benchmark; wire conductances exceed cell conductances by up to 10^7)",
+    )
 
 
 class DACLoading(_Section):
@@ -380,16 +390,22 @@ class NonlinearIV(_Section):
 
     model: Literal["linear", "sinh"] = "linear"
     v0_v: float = Field(0.25, gt=0.0, le=100.0, description="sinh: voltage scale V_0 (Guan et al. 2012: 0.25 V)")
-    newton_rtol: float = Field(1e-10, gt=0.0, le=0.1, description="sinh with exact IR drop: node-voltage "
-                               "tolerance relative to the largest input voltage")
+    newton_rtol: float = Field(
+        1e-10,
+        gt=0.0,
+        le=0.1,
+        description="sinh with exact IR drop: node-voltage tolerance relative to the largest input voltage",
+    )
     newton_max_iter: int = Field(50, ge=1, le=1000, description="sinh with exact IR drop: Newton iterations allowed")
 
 
 # Wan et al. (2022) relaxation fit as published in aihwkit: sigma in uS (G_max = 40 uS), coefficients of
 # (g_T)^0, ^1, ..., ^4 per time since programming (seconds).
-RERAM_WAN2022_TIMES = {1.0: (0.348, 16.030, -43.853, 45.393, -16.815),
-                       86400.0: (0.701, 22.086, -50.773, 47.095, -16.458),
-                       172800.0: (0.782, 20.274, -43.507, 37.062, -11.934)}
+RERAM_WAN2022_TIMES = {
+    1.0: (0.348, 16.030, -43.853, 45.393, -16.815),
+    86400.0: (0.701, 22.086, -50.773, 47.095, -16.458),
+    172800.0: (0.782, 20.274, -43.507, 37.062, -11.934),
+}
 
 
 class DriftSpec(_Section):
@@ -416,8 +432,9 @@ class DriftSpec(_Section):
     """
 
     model: Literal["none", "pcm", "power_law", "reram_wan2022"] = "none"
-    t0_s: float = Field(20.0, gt=0.0, le=1e6, description="first read after programming, seconds (aihwkit t_0; "
-                        "pcm and power_law)")
+    t0_s: float = Field(
+        20.0, gt=0.0, le=1e6, description="first read after programming, seconds (aihwkit t_0; pcm and power_law)"
+    )
     nu_mean: float = Field(0.05, ge=0.0, le=1.0, description="power_law: mean drift exponent")
     nu_std: float = Field(0.0, ge=0.0, le=1.0, description="power_law: its standard deviation across cells")
     read_noise_1f: bool = Field(False, description="accumulated 1/f read noise growing with time (aihwkit PCM)")
@@ -434,32 +451,52 @@ class UpdateSpec(_Section):
     nonlinearity: float = Field(0.0, ge=0.0, le=100.0, description="update non-linearity factor v (TxSim 0.01-1)")
     write_noise: float = Field(0.0, ge=0.0, le=1000.0, description="write-noise factor gamma (TxSim 1-10)")
     write_noise_units: Literal["normalized", "siemens"] = Field(
-        "normalized", description="units of TxSim's sigma = gamma sqrt(G_max - G_min) dG_ideal: conductances as "
-        "fractions of G_max (normalized; reproduces TxSim Fig. 10) or literally in siemens (gamma has ~no effect)")
-    weight_range: float = Field(1.0, gt=0.0, le=1e3, description="W_max = weight_range x the largest |w| of the "
-                                "layer in native (float) training of the same recipe (TxSim's weight statistics)")
+        "normalized",
+        description="units of TxSim's sigma = gamma sqrt(G_max - G_min) dG_ideal: conductances as "
+        "fractions of G_max (normalized; reproduces TxSim Fig. 10) or literally in siemens (gamma has ~no effect)",
+    )
+    weight_range: float = Field(
+        1.0,
+        gt=0.0,
+        le=1e3,
+        description="W_max = weight_range x the largest |w| of the "
+        "layer in native (float) training of the same recipe (TxSim's weight statistics)",
+    )
     pair: Literal["direct", "balanced"] = Field(
-        "direct", description="initial pair: direct (the inactive device at G_min, PytorX eq. 9 / TxSim's separate "
-        "positive and negative crossbars) or balanced (both around the mid conductance)")
-    refresh_every: int = Field(1, ge=1, le=1_000_000, description="exact IR-drop solve every L updates (interpolated between)")
+        "direct",
+        description="initial pair: direct (the inactive device at G_min, PytorX eq. 9 / TxSim's separate "
+        "positive and negative crossbars) or balanced (both around the mid conductance)",
+    )
+    refresh_every: int = Field(
+        1, ge=1, le=1_000_000, description="exact IR-drop solve every L updates (interpolated between)"
+    )
 
 
 # Device presets: published parameter sets, filled in under whatever the spec gives explicitly.
 PRESETS: dict[str, dict] = {
     # PytorX Table 1 (He et al., DAC 2019): 64 x 64, 1/3 MOhm .. 1/3 kOhm, 7-bit cells, 8-bit DAC/ADC,
     # V_dd - V_ref = 1.63 V, 300 K, RTN fit a, b (eq. 3). These are also the defaults.
-    "pytorx_table1": {"crossbar": {"rows": 64, "cols": 64},
-                      "device": {"g_min_s": 1.0 / 3.0e6, "g_max_s": 1.0 / 3.0e3, "bits_per_cell": 7},
-                      "input": {"input_bits": 8, "dac_bits": 8, "v_read_v": 1.63}, "adc": {"bits": 8},
-                      "temperature_k": 300.0, "rtn": {"a": 1.662e-7, "b": 0.0015}},
+    "pytorx_table1": {
+        "crossbar": {"rows": 64, "cols": 64},
+        "device": {"g_min_s": 1.0 / 3.0e6, "g_max_s": 1.0 / 3.0e3, "bits_per_cell": 7},
+        "input": {"input_bits": 8, "dac_bits": 8, "v_read_v": 1.63},
+        "adc": {"bits": 8},
+        "temperature_k": 300.0,
+        "rtn": {"a": 1.662e-7, "b": 0.0015},
+    },
     # TxSim (Roy et al.): R_min 100 kOhm, R_max 1 MOhm, 64 x 64 tiles, r_row 1 Ohm, r_col 4.6 Ohm per cell.
-    "txsim": {"crossbar": {"rows": 64, "cols": 64}, "device": {"g_min_s": 1e-6, "g_max_s": 1e-5},
-              "ir_drop": {"r_row_ohm": 1.0, "r_col_ohm": 4.6}},
+    "txsim": {
+        "crossbar": {"rows": 64, "cols": 64},
+        "device": {"g_min_s": 1e-6, "g_max_s": 1e-5},
+        "ir_drop": {"r_row_ohm": 1.0, "r_col_ohm": 4.6},
+    },
     # aihwkit PCMLikeNoiseModel with its default SinglePairConductanceConverter: G in [0, 25 uS], its programming
     # noise polynomial, PCM drift (t0 = 20 s) and accumulated 1/f noise (t_read = 250 ns); set hardware.time_s.
-    "pcm_ibm": {"device": {"g_min_s": 0.0, "g_max_s": 25e-6},
-                "variation": {"sigma_poly_us": [0.26348, 1.9650, -1.1731], "poly_g_max_ref_us": 25.0},
-                "drift": {"model": "pcm", "t0_s": 20.0, "read_noise_1f": True, "t_read_s": 250e-9}},
+    "pcm_ibm": {
+        "device": {"g_min_s": 0.0, "g_max_s": 25e-6},
+        "variation": {"sigma_poly_us": [0.26348, 1.9650, -1.1731], "poly_g_max_ref_us": 25.0},
+        "drift": {"model": "pcm", "t0_s": 20.0, "read_noise_1f": True, "t_read_s": 250e-9},
+    },
     # aihwkit ReRamWan2022NoiseModel (Wan et al., Nature 2022): G in [0, 40 uS] (the fit's reference G_max),
     # relaxation fitted at 1 s, 1 day and 2 days; set hardware.time_s to one of them.
     "reram_wan2022": {"device": {"g_min_s": 0.0, "g_max_s": 40e-6}, "drift": {"model": "reram_wan2022"}},
@@ -498,8 +535,13 @@ class HardwareSpec(_Section):
     ir_drop: IRDrop = Field(default_factory=IRDrop)
     dac_loading: DACLoading = Field(default_factory=DACLoading)
     iv: NonlinearIV = Field(default_factory=NonlinearIV)
-    time_s: float | None = Field(None, gt=0.0, le=1e10, description="inference time since programming, seconds "
-                                 "(drift and 1/f noise); None: read right after programming, no drift")
+    time_s: float | None = Field(
+        None,
+        gt=0.0,
+        le=1e10,
+        description="inference time since programming, seconds "
+        "(drift and 1/f noise); None: read right after programming, no drift",
+    )
     drift: DriftSpec = Field(default_factory=DriftSpec)
     update: UpdateSpec = Field(default_factory=UpdateSpec)
 
@@ -515,7 +557,7 @@ class HardwareSpec(_Section):
         return _under(PRESETS[name], {**data, "device": device})
 
     @model_validator(mode="after")
-    def _consistent(self) -> "HardwareSpec":
+    def _consistent(self) -> HardwareSpec:
         slices = self.slices
         if self.mapping.realisation == "differential" and self.crossbar.cols < slices:
             raise ValueError(
@@ -528,28 +570,40 @@ class HardwareSpec(_Section):
                 f"({slices} data + {slices} reference columns); got {self.crossbar.cols}"
             )
         if self.drift.enabled and self.time_s is None:
-            raise ValueError("hardware.drift: drift and 1/f noise act at hardware.time_s; set it (seconds since "
-                             "programming, e.g. 3600)")
+            raise ValueError(
+                "hardware.drift: drift and 1/f noise act at hardware.time_s; set it (seconds since "
+                "programming, e.g. 3600)"
+            )
         if self.time_s is not None and not self.drift.enabled:
-            raise ValueError("hardware.time_s: has no effect without hardware.drift.model (pcm, power_law or "
-                             "reram_wan2022) or hardware.drift.read_noise_1f")
+            raise ValueError(
+                "hardware.time_s: has no effect without hardware.drift.model (pcm, power_law or "
+                "reram_wan2022) or hardware.drift.read_noise_1f"
+            )
         if self.drift.model == "reram_wan2022":
             if self.time_s not in RERAM_WAN2022_TIMES:
-                raise ValueError(f"hardware.time_s: drift.model reram_wan2022 is fitted at {sorted(RERAM_WAN2022_TIMES)} s "
-                                 f"only (got {self.time_s})")
+                raise ValueError(
+                    f"hardware.time_s: drift.model reram_wan2022 is fitted at {sorted(RERAM_WAN2022_TIMES)} s "
+                    f"only (got {self.time_s})"
+                )
             if self.drift.read_noise_1f:
-                raise ValueError("hardware.drift.read_noise_1f: the 1/f fit is aihwkit's PCM one; Wan et al. give no "
-                                 "separate read-noise data for reram_wan2022")
+                raise ValueError(
+                    "hardware.drift.read_noise_1f: the 1/f fit is aihwkit's PCM one; Wan et al. give no "
+                    "separate read-noise data for reram_wan2022"
+                )
         reference = DriftSpec()
         uses_t0 = self.drift.model in ("pcm", "power_law") or self.drift.read_noise_1f
         if self.drift.t0_s != reference.t0_s and not uses_t0:
-            raise ValueError("hardware.drift.t0_s: only pcm, power_law and read_noise_1f count time from t0 "
-                             f"(drift.model is {self.drift.model!r})")
+            raise ValueError(
+                "hardware.drift.t0_s: only pcm, power_law and read_noise_1f count time from t0 "
+                f"(drift.model is {self.drift.model!r})"
+            )
         if self.drift.t_read_s != reference.t_read_s and not self.drift.read_noise_1f:
             raise ValueError("hardware.drift.t_read_s: only with hardware.drift.read_noise_1f")
         if self.drift.model != "power_law" and (self.drift.nu_mean != 0.05 or self.drift.nu_std != 0.0):
-            raise ValueError("hardware.drift.nu_mean/nu_std: only for drift.model: power_law (pcm derives nu "
-                             "from the programmed level)")
+            raise ValueError(
+                "hardware.drift.nu_mean/nu_std: only for drift.model: power_law (pcm derives nu "
+                "from the programmed level)"
+            )
         self._check_iv()
         if self.rtn.enabled:
             floor = self.rtn.a / (1.0 - self.rtn.b)
@@ -569,17 +623,23 @@ class HardwareSpec(_Section):
             return
         newton = self.ir_drop.enabled and self.ir_drop.model == "exact"
         if not newton and (iv.newton_rtol != ref.newton_rtol or iv.newton_max_iter != ref.newton_max_iter):
-            raise ValueError("hardware.iv.newton_rtol/newton_max_iter: only with hardware.ir_drop enabled and "
-                             "model: exact (without wires every cell sees its row voltage; nothing is iterated)")
+            raise ValueError(
+                "hardware.iv.newton_rtol/newton_max_iter: only with hardware.ir_drop enabled and "
+                "model: exact (without wires every cell sees its row voltage; nothing is iterated)"
+            )
         if self.ir_drop.enabled and self.ir_drop.model == "path":
-            raise ValueError("hardware.ir_drop.model: path is a linear approximation; use model: exact with "
-                             "iv.model: sinh")
+            raise ValueError(
+                "hardware.ir_drop.model: path is a linear approximation; use model: exact with iv.model: sinh"
+            )
         if self.dac_loading.enabled:
-            raise ValueError("hardware.dac_loading: RxNN's divider assumes linear loads; it cannot be combined with "
-                             "iv.model: sinh")
+            raise ValueError(
+                "hardware.dac_loading: RxNN's divider assumes linear loads; it cannot be combined with iv.model: sinh"
+            )
         if self.input.v_read_v / iv.v0_v > 40:
-            raise ValueError(f"hardware.iv.v0_v must be >= input.v_read_v / 40 = {self.input.v_read_v / 40:g} V "
-                             f"(sinh(V/V_0) beyond e^40 is no device; got v0_v={iv.v0_v:g} V)")
+            raise ValueError(
+                f"hardware.iv.v0_v must be >= input.v_read_v / 40 = {self.input.v_read_v / 40:g} V "
+                f"(sinh(V/V_0) beyond e^40 is no device; got v0_v={iv.v0_v:g} V)"
+            )
 
     # Derived quantities -------------------------------------------------------------------
     @property
@@ -605,8 +665,7 @@ class HardwareSpec(_Section):
     @property
     def per_read_cell_noise(self) -> bool:
         """True when a read draws noise that depends on individual cells or inputs (eq. 1-3)."""
-        return (self.read_noise.enabled or self.rtn.enabled or self.read_fluctuation.enabled
-                or self.drift.read_noise_1f)
+        return self.read_noise.enabled or self.rtn.enabled or self.read_fluctuation.enabled or self.drift.read_noise_1f
 
     @property
     def drift_time_factor(self) -> float:
@@ -631,8 +690,18 @@ class HardwareSpec(_Section):
 # Which fields each kind of trial honours -------------------------------------------------------
 # Crossbar training (engine.training, TxSim) reads continuous conductance pairs through the tiles:
 # these prefixes are what it models; everything else is refused for kind: train rather than ignored.
-TRAINING_FIELDS = ("crossbar.", "device.g_min_s", "device.g_max_s", "input.input_bits", "adc.kind", "adc.bits",
-                   "faults.", "variation.", "ir_drop.", "update.")
+TRAINING_FIELDS = (
+    "crossbar.",
+    "device.g_min_s",
+    "device.g_max_s",
+    "input.input_bits",
+    "adc.kind",
+    "adc.bits",
+    "faults.",
+    "variation.",
+    "ir_drop.",
+    "update.",
+)
 INFERENCE_ONLY_REASON = "crossbar training (kind: train) does not model it"
 
 

@@ -23,15 +23,15 @@ other targets (``bi``, row remapping, model variants) reuse the same physical dr
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import torch
 
 from . import counter_rng, seeding
 from .hardware import HardwareSpec, StuckAtFaults
-from .nonideal.faults import apply_faults_, codes_from_masks, fault_codes, stuck_masks
 from .nonideal.drift import apply_drift
+from .nonideal.faults import apply_faults_, codes_from_masks, fault_codes, stuck_masks
 from .nonideal.variation import apply_variation
 
 
@@ -50,7 +50,7 @@ class LayerCells:
     # physical row row_source[..., r], with the two arrays swapped (input negated) where flipped.
     row_source: torch.Tensor | None = None  # (I, G, t_r, t_c, R) int64
     row_flipped: torch.Tensor | None = None  # (I, G, t_r, t_c, R) bool
-    instance: "HardwareInstance | None" = None  # where the draws came from (None: the ideal crossbar)
+    instance: HardwareInstance | None = None  # where the draws came from (None: the ideal crossbar)
 
     @property
     def n_instances(self) -> int:
@@ -87,16 +87,18 @@ def _split(flat: torch.Tensor, shapes: Sequence[tuple[int, ...]]) -> list[torch.
     return out
 
 
-def draw_faults(seeds: Sequence[int], layer_index: int, shape: tuple[int, ...], spec: StuckAtFaults,
-                device: torch.device) -> torch.Tensor:
+def draw_faults(
+    seeds: Sequence[int], layer_index: int, shape: tuple[int, ...], spec: StuckAtFaults, device: torch.device
+) -> torch.Tensor:
     """(I, *shape) int8 fault codes of one layer from its FAULTS stream (engine.nonideal.faults)."""
     keys = _keys(seeds, [layer_index], seeding.FAULTS, device)
     n = math.prod(shape)
     return fault_codes(counter_rng.bits32(keys, [n]), spec)[:, :n].reshape(len(seeds), *shape)
 
 
-def draw_layers(seeds: Sequence[int], layers: Sequence[tuple[int, tuple[int, ...]]], hw: HardwareSpec,
-                device: torch.device) -> list[LayerDraws]:
+def draw_layers(
+    seeds: Sequence[int], layers: Sequence[tuple[int, tuple[int, ...]]], hw: HardwareSpec, device: torch.device
+) -> list[LayerDraws]:
     """Static draws of several layers (layer index, cell shape) on ``device``: every stream of every
     layer hashed in one pass (no Python loop over instances, layers' cells or tiles)."""
     index = [li for li, _ in layers]
@@ -134,8 +136,9 @@ def program_levels(levels: torch.Tensor, draws: LayerDraws, hw: HardwareSpec, in
         g = torch.add(levels, g_min_n)
         g = g if g.shape == shape else g.expand(shape).clone()
         if draws.z_abs is not None or draws.z_rel is not None:
-            g = apply_variation(g, draws.z_abs, draws.z_rel, hw.variation, dev.delta_g_s, dev.g_max_s / dev.delta_g_s,
-                                inplace=True)
+            g = apply_variation(
+                g, draws.z_abs, draws.z_rel, hw.variation, dev.delta_g_s, dev.g_max_s / dev.delta_g_s, inplace=True
+            )
         if draws.z_drift is not None:  # at time_s: drift or relaxation from the target level
             apply_drift(g, torch.add(levels, g_min_n), draws.z_drift, hw)
         h = g.sub_(g_min_n)
@@ -186,8 +189,13 @@ class HardwareInstance:
             if c.levels is levels or (c.levels.shape == levels.shape and torch.equal(c.levels, levels)):
                 return c
         h = program_levels(levels, self.draws(layer_index, shape, levels.device), self.hw, len(self.seeds))
-        cells = LayerCells(h=h, faults=self.draws(layer_index, shape, levels.device).faults, seeds=self.seeds,
-                           levels=levels, instance=self)
+        cells = LayerCells(
+            h=h,
+            faults=self.draws(layer_index, shape, levels.device).faults,
+            seeds=self.seeds,
+            levels=levels,
+            instance=self,
+        )
         known.append(cells)
         del known[: -self.max_solutions]
         self.stats["programs"] += 1

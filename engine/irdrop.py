@@ -91,8 +91,9 @@ def _spd_inverse(a: torch.Tensor) -> torch.Tensor:
     return torch.cholesky_inverse(torch.linalg.cholesky(a))
 
 
-def _row_system(g_i: torch.Tensor, c_i: float, w: TileWires,
-                lap: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _row_system(
+    g_i: torch.Tensor, c_i: float, w: TileWires, lap: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """X_i = (L_r + diag G_i)^-1, S_i and h_i of one row i of every tile; g_i (T, N) siemens."""
     lap = _row_laplacian(g_i.shape[-1], w, g_i) if lap is None else lap
     x = _spd_inverse(lap + torch.diag_embed(g_i))  # (T, N, N)
@@ -130,8 +131,15 @@ class SolveBudgetError(ValueError):
     """A single tile's solve does not fit the memory budget."""
 
 
-def effective_conductance(g: torch.Tensor, w: TileWires, *, max_bytes: int | None = None,
-                          dtype: torch.dtype = torch.float64, scale: float = 1.0, offset: float = 0.0) -> torch.Tensor:
+def effective_conductance(
+    g: torch.Tensor,
+    w: TileWires,
+    *,
+    max_bytes: int | None = None,
+    dtype: torch.dtype = torch.float64,
+    scale: float = 1.0,
+    offset: float = 0.0,
+) -> torch.Tensor:
     """G_eff (..., M, N) for conductances g (..., M, N): I_out = V @ G_eff exactly.
 
     ``g`` and the result are in units of ``scale`` siemens less ``offset`` (G = (g + offset) scale;
@@ -146,8 +154,9 @@ def effective_conductance(g: torch.Tensor, w: TileWires, *, max_bytes: int | Non
     per_tile = solve_bytes_per_tile(m, n, dtype)
     budget = default_solve_bytes(g.device) if max_bytes is None else int(max_bytes)
     if per_tile > budget:
-        raise SolveBudgetError(f"one {m}x{n} tile needs {per_tile / 2**20:.2f} MiB to solve; the budget is "
-                               f"{budget / 2**20:.2f} MiB")
+        raise SolveBudgetError(
+            f"one {m}x{n} tile needs {per_tile / 2**20:.2f} MiB to solve; the budget is {budget / 2**20:.2f} MiB"
+        )
     chunk = max(1, budget // per_tile)
     out = torch.empty(flat.shape, dtype=g.dtype, device=g.device)
     for start in range(0, flat.shape[0], chunk):  # chunks of tiles: bounded memory, not a per-tile loop
@@ -180,7 +189,9 @@ def _solve(g: torch.Tensor, w: TileWires) -> torch.Tensor:
     return w.g_out * torch.cholesky_solve(r, torch.linalg.cholesky(sp_i))  # (T, N, M)
 
 
-def solve_network(gc: torch.Tensor, p: torch.Tensor, q: torch.Tensor, w: TileWires) -> tuple[torch.Tensor, torch.Tensor]:
+def solve_network(
+    gc: torch.Tensor, p: torch.Tensor, q: torch.Tensor, w: TileWires
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Row and column node voltages (a, b), each (T, M, N), of the tile network with cell
     conductances ``gc`` (T, M, N) and currents ``p`` injected at the row nodes and ``q`` at the
     column nodes (sources grounded: a row source V_i enters as p[:, i, 0] = g_in V_i). The same
@@ -191,7 +202,9 @@ def solve_network(gc: torch.Tensor, p: torch.Tensor, q: torch.Tensor, w: TileWir
     t, m, n = gc.shape
     c = _column_shunts(m, w)
     lap = _row_laplacian(n, w, gc)
-    row_chol, col_chol, rhs = [], [], []
+    row_chol: list[torch.Tensor] = []
+    col_chol: list[torch.Tensor] = []
+    rhs: list[torch.Tensor] = []
     for i in range(m):  # forward sweep down the columns (batched over systems)
         lc = torch.linalg.cholesky(lap + torch.diag_embed(gc[:, i]))
         x = torch.cholesky_inverse(lc)
@@ -208,8 +221,13 @@ def solve_network(gc: torch.Tensor, p: torch.Tensor, q: torch.Tensor, w: TileWir
         r = rhs[i] if i == m - 1 else rhs[i] + w.g_col * b[i + 1]
         b[i] = torch.cholesky_solve(r.unsqueeze(-1), col_chol[i]).squeeze(-1)
     bb = torch.stack(b, dim=1)
-    a = torch.stack([torch.cholesky_solve((p[:, i] + gc[:, i] * bb[:, i]).unsqueeze(-1), row_chol[i]).squeeze(-1)
-                     for i in range(m)], dim=1)
+    a = torch.stack(
+        [
+            torch.cholesky_solve((p[:, i] + gc[:, i] * bb[:, i]).unsqueeze(-1), row_chol[i]).squeeze(-1)
+            for i in range(m)
+        ],
+        dim=1,
+    )
     return a, bb
 
 
@@ -220,29 +238,11 @@ def network_bytes_per_system(m: int, n: int) -> int:
 
 def node_voltages(g: torch.Tensor, v: torch.Tensor, w: TileWires) -> tuple[torch.Tensor, torch.Tensor]:
     """Row and column node voltages (a, b), each (T, M, N), for conductances g (T, M, N) and
-    inputs v (T, M): the forward sweep plus back substitution of the block-Thomas solve."""
-    g64, v64 = g.to(torch.float64), v.to(torch.float64)
-    x, s, h = _row_systems(g64, w)
-    t, m, n = g64.shape
-    chol, rhs = [], []
-    rhs_i = h[:, 0] * v64[:, 0:1]
-    sp_i = s[:, 0]
-    for i in range(m):
-        if i > 0:
-            prev = chol[-1]
-            sp_i = s[:, i] - (w.g_col**2) * torch.cholesky_inverse(prev)
-            rhs_i = h[:, i] * v64[:, i : i + 1] + w.g_col * torch.cholesky_solve(rhs[-1].unsqueeze(-1), prev).squeeze(-1)
-        chol.append(torch.linalg.cholesky(sp_i))
-        rhs.append(rhs_i)
-    b = [None] * m
-    b[m - 1] = torch.cholesky_solve(rhs[m - 1].unsqueeze(-1), chol[m - 1]).squeeze(-1)
-    for i in range(m - 2, -1, -1):
-        b[i] = torch.cholesky_solve((rhs[i] + w.g_col * b[i + 1]).unsqueeze(-1), chol[i]).squeeze(-1)
-    bb = torch.stack(b, dim=1)  # (T, M, N)
-    src = torch.zeros_like(bb)
-    src[..., 0] = w.g_in * v64
-    a = (x @ (src + g64 * bb).unsqueeze(-1)).squeeze(-1)
-    return a, bb
+    inputs v (T, M): :func:`solve_network` with the row sources as the only injections."""
+    g64 = g.to(torch.float64)
+    p = torch.zeros_like(g64)
+    p[..., 0] = w.g_in * v.to(torch.float64)
+    return solve_network(g64, p, torch.zeros_like(g64), w)
 
 
 def reference_solve(g: np.ndarray, v: np.ndarray, w: TileWires) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -270,9 +270,13 @@ def _nodal_system(g: np.ndarray, w: TileWires) -> tuple[sp.csc_matrix, np.ndarra
 
     def conduct(p: int, q: int | None, c: float) -> None:
         """Stamp conductance c between unknowns p and q (q None: to a fixed 0 V node)."""
-        rows.append(p), cols.append(p), vals.append(c)
+        rows.append(p)
+        cols.append(p)
+        vals.append(c)
         if q is not None:
-            rows.extend([q, p, q]), cols.extend([q, q, p]), vals.extend([c, -c, -c])
+            rows.extend([q, p, q])
+            cols.extend([q, q, p])
+            vals.extend([c, -c, -c])
 
     src = np.zeros((2 * na, m))
     for i in range(m):

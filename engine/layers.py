@@ -18,16 +18,16 @@ from .hardware import HardwareSpec
 from .tile_ops import ConvTiles, MatmulTiles
 
 
-
 def conv_output_size(h: int, w: int, kernel_size, stride, padding, dilation) -> tuple[int, int]:
     """Spatial output size of a convolution (the formula of ``nn.Conv2d``)."""
     ho = (h + 2 * padding[0] - dilation[0] * (kernel_size[0] - 1) - 1) // stride[0] + 1
     wo = (w + 2 * padding[1] - dilation[1] * (kernel_size[1] - 1) - 1) // stride[1] + 1
     return ho, wo
 
+
 class CrossbarLinear(CrossbarLayer):
     @classmethod
-    def from_module(cls, mod: nn.Linear, hw: HardwareSpec, name: str, layer_index: int) -> "CrossbarLinear":
+    def from_module(cls, mod: nn.Linear, hw: HardwareSpec, name: str, layer_index: int) -> CrossbarLinear:
         return cls(mod.weight, mod.bias, 1, mod.in_features, mod.out_features, hw, name, layer_index)
 
     def weight_matrix(self) -> torch.Tensor:
@@ -67,21 +67,25 @@ class CrossbarConv2d(CrossbarLayer):
         if isinstance(mod.padding, str):  # 'same' / 'valid' -> explicit amounts
             if any((d * (ks - 1)) % 2 for d, ks in zip(mod.dilation, mod.kernel_size)) and mod.padding == "same":
                 raise ValueError(f"layer {name}: padding='same' with an even kernel is not supported")
-            pad = (0, 0) if mod.padding == "valid" else tuple(d * (ks - 1) // 2 for d, ks in zip(mod.dilation, mod.kernel_size))
+            pad = (
+                (0, 0)
+                if mod.padding == "valid"
+                else tuple(d * (ks - 1) // 2 for d, ks in zip(mod.dilation, mod.kernel_size))
+            )
         else:
             pad = mod.padding
         self.padding = tuple(pad)
         self.padding_mode = mod.padding_mode
 
     @classmethod
-    def from_module(cls, mod: nn.Conv2d, hw: HardwareSpec, name: str, layer_index: int) -> "CrossbarConv2d":
+    def from_module(cls, mod: nn.Conv2d, hw: HardwareSpec, name: str, layer_index: int) -> CrossbarConv2d:
         return cls(mod, hw, name, layer_index)
 
     def weight_matrix(self) -> torch.Tensor:
         return self.weight.detach().reshape(self.groups, self.n, self.k).transpose(1, 2)
 
     @property
-    def _conv_padding(self) -> tuple[int, int]:
+    def _conv_padding(self) -> tuple[int, ...]:
         """Padding left to the convolution after :meth:`_pad_input`."""
         return self.padding if self.padding_mode == "zeros" else (0, 0)
 
@@ -100,16 +104,24 @@ class CrossbarConv2d(CrossbarLayer):
     def _unfold(self, codes: torch.Tensor, instances: int) -> torch.Tensor:
         """im2col: (I*B, C, H, W) -> (I, B*L, C*kh*kw)."""
         cols = F.unfold(self._pad_input(codes), self.kernel_size, self.dilation, self._conv_padding, self.stride)
-        ib, kk, l = cols.shape
-        return cols.transpose(1, 2).reshape(instances, (ib // instances) * l, kk)
+        ib, kk, positions = cols.shape
+        return cols.transpose(1, 2).reshape(instances, (ib // instances) * positions, kk)
 
     def tile_operator(self, cell_draws: bool) -> MatmulTiles | ConvTiles:
         if cell_draws:
             return MatmulTiles(self.grid, self._unfold)
         cached = getattr(self, "_conv_tiles", None)  # index tables depend only on the grid: build once
         if cached is None or cached.grid != self.grid or cached.device != self.weight.device:
-            cached = self._conv_tiles = ConvTiles(self.grid, self.in_channels, self.kernel_size, self.stride,
-                                                  self._conv_padding, self.dilation, self._pad_input, self.weight.device)
+            cached = self._conv_tiles = ConvTiles(
+                self.grid,
+                self.in_channels,
+                self.kernel_size,
+                self.stride,
+                self._conv_padding,
+                self.dilation,
+                self._pad_input,
+                self.weight.device,
+            )
         return cached
 
     def float_forward(self, x: torch.Tensor) -> torch.Tensor:

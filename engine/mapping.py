@@ -95,5 +95,6 @@ def decode_levels(levels: torch.Tensor, hw: HardwareSpec, reference: torch.Tenso
     if hw.mapping.realisation == "differential":
         diff = levels.select(-5, 0) - levels.select(-5, 1)
     else:
+        assert reference is not None, "the offset realisation decodes against its reference column"
         diff = levels.select(-5, 0) - reference.to(levels.dtype)
     return (diff * coef).sum(-1)

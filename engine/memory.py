@@ -15,8 +15,8 @@ chunks are sized to the solve budget, so a layer of any size solves within it.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 import torch
 from torch import nn

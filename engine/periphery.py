@@ -92,7 +92,7 @@ class ADC:
     hi: int
 
     @classmethod
-    def calibrated(cls, bits: int, max_abs: torch.Tensor, signed: bool) -> "ADC":
+    def calibrated(cls, bits: int, max_abs: torch.Tensor, signed: bool) -> ADC:
         """PytorX Alg. 1 line 7: dI = max|I| / 2**(N-1) (signed), max I / (2**N - 1) (unsigned)."""
         max_abs = max_abs.to(torch.float32).clamp_min(1e-30)  # stays on its device
         if signed:

@@ -7,8 +7,8 @@ standard deviation parameterise the Gaussian noise that noise-injection adaption
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 import torch
 

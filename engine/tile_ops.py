@@ -20,7 +20,7 @@ or the conductances/telegraph jumps that set noise variances) and m runs over
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -68,8 +68,17 @@ class ConvTiles:
 
     supports_cell_draws = False
 
-    def __init__(self, grid: TileGrid, in_channels: int, kernel_size: tuple[int, int], stride, padding, dilation,
-                 pad_input: Callable[[torch.Tensor], torch.Tensor], device: torch.device) -> None:
+    def __init__(
+        self,
+        grid: TileGrid,
+        in_channels: int,
+        kernel_size: tuple[int, ...],
+        stride,
+        padding,
+        dilation,
+        pad_input: Callable[[torch.Tensor], torch.Tensor],
+        device: torch.device,
+    ) -> None:
         """Index tables are built on the host once and kept on ``device`` (no copy per read)."""
         self.grid, self.device = grid, device
         self.in_channels, self.kernel_size = in_channels, kernel_size
@@ -134,13 +143,13 @@ class ConvTiles:
     def apply(self, v: torch.Tensor, operand: torch.Tensor) -> torch.Tensor:
         """(I, G, t_r, P*M, Q), one copy of the native result."""
         out = self.apply_native(v, operand)
-        pb, l, inst = out.shape[:3]
-        return out.permute(2, 3, 4, 0, 1, 5).reshape(inst, self.grid.groups, self.grid.t_r, pb * l, -1)
+        pb, positions, inst = out.shape[:3]
+        return out.permute(2, 3, 4, 0, 1, 5).reshape(inst, self.grid.groups, self.grid.t_r, pb * positions, -1)
 
     def contract(self, out: torch.Tensor, coef: torch.Tensor) -> torch.Tensor:
         """sum over chunks p and row tiles t of coef[p] out[(p, b), l, i, g, t, q] -> (I, G, B*L, Q),
         reading the native layout once (chunks are its outermost axis)."""
-        pb, l, inst, groups, tr, q = out.shape
+        pb, positions, inst, groups, tr, q = out.shape
         p = coef.numel()
-        y = (coef.to(out.dtype) @ out.reshape(p, -1)).reshape(pb // p * l, inst, groups, tr, q).sum(3)
+        y = (coef.to(out.dtype) @ out.reshape(p, -1)).reshape(pb // p * positions, inst, groups, tr, q).sum(3)
         return y.permute(1, 2, 0, 3)

@@ -36,7 +36,7 @@ class TileGrid:
     offset: bool
 
     @classmethod
-    def for_layer(cls, hw: HardwareSpec, groups: int, k: int, n: int) -> "TileGrid":
+    def for_layer(cls, hw: HardwareSpec, groups: int, k: int, n: int) -> TileGrid:
         return cls(
             groups=groups,
             k=k,
@@ -86,9 +86,7 @@ class TileGrid:
         a = digits.shape[0]
         d = F.pad(digits, (0, 0, 0, self.t_c * self.wcols - self.n, 0, self.t_r * self.rows - self.k))
         d = d.reshape(a, self.groups, self.t_r, self.rows, self.t_c, self.wcols, self.slices)
-        d = d.permute(0, 1, 2, 4, 3, 5, 6).reshape(
-            a, self.groups, self.t_r, self.t_c, self.rows, self.data_cols
-        )
+        d = d.permute(0, 1, 2, 4, 3, 5, 6).reshape(a, self.groups, self.t_r, self.t_c, self.rows, self.data_cols)
         if self.offset:
             assert reference is not None
             ref = reference.to(d.dtype).expand(a, self.groups, self.t_r, self.t_c, self.rows, -1)

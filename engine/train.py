@@ -13,8 +13,8 @@ import io
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -50,8 +50,9 @@ def l1_penalty(model: nn.Module) -> torch.Tensor:
     return torch.stack(terms).sum()
 
 
-def train_model(model: nn.Module, data: DataSplit, cfg: TrainConfig,
-                loss_hook: Callable[[nn.Module], torch.Tensor] | None = None) -> TrainResult:
+def train_model(
+    model: nn.Module, data: DataSplit, cfg: TrainConfig, loss_hook: Callable[[nn.Module], torch.Tensor] | None = None
+) -> TrainResult:
     """Adam + cosine schedule; deterministic for a given seed on one device."""
     torch.manual_seed(cfg.seed)
     dev = next(model.parameters()).device
@@ -75,8 +76,9 @@ def train_model(model: nn.Module, data: DataSplit, cfg: TrainConfig,
         sched.step()
         history.append(evaluate_float(model, test_loader).top1)
     model.eval()
-    return TrainResult(model, history[-1] if history else evaluate_float(model, test_loader).top1,
-                       time.perf_counter() - start, history)
+    return TrainResult(
+        model, history[-1] if history else evaluate_float(model, test_loader).top1, time.perf_counter() - start, history
+    )
 
 
 def load_checkpoint(path: str | io.BytesIO, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
@@ -114,8 +116,16 @@ def load_state_dict_into(model: nn.Module, path: str) -> nn.Module:
 
 def checkpoint_bytes(model: nn.Module, name: str, model_kwargs: dict, meta: dict) -> bytes:
     buf = io.BytesIO()
-    torch.save({"format": CHECKPOINT_FORMAT, "model": name, "model_kwargs": model_kwargs,
-                "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "meta": meta}, buf)
+    torch.save(
+        {
+            "format": CHECKPOINT_FORMAT,
+            "model": name,
+            "model_kwargs": model_kwargs,
+            "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "meta": meta,
+        },
+        buf,
+    )
     return buf.getvalue()
 
 
@@ -143,13 +153,20 @@ def train_recipe(data: DataSplit, model_name: str, cfg: TrainConfig, dataset: st
     torch.manual_seed(cfg.seed)  # the initial weights are part of the recipe
     model = build_model(model_name, **kwargs)
     result = train_model(model, data, cfg)
-    meta = {"dataset": dataset, "test_top1": result.test_top1, "train": asdict(cfg), "seconds": result.seconds,
-            "torch": str(torch.__version__), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    meta = {
+        "dataset": dataset,
+        "test_top1": result.test_top1,
+        "train": asdict(cfg),
+        "seconds": result.seconds,
+        "torch": str(torch.__version__),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
     return result, checkpoint_bytes(result.model, model_name, kwargs, meta)
 
 
-def train_default(path: str, dataset: str = "digits", model_name: str = "lenet5", cfg: TrainConfig | None = None,
-                  input_size: int = 28) -> TrainResult:
+def train_default(
+    path: str, dataset: str = "digits", model_name: str = "lenet5", cfg: TrainConfig | None = None, input_size: int = 28
+) -> TrainResult:
     """Train a zoo model on a data set and save it (default: LeNet-5 on the bundled digits)."""
     result, blob = train_recipe(load_dataset(dataset, input_size=input_size), model_name, cfg or TrainConfig(), dataset)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Iterable, Sequence
 
 import torch
 from torch import nn
 
+from .catalog import Scheme
 from .conversion import CrossbarModel, convert
 from .evaluation import Metrics, evaluate
 from .hardware import HardwareSpec
@@ -40,10 +41,17 @@ class Outcome:
 
 
 class TrialEvaluator:
-    def __init__(self, models: dict[str | None, nn.Module], eval_loader: Iterable, calibration_inputs: list[torch.Tensor],
-                 device: torch.device, keep_digital: Sequence[str] = (),
-                 train_data: Callable[[], tuple[torch.Tensor, torch.Tensor]] | None = None, base_key: str = "base",
-                 solve_max_bytes: int | None = None) -> None:
+    def __init__(
+        self,
+        models: dict[str | None, nn.Module],
+        eval_loader: Iterable,
+        calibration_inputs: list[torch.Tensor],
+        device: torch.device,
+        keep_digital: Sequence[str] = (),
+        train_data: Callable[[], tuple[torch.Tensor, torch.Tensor]] | None = None,
+        base_key: str = "base",
+        solve_max_bytes: int | None = None,
+    ) -> None:
         self.models = {k: m.to(device).eval() for k, m in models.items()}
         self.eval_loader = eval_loader
         self.calibration_inputs = [x.to(device) for x in calibration_inputs]
@@ -69,12 +77,13 @@ class TrialEvaluator:
         if key is None:
             return None, self.models[None]
         if key not in self.models:
+            assert maker is not None  # a variant key always comes with the component that makes it
             if maker.offline:
                 raise KeyError(f"model variant {key!r} ({maker.name}) was not provided to this worker")
             self.add_model(key, maker.derive(self.models[None], ctx))
         return key, self.models[key]
 
-    def twin(self, key: str | None, model: nn.Module, hw: HardwareSpec, scheme: str) -> tuple[CrossbarModel, float]:
+    def twin(self, key: str | None, model: nn.Module, hw: HardwareSpec, scheme: Scheme) -> tuple[CrossbarModel, float]:
         """Calibrated crossbar twin for (variant, scheme, mapping fields); seconds spent mapping."""
         cache_key = (key, scheme, json.dumps(hw.mapping_key(), sort_keys=True))
         start = time.perf_counter()
@@ -118,7 +127,8 @@ class TrialEvaluator:
             t3 = time.perf_counter()
             metrics = evaluate(xm, self.eval_loader, seeds=None, reprogram=False)[0]
             t4 = time.perf_counter()
-            done[index] = Outcome(strategy.label, metrics, t2 - t1, t_map, (t1 - t0) + (t3 - t2), t4 - t3,
-                                  xm.newton_iterations())
+            done[index] = Outcome(
+                strategy.label, metrics, t2 - t1, t_map, (t1 - t0) + (t3 - t2), t4 - t3, xm.newton_iterations()
+            )
         self.last_stats = dict(instance.stats)
         return [done[i] for i in range(len(strategies))]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 
 from analysis.stats import ci_halfwidth
@@ -52,7 +53,7 @@ class AdaptiveStopping:
         opened = False
         while not st.finished and self._round_complete(pid, st.n):
             vals = {m: [self.values[(pid, i, m)] for i in range(st.n)] for m in self.plan.labels}
-            st.halfwidths = {m: ci_halfwidth(v) for m, v in vals.items()}
+            st.halfwidths = {m: ci_halfwidth(np.asarray(v)) for m, v in vals.items()}
             st.means = {m: sum(v) / len(v) for m, v in vals.items()}
             worst = max(st.halfwidths.values())
             if worst <= self.rule.ci_halfwidth:
@@ -106,8 +107,18 @@ class AdaptiveStopping:
         for p in self.plan.points:
             st = self.state[p.id]
             for m in self.plan.labels:
-                out.append({"point_index": p.index, "point_id": p.id, "mitigation": m, "n": st.n,
-                            "finished": st.finished, "reason": st.reason or "running", "metric": self.rule.metric,
-                            "mean": st.means.get(m, float("nan")), "ci_halfwidth": st.halfwidths.get(m, float("nan")),
-                            "target": self.rule.ci_halfwidth})
+                out.append(
+                    {
+                        "point_index": p.index,
+                        "point_id": p.id,
+                        "mitigation": m,
+                        "n": st.n,
+                        "finished": st.finished,
+                        "reason": st.reason or "running",
+                        "metric": self.rule.metric,
+                        "mean": st.means.get(m, float("nan")),
+                        "ci_halfwidth": st.halfwidths.get(m, float("nan")),
+                        "target": self.rule.ci_halfwidth,
+                    }
+                )
         return pd.DataFrame(out)

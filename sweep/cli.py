@@ -68,7 +68,9 @@ def _validate(args: argparse.Namespace) -> int:
     preset = ((raw.get("hardware") or {}).get("device") or {}).get("preset")
     console.print(f"  hardware{f' (preset {preset})' if preset else ''}: " + (", ".join(resolved) or "defaults"))
     for p in plan.points[: args.show]:
-        console.print(f"  point {p.index} ({p.id}): " + (", ".join(f"{k}={v!r}" for k, v in p.params.items()) or "(no axes)"))
+        console.print(
+            f"  point {p.index} ({p.id}): " + (", ".join(f"{k}={v!r}" for k, v in p.params.items()) or "(no axes)")
+        )
     if len(plan.points) > args.show:
         console.print(f"  ... {len(plan.points) - args.show} more points")
     console.print(f"  mitigations: {', '.join(plan.labels)}")
@@ -78,15 +80,17 @@ def _validate(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from .console import say
     from .driver import run_sweep
-
     from .interrupts import stop_signals_raise
 
     spec, raw = _load(args)
     with stop_signals_raise():  # Ctrl-C / SIGTERM: one line and exit 130 / 143, rows kept
         outcome = run_sweep(spec, raw, force=args.force, console=console)
     state = "complete" if outcome.complete else "INCOMPLETE"
-    say(console, f"{state}: {outcome.rows_present}/{outcome.rows_total} rows in {spec.output.dir} "
-                 f"({outcome.rows_written} written by this run)")
+    say(
+        console,
+        f"{state}: {outcome.rows_present}/{outcome.rows_total} rows in {spec.output.dir} "
+        f"({outcome.rows_written} written by this run)",
+    )
     return 0 if outcome.complete else 1
 
 
@@ -99,14 +103,16 @@ def _sync(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
+    from analysis.load import NoRows
     from analysis.report import build_report
 
     from .results import is_local, local_path
 
-    from analysis.load import NoRows
-
-    out = args.out or (os.path.join(local_path(args.dir), "report") if is_local(args.dir)
-                       else f"{args.dir.rstrip('/').rpartition('/')[2]}-report")  # a URI: beside the caller
+    out = args.out or (
+        os.path.join(local_path(args.dir), "report")
+        if is_local(args.dir)
+        else f"{args.dir.rstrip('/').rpartition('/')[2]}-report"
+    )  # a URI: beside the caller
     try:
         report = build_report(args.dir, out, threshold=args.threshold, baseline=args.baseline)
     except NoRows as e:
@@ -138,25 +144,39 @@ def _train(args: argparse.Namespace) -> int:
 
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
     result = train_default(args.output, dataset=args.data, model_name=args.model, cfg=cfg)
-    console.print(f"trained {args.model} on {args.data}: test top-1 {result.test_top1:.4f} "
-                  f"in {result.seconds:.1f} s -> {args.output}")
+    console.print(
+        f"trained {args.model} on {args.data}: test top-1 {result.test_top1:.4f} "
+        f"in {result.seconds:.1f} s -> {args.output}"
+    )
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="xbar-sweep", description="Monte Carlo sweeps of DNN accuracy on non-ideal ReRAM crossbars")
+    p = argparse.ArgumentParser(
+        prog="xbar-sweep", description="Monte Carlo sweeps of DNN accuracy on non-ideal ReRAM crossbars"
+    )
     sub = p.add_subparsers(dest="command", required=True)
-    for name, func, help_ in (("run", _run, "run (or resume) a sweep"), ("validate", _validate, "check a spec and print its plan")):
+    for name, func, help_ in (
+        ("run", _run, "run (or resume) a sweep"),
+        ("validate", _validate, "check a spec and print its plan"),
+    ):
         s = sub.add_parser(name, help=help_)
         s.add_argument("spec", nargs="?", help="sweep spec (YAML)")
-        s.add_argument("--set", action="append", default=[], metavar="PATH=VALUE", help="override a spec field (repeatable)")
+        s.add_argument(
+            "--set", action="append", default=[], metavar="PATH=VALUE", help="override a spec field (repeatable)"
+        )
         s.add_argument("--resume", metavar="DIR", help="resume the sweep stored in DIR (uses DIR/spec.yaml)")
         if name == "run":
-            s.add_argument("--force", action="store_true", help="accept a changed spec: keep matching rows, compute the rest")
+            s.add_argument(
+                "--force", action="store_true", help="accept a changed spec: keep matching rows, compute the rest"
+            )
         else:
             s.add_argument("--show", type=int, default=20, help="points to list")
-            s.add_argument("--preflight", action="store_true",
-                           help="also check what `run` checks before writing: memory, data, checkpoint, resources")
+            s.add_argument(
+                "--preflight",
+                action="store_true",
+                help="also check what `run` checks before writing: memory, data, checkpoint, resources",
+            )
         s.set_defaults(func=func)
     m = sub.add_parser("mlflow-sync", help="log a sweep's MLflow runs from its Parquet output")
     m.add_argument("dir")
@@ -164,9 +184,15 @@ def build_parser() -> argparse.ArgumentParser:
     m.set_defaults(func=_sync)
     r = sub.add_parser("report", help="write report.html (tables and plots) for a sweep output")
     r.add_argument("dir")
-    r.add_argument("--out", default=None, help="directory for report.html and the PNGs (default DIR/report; for a URI "
-                   "such as s3://bucket/name, ./name-report)")
-    r.add_argument("--threshold", type=float, default=None, help="top-1 threshold of the yield (default: best mean - 0.01)")
+    r.add_argument(
+        "--out",
+        default=None,
+        help="directory for report.html and the PNGs (default DIR/report; for a URI "
+        "such as s3://bucket/name, ./name-report)",
+    )
+    r.add_argument(
+        "--threshold", type=float, default=None, help="top-1 threshold of the yield (default: best mean - 0.01)"
+    )
     r.add_argument("--baseline", default="none", help="mitigation the others are compared with")
     r.add_argument("--mlflow", action="store_true", help="also log the report as artifacts of the sweep's parent run")
     r.set_defaults(func=_report)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import time
 from dataclasses import dataclass, field
 from importlib import metadata
 
@@ -70,12 +69,21 @@ def plan_table(plan: Plan) -> pa.Table:
         for axis, t in plan.axis_types.items():
             cols[axis].append(str(p.params[axis]) if t == "string" else p.params[axis])
         cols["hardware"].append(p.spec.hardware.model_dump_json())
-    schema = pa.schema([("point_index", pa.int32()), ("point_id", pa.string()),
-                        *[(a, pa.type_for_alias(t)) for a, t in plan.axis_types.items()], ("hardware", pa.string())])
+    schema = pa.schema(
+        [
+            ("point_index", pa.int32()),
+            ("point_id", pa.string()),
+            *[(a, pa.type_for_alias(t)) for a, t in plan.axis_types.items()],
+            ("hardware", pa.string()),
+        ]
+    )
     sweep = plan.spec.sweep
     groups = [[a] for a in sweep.grid] + [list(g) for g in sweep.zip]  # zipped axes advance together
-    meta = {"xbar.axis_groups": json.dumps(groups), "xbar.instances": str(plan.instances),
-            "xbar.mitigations": json.dumps(list(plan.labels))}
+    meta = {
+        "xbar.axis_groups": json.dumps(groups),
+        "xbar.instances": str(plan.instances),
+        "xbar.mitigations": json.dumps(list(plan.labels)),
+    }
     return pa.Table.from_pydict(cols, schema=schema.with_metadata(meta))
 
 
@@ -86,9 +94,18 @@ def compose_rows(plan: Plan, task: Task, rows: list[dict], version: str) -> list
     for r in rows:
         r = dict(r)
         finished = r.pop("finished")
-        out.append({"sweep_id": plan.sweep_id, "spec_hash": plan.spec_hash, "point_id": point.id,
-                    "point_index": point.index, **params, **r, "version": version,
-                    "timestamp": dt.datetime.fromtimestamp(finished, tz=dt.timezone.utc)})
+        out.append(
+            {
+                "sweep_id": plan.sweep_id,
+                "spec_hash": plan.spec_hash,
+                "point_id": point.id,
+                "point_index": point.index,
+                **params,
+                **r,
+                "version": version,
+                "timestamp": dt.datetime.fromtimestamp(finished, tz=dt.timezone.utc),
+            }
+        )
     return out
 
 
@@ -106,7 +123,9 @@ class _MlflowLink:
         if uri is None:
             self.warn("output is not a local directory and output.mlflow.tracking_uri is not set: no MLflow logging")
             return
-        self.info.update({"tracking_uri": uri, "experiment": cfg.experiment or spec.name, "artifact_location": artifacts})
+        self.info.update(
+            {"tracking_uri": uri, "experiment": cfg.experiment or spec.name, "artifact_location": artifacts}
+        )
         self.tracker = Tracker(uri, self.info["experiment"], artifacts)
 
     def warn(self, msg: str) -> None:
@@ -119,12 +138,15 @@ class _MlflowLink:
         try:
             params = plan.spec.model_dump(mode="json", exclude={"output", "sweep"})
             params["sweep"] = json.dumps(plan.spec.sweep.model_dump(mode="json"))
-            self.info["parent_run_id"] = self.tracker.parent(self.info.get("parent_run_id"), plan.sweep_id,
-                                                             plan.spec_hash, version, params, spec_yaml)
+            self.info["parent_run_id"] = self.tracker.parent(
+                self.info.get("parent_run_id"), plan.sweep_id, plan.spec_hash, version, params, spec_yaml
+            )
         except Exception as e:  # noqa: BLE001 - any MLflow/network failure must not stop the sweep
             self.info["synced"] = False
-            self.warn(f"MLflow unreachable at {self.info['tracking_uri']} ({type(e).__name__}: {e}); "
-                      "the sweep continues - run `xbar-sweep mlflow-sync <output>` later")
+            self.warn(
+                f"MLflow unreachable at {self.info['tracking_uri']} ({type(e).__name__}: {e}); "
+                "the sweep continues - run `xbar-sweep mlflow-sync <output>` later"
+            )
 
 
 def sync_mlflow(store: ResultStore, console: Console, tracking_uri: str | None = None) -> int:
@@ -142,8 +164,14 @@ def sync_mlflow(store: ResultStore, console: Console, tracking_uri: str | None =
     params = {k: v for k, v in raw.items() if k not in ("output", "sweep")}
     params["sweep"] = json.dumps(raw.get("sweep", {}))
     spec_yaml = store.read_bytes("spec.yaml").decode()
-    info["parent_run_id"] = tracker.parent(info.get("parent_run_id"), manifest["sweep_id"], manifest["spec_hash"],
-                                           manifest.get("version", package_version()), params, spec_yaml)
+    info["parent_run_id"] = tracker.parent(
+        info.get("parent_run_id"),
+        manifest["sweep_id"],
+        manifest["spec_hash"],
+        manifest.get("version", package_version()),
+        params,
+        spec_yaml,
+    )
     points = pq_read(store, "plan.parquet")
     rows = store.read_rows(set(points.column("point_id").to_pylist()))
     n = 0
@@ -186,7 +214,9 @@ def _log_children(tracker: Tracker, parent_id: str, rows: pa.Table, points: pa.T
     return tracker.children(parent_id, summary, params_of, extra)
 
 
-def _resume_state(plan: Plan, store: ResultStore, spec: SweepSpec, console: Console) -> tuple[set, "AdaptiveStopping | None", list[Task]]:
+def _resume_state(
+    plan: Plan, store: ResultStore, spec: SweepSpec, console: Console
+) -> tuple[set, AdaptiveStopping | None, list[Task]]:
     """Keys already present (unreadable part files moved aside first), adaptive state, pending tasks."""
     for name, reason in store.quarantine_unreadable_parts():
         say(console, f"part file {name} is unreadable ({reason}); moved to rows/_corrupt/, its rows are recomputed")
@@ -197,7 +227,9 @@ def _resume_state(plan: Plan, store: ResultStore, spec: SweepSpec, console: Cons
         existing = store.read_rows({p.id for p in plan.points}) if done else None
         if existing is not None:
             metric = spec.trials.until.metric
-            for pid, i, m, v in zip(*(existing.column(c).to_pylist() for c in ("point_id", "instance", "mitigation", metric))):
+            for pid, i, m, v in zip(
+                *(existing.column(c).to_pylist() for c in ("point_id", "instance", "mitigation", metric))
+            ):
                 if (pid, i, m) in done:
                     present[(pid, i, m)] = v
         adaptive = AdaptiveStopping(plan, spec.trials.until, present)
@@ -205,8 +237,9 @@ def _resume_state(plan: Plan, store: ResultStore, spec: SweepSpec, console: Cons
     return done, None, plan.pending(done)
 
 
-def run_sweep(spec: SweepSpec, raw: dict, *, force: bool = False, console: Console | None = None,
-              worker_cls: type | None = None) -> SweepOutcome:
+def run_sweep(
+    spec: SweepSpec, raw: dict, *, force: bool = False, console: Console | None = None, worker_cls: type | None = None
+) -> SweepOutcome:
     """Validate and preflight everything, take the output's lease, then run (or resume) the sweep.
 
     Order: spec and every point validated (memory included) -> output, data, checkpoint and local
@@ -235,8 +268,16 @@ def run_sweep(spec: SweepSpec, raw: dict, *, force: bool = False, console: Conso
         lease.release()
 
 
-def _run_leased(spec: SweepSpec, raw: dict, plan: Plan, store: ResultStore, force: bool, console: Console,
-                worker_cls: type | None, session: RaySession) -> SweepOutcome:
+def _run_leased(
+    spec: SweepSpec,
+    raw: dict,
+    plan: Plan,
+    store: ResultStore,
+    force: bool,
+    console: Console,
+    worker_cls: type | None,
+    session: RaySession,
+) -> SweepOutcome:
     version = package_version()
     previous = store.read_json("manifest.json")
     checkpoints, missing = cached_checkpoints(plan, store, version)
@@ -245,9 +286,11 @@ def _run_leased(spec: SweepSpec, raw: dict, plan: Plan, store: ResultStore, forc
         checkpoints = prepare_checkpoints(plan, store, console, version, session.ensure)
     plan = make_plan(spec, raw, weight_digests(checkpoints))
     if previous is not None and previous.get("spec_hash") != plan.spec_hash and not force:
-        raise SpecError(f"output.dir {spec.output.dir!r} already holds sweep {previous.get('sweep_id')!r} with a "
-                        "different spec or other trained weights; rerun with --force to keep the rows that still "
-                        "match and compute the rest")
+        raise SpecError(
+            f"output.dir {spec.output.dir!r} already holds sweep {previous.get('sweep_id')!r} with a "
+            "different spec or other trained weights; rerun with --force to keep the rows that still "
+            "match and compute the rest"
+        )
     done, adaptive, tasks = _resume_state(plan, store, spec, console)
     if tasks:
         session.ensure()
@@ -257,9 +300,16 @@ def _run_leased(spec: SweepSpec, raw: dict, plan: Plan, store: ResultStore, forc
     store.write_table("plan.parquet", plan_table(plan))
     same = previous is not None and previous.get("spec_hash") == plan.spec_hash
     manifest = {
-        "sweep_id": plan.sweep_id, "spec_hash": plan.spec_hash, "name": spec.name, "version": version,
-        "points": len(plan.points), "instances": plan.instances, "mitigations": list(plan.labels),
-        "axes": plan.axis_types, "rows_total": plan.rows_total, "status": "running",
+        "sweep_id": plan.sweep_id,
+        "spec_hash": plan.spec_hash,
+        "name": spec.name,
+        "version": version,
+        "points": len(plan.points),
+        "instances": plan.instances,
+        "mitigations": list(plan.labels),
+        "axes": plan.axis_types,
+        "rows_total": plan.rows_total,
+        "status": "running",
         "started": dt.datetime.now(dt.timezone.utc).isoformat(),
         "mlflow": (previous or {}).get("mlflow", {}) if same else {},
         "parts": (previous or {}).get("parts", {}),
@@ -267,8 +317,11 @@ def _run_leased(spec: SweepSpec, raw: dict, plan: Plan, store: ResultStore, forc
     warnings: list[str] = []
     mlflow = _MlflowLink(spec, manifest, console, warnings)  # store creation serialised by the lease
     store.write_json("manifest.json", manifest)
-    say(console, f"{plan.sweep_id}: {plan.describe()}; {len(done)} present, "
-                  f"{plan.rows_total - len(done)} to compute -> {spec.output.dir}")
+    say(
+        console,
+        f"{plan.sweep_id}: {plan.describe()}; {len(done)} present, "
+        f"{plan.rows_total - len(done)} to compute -> {spec.output.dir}",
+    )
     writer = RowWriter(store, row_schema(plan.axis_types), spec.output.flush_rows, spec.output.flush_seconds)
     target = adaptive.rows_target if adaptive else plan.rows_total
     interrupted: SweepInterrupted | None = None
@@ -277,6 +330,7 @@ def _run_leased(spec: SweepSpec, raw: dict, plan: Plan, store: ResultStore, forc
             mlflow.start(plan, spec_yaml, version)
             store.write_json("manifest.json", manifest)
             with SweepProgress(console, target, len(plan.labels), len(done)) as progress:
+
                 def on_rows(task: Task, rows: list[dict]) -> list[Task]:
                     composed = compose_rows(plan, task, rows, version)
                     writer.add(composed)
@@ -315,7 +369,10 @@ def _run_leased(spec: SweepSpec, raw: dict, plan: Plan, store: ResultStore, forc
         target = adaptive.rows_target
         if table is not None:  # rows beyond a point's final n (from an earlier rule) do not count
             final_n = {pid: st.n for pid, st in adaptive.state.items()}
-            keep = [i < final_n[p] for p, i in zip(table.column("point_id").to_pylist(), table.column("instance").to_pylist())]
+            keep = [
+                i < final_n[p]
+                for p, i in zip(table.column("point_id").to_pylist(), table.column("instance").to_pylist())
+            ]
             table = table.filter(pa.array(keep))
     present = 0 if table is None else table.num_rows
     finished = adaptive is None or all(st.finished for st in adaptive.state.values())
@@ -328,8 +385,13 @@ def _run_leased(spec: SweepSpec, raw: dict, plan: Plan, store: ResultStore, forc
     if table is not None and table.num_rows:
         summary = summarize(table)
         points = plan_table(plan)
-        console.print(summary_table(summary, points.drop_columns(["hardware"]).to_pandas(),
-                                    f"{plan.sweep_id}: top-1 per point and mitigation"))
+        console.print(
+            summary_table(
+                summary,
+                points.drop_columns(["hardware"]).to_pandas(),
+                f"{plan.sweep_id}: top-1 per point and mitigation",
+            )
+        )
         if mlflow.tracker is not None and manifest["mlflow"].get("parent_run_id"):
             try:
                 _log_children(mlflow.tracker, manifest["mlflow"]["parent_run_id"], table, points)
@@ -337,6 +399,9 @@ def _run_leased(spec: SweepSpec, raw: dict, plan: Plan, store: ResultStore, forc
                 manifest["mlflow"]["synced"] = logged = True
             except Exception as e:  # noqa: BLE001
                 manifest["mlflow"]["synced"] = False
-                mlflow.warn(f"MLflow logging failed ({type(e).__name__}: {e}); run `xbar-sweep mlflow-sync {spec.output.dir}` later")
+                mlflow.warn(
+                    f"MLflow logging failed ({type(e).__name__}: {e}); "
+                    f"run `xbar-sweep mlflow-sync {spec.output.dir}` later"
+                )
     store.write_json("manifest.json", manifest)
     return SweepOutcome(plan, target, present, writer.written, summary, logged, warnings)

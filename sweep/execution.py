@@ -14,11 +14,13 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
 import sys
 from collections import deque
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from .plan import Plan, Task
 from .spec import ExecutionSection, SpecError
@@ -51,7 +53,7 @@ class RaySession:
             ray.shutdown()
         self.started = self.owns = False
 
-    def __enter__(self) -> "RaySession":
+    def __enter__(self) -> RaySession:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -87,12 +89,16 @@ def resource_errors(ex: ExecutionSection, total: dict[str, float], nodes: list[d
         field = f"execution.{name.lower()}s_per_worker"
         biggest = max((n.get(name, 0.0) for n in nodes), default=0.0)
         if per > biggest:
-            errors.append(f"{field}: {per:g} {name} per worker, but no node has more than {biggest:g} "
-                          f"(cluster total {total.get(name, 0.0):g}); a worker could never start")
+            errors.append(
+                f"{field}: {per:g} {name} per worker, but no node has more than {biggest:g} "
+                f"(cluster total {total.get(name, 0.0):g}); a worker could never start"
+            )
         elif ex.workers * per > total.get(name, 0.0) + 1e-9:
             fit = int((total.get(name, 0.0) + 1e-9) // per)
-            errors.append(f"execution.workers: {ex.workers} workers x {per:g} {name} = {ex.workers * per:g} {name}, "
-                          f"but the cluster has {total.get(name, 0.0):g} (at most {fit} such workers)")
+            errors.append(
+                f"execution.workers: {ex.workers} workers x {per:g} {name} = {ex.workers * per:g} {name}, "
+                f"but the cluster has {total.get(name, 0.0):g} (at most {fit} such workers)"
+            )
     return errors
 
 
@@ -127,7 +133,7 @@ def init_ray(ex: ExecutionSection) -> bool:
         import ray
 
         if not ray.is_initialized():
-            ray.init(logging_level="WARNING")
+            ray.init(logging_level=logging.WARNING)
         return False
     if "ray" not in sys.modules:
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
@@ -145,7 +151,7 @@ def init_ray(ex: ExecutionSection) -> bool:
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     # address="local": a new cluster of its own, never a `ray start` cluster that happens to run on
     # this machine (nor a stale record of one in /tmp/ray); joining one is what RAY_ADDRESS is for
-    ray.init(address="local", num_cpus=os.cpu_count() or 1, include_dashboard=False, logging_level="WARNING")
+    ray.init(address="local", num_cpus=os.cpu_count() or 1, include_dashboard=False, logging_level=logging.WARNING)
     from .reaper import start  # ends the Ray agents if this driver is killed without cleaning up
 
     start()
@@ -173,8 +179,13 @@ def task_payload(plan: Plan, task: Task, checkpoint_refs: dict) -> dict:
     }
 
 
-def run_tasks(plan: Plan, tasks: list[Task], checkpoints: dict[str, bytes],
-              on_rows: Callable[[Task, list[dict]], list[Task] | None], worker_cls: type | None = None) -> None:
+def run_tasks(
+    plan: Plan,
+    tasks: list[Task],
+    checkpoints: dict[str, bytes],
+    on_rows: Callable[[Task, list[dict]], list[Task] | None],
+    worker_cls: type | None = None,
+) -> None:
     """Run ``tasks`` on a pool of ``worker_cls(raw_spec, cpus, gpus)`` actors; ``on_rows`` may
     return further tasks (adaptive stopping), which join the queue."""
     import ray
@@ -184,15 +195,16 @@ def run_tasks(plan: Plan, tasks: list[Task], checkpoints: dict[str, bytes],
 
     ex = plan.spec.execution
     owns = init_ray(ex)  # False inside ray_session (already initialised)
-    cls = ray.remote(worker_cls or TrialWorker)
+    cls: Any = ray.remote(worker_cls or TrialWorker)
     n = ex.workers if plan.spec.trials.until is not None else max(1, min(ex.workers, len(tasks)))
     retries = ex.max_task_failures
     # one copy of each checkpoint in the object store, shared by every actor on every node
     refs = {k: ray.put(v) for k, v in checkpoints.items()}
     worker_args = (plan.raw, ex.cpus_per_worker, ex.gpus_per_worker)
     actors = [
-        cls.options(num_cpus=ex.cpus_per_worker, num_gpus=ex.gpus_per_worker, max_restarts=retries,
-                    max_task_retries=retries).remote(*worker_args)
+        cls.options(
+            num_cpus=ex.cpus_per_worker, num_gpus=ex.gpus_per_worker, max_restarts=retries, max_task_retries=retries
+        ).remote(*worker_args)
         for _ in range(n)
     ]
     alive = set(range(n))
@@ -220,7 +232,9 @@ def run_tasks(plan: Plan, tasks: list[Task], checkpoints: dict[str, bytes],
                 except RayTaskError as e:
                     if isinstance(e.cause, RayActorError):
                         raise
-                    raise SweepFailed(f"a trial raised an error (point {plan.points[task.point_index].id}):\n{e}") from None
+                    raise SweepFailed(
+                        f"a trial raised an error (point {plan.points[task.point_index].id}):\n{e}"
+                    ) from None
                 except RayActorError as e:
                     alive.discard(a)  # Ray gave up restarting it: move its task elsewhere
                     if failures + 1 > retries or not alive:

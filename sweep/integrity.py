@@ -37,8 +37,10 @@ def check_output(store: ResultStore, mlflow: bool = True) -> tuple[list[str], st
             with store.fs.open_input_file(path) as f:
                 rows = pq.read_metadata(f).num_rows
         except (OSError, ValueError) as e:
-            problems.append(f"rows/{name}: unreadable ({str(e).splitlines()[0]}); a rerun moves it to rows/_corrupt/ "
-                            "and recomputes its rows")
+            problems.append(
+                f"rows/{name}: unreadable ({str(e).splitlines()[0]}); a rerun moves it to rows/_corrupt/ "
+                "and recomputes its rows"
+            )
             continue
         readable.append(path)
         if name in recorded:
@@ -70,8 +72,10 @@ def check_output(store: ResultStore, mlflow: bool = True) -> tuple[list[str], st
             have = {(r.data.tags.get("xbar.point_id"), r.data.tags.get("xbar.mitigation")) for r in children}
             want = {(p, m) for p in ids for m in labels}
             if not want <= have:
-                problems.append(f"MLflow: {len(want - have)} of {len(want)} child runs missing under parent "
-                                f"{info['parent_run_id']} (run `xbar-sweep mlflow-sync {store.uri}`)")
+                problems.append(
+                    f"MLflow: {len(want - have)} of {len(want)} child runs missing under parent "
+                    f"{info['parent_run_id']} (run `xbar-sweep mlflow-sync {store.uri}`)"
+                )
         except Exception as e:  # noqa: BLE001 - an unreachable store is a finding, not a crash
             problems.append(f"MLflow: cannot read {info['tracking_uri']} ({type(e).__name__}: {e})")
     present = sum(1 for k in planned if k in counts)

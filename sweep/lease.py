@@ -68,7 +68,7 @@ class _ConditionalS3:
             return None
 
 
-def _conditional(store) -> "_ConditionalS3 | None":
+def _conditional(store) -> _ConditionalS3 | None:
     if getattr(store, "object_store", False):
         try:
             return _ConditionalS3(store.root)
@@ -88,8 +88,10 @@ class LeaseInfo:
 
     def describe(self) -> str:
         age = time.time() - self.heartbeat
-        return (f"pid {self.pid} of {self.owner} on host {self.host} since "
-                f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(self.started))} (heartbeat {age:.0f} s ago)")
+        return (
+            f"pid {self.pid} of {self.owner} on host {self.host} since "
+            f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(self.started))} (heartbeat {age:.0f} s ago)"
+        )
 
 
 def _pid_alive(pid: int) -> bool:
@@ -116,8 +118,10 @@ class OutputLease:
         self._local = store.local_dir is not None
         self._cas = None if self._local else _conditional(store)
         if not self._local and self._cas is None:
-            self.warnings.append(f"the lease on {store.uri!r} is best effort (no conditional writes here: "
-                                 "install boto3, the s3 extra, for an atomic one)")
+            self.warnings.append(
+                f"the lease on {store.uri!r} is best effort (no conditional writes here: "
+                "install boto3, the s3 extra, for an atomic one)"
+            )
 
     # -- holder's record --------------------------------------------------------------------
     def _payload(self) -> bytes:
@@ -160,7 +164,7 @@ class OutputLease:
         os.unlink(aside)
         return self._create_local()
 
-    def acquire(self) -> "OutputLease":
+    def acquire(self) -> OutputLease:
         self.store.makedirs()
         for _ in range(3):
             if self._local:
@@ -181,8 +185,10 @@ class OutputLease:
             if other is None:
                 continue  # released between our two looks: try again
             if not self.stale(other):
-                raise SpecError(f"output.dir {self.store.uri!r} is in use by another xbar-sweep run: "
-                                f"{other.describe()}; wait for it, or remove {LEASE} there if that run is gone")
+                raise SpecError(
+                    f"output.dir {self.store.uri!r} is in use by another xbar-sweep run: "
+                    f"{other.describe()}; wait for it, or remove {LEASE} there if that run is gone"
+                )
             self.warnings.append(f"taking over a stale lease of {self.store.uri!r} held by {other.describe()}")
             if self._local:
                 if self._take_over_local(other):
@@ -220,7 +226,7 @@ class OutputLease:
         if held is not None and held.token == self.info.token:
             self.store.delete(LEASE)
 
-    def __enter__(self) -> "OutputLease":
+    def __enter__(self) -> OutputLease:
         return self.acquire()
 
     def __exit__(self, *exc) -> None:

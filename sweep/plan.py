@@ -40,8 +40,10 @@ RESULT_EXECUTION_FIELDS = ("batch_size",)
 
 # Fields added after point ids were first published, by section: left out of the hashed content while
 # they hold their defaults, so a spec that does not use them keeps the id (and the rows) it had.
-_ADDED_FIELDS = {"hardware": ("time_s", "drift", "read_fluctuation", "iv", "variation.sigma_poly_us",
-                             "variation.poly_g_max_ref_us"), "data": ("download",)}
+_ADDED_FIELDS = {
+    "hardware": ("time_s", "drift", "read_fluctuation", "iv", "variation.sigma_poly_us", "variation.poly_g_max_ref_us"),
+    "data": ("download",),
+}
 
 
 def result_content(spec: SweepSpec, weights: dict[str, str] | None = None) -> dict:
@@ -70,7 +72,11 @@ def result_content(spec: SweepSpec, weights: dict[str, str] | None = None) -> di
 
 def layout_key(spec: SweepSpec) -> int:
     hw = spec.hardware
-    key = {"crossbar": hw.crossbar.model_dump(), "bits_per_cell": hw.device.bits_per_cell, "mapping": hw.mapping.model_dump()}
+    key = {
+        "crossbar": hw.crossbar.model_dump(),
+        "bits_per_cell": hw.device.bits_per_cell,
+        "mapping": hw.mapping.model_dump(),
+    }
     return int(_digest(key, 8), 16)
 
 
@@ -173,9 +179,11 @@ class Plan:
         head = f"{len(self.points)} points ({n_axes} swept parameter{'s' * (n_axes != 1)})"
         until = self.spec.trials.until
         if until is not None:
-            return (f"{head} x {until.min}..{until.max} instances (adaptive: until the 95% CI half-width of "
-                    f"{until.metric} <= {until.ci_halfwidth:g}) x {len(self.labels)} mitigations = "
-                    f"{len(self.points) * until.min * len(self.labels)}..{self.rows_total} rows")
+            return (
+                f"{head} x {until.min}..{until.max} instances (adaptive: until the 95% CI half-width of "
+                f"{until.metric} <= {until.ci_halfwidth:g}) x {len(self.labels)} mitigations = "
+                f"{len(self.points) * until.min * len(self.labels)}..{self.rows_total} rows"
+            )
         return f"{head} x {self.instances} instances x {len(self.labels)} mitigations = {self.rows_total} rows"
 
 

@@ -69,7 +69,8 @@ def check_memory(spec: SweepSpec) -> None:
         raise SpecError(
             f"execution.solve_memory_mb: one {hw.crossbar.rows}x{hw.crossbar.cols} tile needs "
             f"{per_tile / 2**20:.2f} MiB for the exact IR-drop solve; layer {big.name!r} has {big.tiles} tiles and the "
-            f"budget is {ex.solve_memory_mb:g} MiB (allowed: >= {math.ceil(per_tile / 2**20 * 100) / 100:g})")
+            f"budget is {ex.solve_memory_mb:g} MiB (allowed: >= {math.ceil(per_tile / 2**20 * 100) / 100:g})"
+        )
     available = worker_memory_bytes(spec)
     need = sum(la.state_bytes for la in layers) + (budget if per_tile and budget else 0)
     if available is not None and need > available:
@@ -77,7 +78,8 @@ def check_memory(spec: SweepSpec) -> None:
             f"model.name: one programmed instance of {spec.model.name} needs about {need / 2**30:.2f} GiB "
             f"(largest layer {big.name!r}: {big.tiles} tiles, {big.state_bytes / 2**30:.2f} GiB; solve budget "
             f"{(budget or 0) / 2**30:.2f} GiB) but a worker has {available / 2**30:.2f} GiB; use larger crossbars, "
-            "fewer weight slices, or workers with more memory")
+            "fewer weight slices, or workers with more memory"
+        )
 
 
 def check_output(spec: SweepSpec) -> None:
@@ -122,29 +124,46 @@ def check_object_store(spec: SweepSpec, timeout_s: float = 30.0) -> None:
     try:  # a bounded wait: an unreachable endpoint retries with back-off for minutes
         info = pool.submit(fs.get_file_info, bucket).result(timeout=timeout_s)
     except concurrent.futures.TimeoutError:
-        raise SpecError(f"output.dir: {where} did not answer within {timeout_s:g} s for {uri!r}; check "
-                        "AWS_ENDPOINT_URL and the network") from None
+        raise SpecError(
+            f"output.dir: {where} did not answer within {timeout_s:g} s for {uri!r}; check "
+            "AWS_ENDPOINT_URL and the network"
+        ) from None
     except OSError as e:
-        raise SpecError(f"output.dir: cannot use {uri!r} at {where} ({str(e).splitlines()[0]}); set "
-                        "AWS_ENDPOINT_URL and AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (or AWS_PROFILE) to an "
-                        "endpoint and credentials it accepts") from None
+        raise SpecError(
+            f"output.dir: cannot use {uri!r} at {where} ({str(e).splitlines()[0]}); set "
+            "AWS_ENDPOINT_URL and AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (or AWS_PROFILE) to an "
+            "endpoint and credentials it accepts"
+        ) from None
     finally:
         pool.shutdown(wait=False)
     if info.type == pafs.FileType.NotFound:
-        raise SpecError(f"output.dir: bucket {bucket!r} does not exist at {where}; create it first "
-                        "(xbar-sweep writes inside a bucket, it never creates one)")
+        raise SpecError(
+            f"output.dir: bucket {bucket!r} does not exist at {where}; create it first "
+            "(xbar-sweep writes inside a bucket, it never creates one)"
+        )
     ml = spec.output.mlflow
     if ml.enabled and not (ml.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")):
-        raise SpecError(f"output.mlflow.tracking_uri: MLflow's default SQLite store cannot live on {uri!r}; set "
-                        "output.mlflow.tracking_uri (e.g. http://127.0.0.1:5000) or MLFLOW_TRACKING_URI, or "
-                        "output.mlflow.enabled: false")
+        raise SpecError(
+            f"output.mlflow.tracking_uri: MLflow's default SQLite store cannot live on {uri!r}; set "
+            "output.mlflow.tracking_uri (e.g. http://127.0.0.1:5000) or MLFLOW_TRACKING_URI, or "
+            "output.mlflow.enabled: false"
+        )
 
 
 _DATA_FILES = {
-    "mnist": [os.path.join("MNIST", "raw", f) for f in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
-                                                         "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")],
-    "cifar10": [os.path.join("cifar-10-batches-py", f) for f in
-                ("batches.meta", "test_batch", *(f"data_batch_{i}" for i in range(1, 6)))],
+    "mnist": [
+        os.path.join("MNIST", "raw", f)
+        for f in (
+            "train-images-idx3-ubyte",
+            "train-labels-idx1-ubyte",
+            "t10k-images-idx3-ubyte",
+            "t10k-labels-idx1-ubyte",
+        )
+    ],
+    "cifar10": [
+        os.path.join("cifar-10-batches-py", f)
+        for f in ("batches.meta", "test_batch", *(f"data_batch_{i}" for i in range(1, 6)))
+    ],
     "cifar100": [os.path.join("cifar-100-python", f) for f in ("meta", "train", "test")],
 }
 
@@ -170,12 +189,16 @@ def check_data(spec: SweepSpec, fetch: bool = True) -> None:
             download_dataset(d.name, root)
         except (OSError, RuntimeError) as e:
             reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise SpecError(f"data.download: could not fetch {d.name} into data.root {root!r} ({reason}); "
-                            "check the network, or put the files there by hand and set data.download: false") from None
+            raise SpecError(
+                f"data.download: could not fetch {d.name} into data.root {root!r} ({reason}); "
+                "check the network, or put the files there by hand and set data.download: false"
+            ) from None
         missing = [f for f in _DATA_FILES[d.name] if not os.path.isfile(os.path.join(root, f))]
     if missing and not (d.download and not fetch):
-        raise SpecError(f"data.root: {d.name} files not found under {root!r}: {', '.join(missing)} "
-                        "(nothing is downloaded unless data.download: true)")
+        raise SpecError(
+            f"data.root: {d.name} files not found under {root!r}: {', '.join(missing)} "
+            "(nothing is downloaded unless data.download: true)"
+        )
 
 
 def check_checkpoint(spec: SweepSpec) -> None:
@@ -191,12 +214,16 @@ def check_checkpoint(spec: SweepSpec) -> None:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - torch raises many kinds for a file that is not a checkpoint
-        raise SpecError(f"model.checkpoint: {path!r} is not a torch checkpoint that loads with "
-                        f"weights_only=True ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+        raise SpecError(
+            f"model.checkpoint: {path!r} is not a torch checkpoint that loads with "
+            f"weights_only=True ({type(e).__name__}: {str(e).splitlines()[0][:200]})"
+        ) from None
     if isinstance(ckpt, dict) and ckpt.get("format") == CHECKPOINT_FORMAT:
         if ckpt.get("model") != spec.model.name:
-            raise SpecError(f"model.name: {spec.model.name!r}, but the checkpoint {path!r} holds a "
-                            f"{ckpt.get('model')!r}; set model.name: {ckpt.get('model')}")
+            raise SpecError(
+                f"model.name: {spec.model.name!r}, but the checkpoint {path!r} holds a "
+                f"{ckpt.get('model')!r}; set model.name: {ckpt.get('model')}"
+            )
         return
     state = ckpt["state_dict"] if isinstance(ckpt, dict) and isinstance(ckpt.get("state_dict"), dict) else ckpt
     if not isinstance(state, dict):
@@ -208,8 +235,10 @@ def check_checkpoint(spec: SweepSpec) -> None:
     wrong = [n for n in own if n in state and tuple(state[n].shape) != tuple(own[n].shape)]
     if missing or wrong:
         detail = (f"missing {missing[:3]}" if missing else "") + (f" shapes differ for {wrong[:3]}" if wrong else "")
-        raise SpecError(f"model.checkpoint: {path!r} does not fit model.name {spec.model.name!r} on "
-                        f"{spec.data.name} ({detail.strip()})")
+        raise SpecError(
+            f"model.checkpoint: {path!r} does not fit model.name {spec.model.name!r} on "
+            f"{spec.data.name} ({detail.strip()})"
+        )
 
 
 def preflight(spec: SweepSpec, fetch: bool = True) -> None:
@@ -218,4 +247,3 @@ def preflight(spec: SweepSpec, fetch: bool = True) -> None:
     check_output(spec)
     check_data(spec, fetch)
     check_checkpoint(spec)
-

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import time
-from typing import TYPE_CHECKING, Any, Iterator
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
@@ -25,8 +26,12 @@ if TYPE_CHECKING:
 
 def model_key(spec: SweepSpec) -> str:
     """Which trained network a point uses (model section + the data it was trained on)."""
-    return digest({"model": spec.model.model_dump(mode="json"),
-                   "data": spec.data.model_dump(mode="json", include={"name", "root", "input_size"})})
+    return digest(
+        {
+            "model": spec.model.model_dump(mode="json"),
+            "data": spec.data.model_dump(mode="json", include={"name", "root", "input_size"}),
+        }
+    )
 
 
 def offline_variants(spec: SweepSpec) -> dict[str, Any]:
@@ -70,8 +75,16 @@ def train_base(raw_model: dict, raw_data: dict, cpus: float) -> tuple[bytes, flo
     return blob, result.test_top1, result.seconds
 
 
-def train_variant(maker: Any, hardware: Any, raw_model: dict, raw_data: dict, calibration_size: int, base_blob: bytes,
-                  cpus: float, gpus: float) -> bytes:
+def train_variant(
+    maker: Any,
+    hardware: Any,
+    raw_model: dict,
+    raw_data: dict,
+    calibration_size: int,
+    base_blob: bytes,
+    cpus: float,
+    gpus: float,
+) -> bytes:
     """Ray task: train the offline variant made by mitigation component ``maker`` from the base
     checkpoint, on the task's GPU when it has one."""
     import torch
@@ -96,7 +109,7 @@ def _base_path(spec: SweepSpec, version: str) -> str:
     return f"models/{spec.model.name}-{digest({'key': model_key(spec), 'recipe': recipe, 'version': version})}.pt"
 
 
-def cached_checkpoints(plan: "Plan", store: ResultStore, version: str) -> tuple[dict[str, bytes], bool]:
+def cached_checkpoints(plan: Plan, store: ResultStore, version: str) -> tuple[dict[str, bytes], bool]:
     """(checkpoints available without training: files and cached models, whether any must be trained)."""
     out: dict[str, bytes] = {}
     missing = False
@@ -122,8 +135,9 @@ def cached_checkpoints(plan: "Plan", store: ResultStore, version: str) -> tuple[
     return out, missing
 
 
-def prepare_checkpoints(plan: "Plan", store: ResultStore, console: Console, version: str,
-                        ensure_ray=lambda: None) -> dict[str, bytes]:
+def prepare_checkpoints(
+    plan: Plan, store: ResultStore, console: Console, version: str, ensure_ray=lambda: None
+) -> dict[str, bytes]:
     """Checkpoint bytes per model key: base models (recipes trained once, cached by content hash)
     and the offline variants mitigations need (also cached by content hash). Training runs as
     Ray tasks (``ensure_ray()`` is called before the first)."""
@@ -149,8 +163,9 @@ def prepare_checkpoints(plan: "Plan", store: ResultStore, console: Console, vers
         ensure_ray()
         say(console, f"training {spec.model.name} on {spec.data.name} ({spec.model.train.epochs} epochs) -> {rel}")
         task = ray.remote(train_base).options(num_cpus=ex.cpus_per_worker, num_gpus=0)
-        blob, top1, seconds = ray.get(task.remote(spec.model.model_dump(mode="json"), spec.data.model_dump(mode="json"),
-                                                  ex.cpus_per_worker))
+        blob, top1, seconds = ray.get(
+            task.remote(spec.model.model_dump(mode="json"), spec.data.model_dump(mode="json"), ex.cpus_per_worker)
+        )
         say(console, f"trained: test top-1 {top1:.4f} in {seconds:.1f} s")
         store.write_bytes(rel, blob)
         out[key] = blob
@@ -167,9 +182,18 @@ def prepare_checkpoints(plan: "Plan", store: ResultStore, console: Console, vers
             t = time.perf_counter()
             task = ray.remote(train_variant).options(num_cpus=ex.cpus_per_worker, num_gpus=ex.gpus_per_worker)
             spec = point.spec
-            blob = ray.get(task.remote(maker, spec.hardware, spec.model.model_dump(mode="json"),
-                                       spec.data.model_dump(mode="json"), spec.data.calibration_size,
-                                       out[model_key(spec)], ex.cpus_per_worker, ex.gpus_per_worker))
+            blob = ray.get(
+                task.remote(
+                    maker,
+                    spec.hardware,
+                    spec.model.model_dump(mode="json"),
+                    spec.data.model_dump(mode="json"),
+                    spec.data.calibration_size,
+                    out[model_key(spec)],
+                    ex.cpus_per_worker,
+                    ex.gpus_per_worker,
+                )
+            )
             say(console, f"trained {key} in {time.perf_counter() - t:.1f} s")
             store.write_bytes(rel, blob)
             out[key] = blob

@@ -66,10 +66,15 @@ def watch(pid: int, interval_s: float = 0.5, grace_s: float = 5.0) -> int:
 
 def start(pid: int | None = None) -> subprocess.Popen:
     """Start the watcher for ``pid`` (default: this process), detached from its session and signals."""
-    return subprocess.Popen([sys.executable, "-m", "sweep.reaper", str(os.getpid() if pid is None else pid)],
-                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True, close_fds=True,
-                            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    return subprocess.Popen(
+        [sys.executable, "-m", "sweep.reaper", str(os.getpid() if pid is None else pid)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        close_fds=True,
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover - exercised by tests/test_reliability.py as a real process

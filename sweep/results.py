@@ -12,8 +12,8 @@ On a filesystem every file is written under a temporary name starting with ``_``
 ``pyarrow.dataset`` ignores) and then moved into place, so a killed driver never leaves a
 half-written file. On an object store (S3 and S3-compatible) an object becomes visible only when
 its upload completes, so each file is one upload to its final key: no temporary object, and no
-partial object ever visible under ``rows/``. Part files are never modified once written. ``rows/`` reads back as one table with
-``pyarrow.dataset.dataset(<output>/rows)``.
+partial object ever visible under ``rows/``. Part files are never modified once written. ``rows/``
+reads back as one table with ``pyarrow.dataset.dataset(<output>/rows)``.
 """
 
 from __future__ import annotations
@@ -51,15 +51,29 @@ def local_path(uri: str) -> str:
 
 def row_schema(axis_types: dict[str, str]) -> pa.Schema:
     fields = [
-        ("sweep_id", pa.string()), ("spec_hash", pa.string()), ("point_id", pa.string()), ("point_index", pa.int32()),
+        ("sweep_id", pa.string()),
+        ("spec_hash", pa.string()),
+        ("point_id", pa.string()),
+        ("point_index", pa.int32()),
         *[(name, pa.type_for_alias(t)) for name, t in axis_types.items()],
-        ("instance", pa.int32()), ("instance_seed", pa.int64()), ("mitigation", pa.string()),
-        ("top1", pa.float64()), ("top5", pa.float64()), ("loss", pa.float64()), ("count", pa.int32()),
+        ("instance", pa.int32()),
+        ("instance_seed", pa.int64()),
+        ("mitigation", pa.string()),
+        ("top1", pa.float64()),
+        ("top5", pa.float64()),
+        ("loss", pa.float64()),
+        ("count", pa.int32()),
         ("top1_per_epoch", pa.list_(pa.float64())),  # training trials: test top-1 after each epoch
-        ("t_sample_s", pa.float64()), ("t_map_s", pa.float64()), ("t_mitigate_s", pa.float64()), ("t_evaluate_s", pa.float64()),
+        ("t_sample_s", pa.float64()),
+        ("t_map_s", pa.float64()),
+        ("t_mitigate_s", pa.float64()),
+        ("t_evaluate_s", pa.float64()),
         ("solver_iterations", pa.int32()),  # sinh I-V under exact IR drop: Newton iterations of the slowest read
-        ("worker_host", pa.string()), ("worker_pid", pa.int32()), ("worker_device", pa.string()),
-        ("version", pa.string()), ("timestamp", pa.timestamp("us", tz="UTC")),
+        ("worker_host", pa.string()),
+        ("worker_pid", pa.int32()),
+        ("worker_device", pa.string()),
+        ("version", pa.string()),
+        ("timestamp", pa.timestamp("us", tz="UTC")),
     ]
     return pa.schema(fields)
 
@@ -93,7 +107,9 @@ class ResultStore:
         if not self.exists("rows"):
             return []
         infos = self.fs.get_file_info(pafs.FileSelector(self.path("rows"), recursive=False))
-        return sorted(i.base_name for i in infos if i.type == pafs.FileType.File and not i.base_name.startswith(("_", ".")))
+        return sorted(
+            i.base_name for i in infos if i.type == pafs.FileType.File and not i.base_name.startswith(("_", "."))
+        )
 
     def quarantine_unreadable_parts(self) -> list[tuple[str, str]]:
         """Move every part file whose Parquet footer cannot be read to ``rows/_corrupt/`` (never
@@ -185,7 +201,9 @@ class RowWriter:
     """Buffers rows and flushes them as immutable part files (every ``flush_rows`` rows or
     ``flush_seconds`` seconds, and at :meth:`close`)."""
 
-    def __init__(self, store: ResultStore, schema: pa.Schema, flush_rows: int = 512, flush_seconds: float = 5.0) -> None:
+    def __init__(
+        self, store: ResultStore, schema: pa.Schema, flush_rows: int = 512, flush_seconds: float = 5.0
+    ) -> None:
         self.store, self.schema = store, schema
         self.flush_rows, self.flush_seconds = flush_rows, flush_seconds
         self._rows: list[dict] = []

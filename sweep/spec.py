@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import os
 import re
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -42,8 +42,12 @@ class TrainRecipe(_Section):
     seed: int = Field(0, ge=0)
 
 
-ModelName = Literal[tuple(MODEL_NAMES)]  # type: ignore[valid-type]
-DatasetName = Literal[tuple(DATASETS)]  # type: ignore[valid-type]
+if TYPE_CHECKING:  # the choices are built from the catalog at run time; to a type checker they are names
+    ModelName = str
+    DatasetName = str
+else:
+    ModelName = Literal[tuple(MODEL_NAMES)]
+    DatasetName = Literal[tuple(DATASETS)]
 
 
 class ModelSection(_Section):
@@ -53,7 +57,7 @@ class ModelSection(_Section):
     keep_digital: list[str] = Field(default_factory=list, description="layer names ('first', 'last') kept in float")
 
     @model_validator(mode="after")
-    def _source(self) -> "ModelSection":
+    def _source(self) -> ModelSection:
         if self.checkpoint is not None and self.train is not None:
             raise ValueError("model: give either 'checkpoint' (a file) or 'train' (a recipe), not both")
         if self.checkpoint is not None and not os.path.isfile(self.checkpoint):
@@ -75,17 +79,22 @@ class CrossbarTraining(_Section):
 class DataSection(_Section):
     name: DatasetName = "digits"
     root: str | None = None
-    download: bool = Field(False, description="fetch MNIST / CIFAR-10 / CIFAR-100 into root with torchvision's own "
-                           "download when its files are missing (before any cluster work); nothing is fetched otherwise")
+    download: bool = Field(
+        False,
+        description="fetch MNIST / CIFAR-10 / CIFAR-100 into root with torchvision's own "
+        "download when its files are missing (before any cluster work); nothing is fetched otherwise",
+    )
     input_size: int | None = Field(None, ge=8, le=4096)
     eval_size: int | None = Field(None, ge=1, description="evaluation subset size (default: whole test split)")
     calibration_size: int = Field(1024, ge=1, description="unlabeled training samples for ADC/DAC ranges and FPT")
 
     @model_validator(mode="after")
-    def _download(self) -> "DataSection":
+    def _download(self) -> DataSection:
         if self.download and self.name not in DOWNLOADABLE:
-            raise ValueError(f"data.download: only for {', '.join(DOWNLOADABLE)} (got data.name {self.name!r}, "
-                             "which is bundled or user-provided)")
+            raise ValueError(
+                f"data.download: only for {', '.join(DOWNLOADABLE)} (got data.name {self.name!r}, "
+                "which is bundled or user-provided)"
+            )
         if self.download and not self.root:
             raise ValueError("data.download: needs data.root, the directory to download into")
         return self
@@ -104,7 +113,7 @@ class UntilRule(_Section):
     max: int = Field(1000, ge=2, le=10_000_000)
 
     @model_validator(mode="after")
-    def _range(self) -> "UntilRule":
+    def _range(self) -> UntilRule:
         if self.min > self.max:
             raise ValueError(f"trials.until: min must be <= max (got min={self.min}, max={self.max})")
         return self
@@ -120,14 +129,17 @@ class TrialsSection(_Section):
         return {"instances": data} if isinstance(data, int) and not isinstance(data, bool) else data
 
     @model_validator(mode="after")
-    def _one(self) -> "TrialsSection":
+    def _one(self) -> TrialsSection:
         if (self.instances is None) == (self.until is None):
             raise ValueError("trials: give either instances (a fixed count) or until (adaptive stopping)")
         return self
 
     @property
     def max_instances(self) -> int:
-        return self.until.max if self.until is not None else self.instances
+        if self.until is not None:
+            return self.until.max
+        assert self.instances is not None  # the validator requires one of them
+        return self.instances
 
 
 class ExecutionSection(_Section):
@@ -139,8 +151,12 @@ class ExecutionSection(_Section):
     max_in_flight: int | None = Field(None, ge=1, description="tasks in flight (default 2 x workers)")
     max_task_failures: int = Field(3, ge=0, le=1000, description="re-runs of a task whose worker died")
     solve_memory_mb: float | None = Field(
-        None, gt=0, le=1 << 30, description="working memory of one exact IR-drop solve, MiB (tiles are solved in "
-        "chunks that fit); default: a quarter of the worker device's free memory")
+        None,
+        gt=0,
+        le=1 << 30,
+        description="working memory of one exact IR-drop solve, MiB (tiles are solved in "
+        "chunks that fit); default: a quarter of the worker device's free memory",
+    )
 
     @property
     def in_flight(self) -> int:
@@ -165,7 +181,7 @@ class SweepAxes(_Section):
     zip: list[dict[str, list[Any]]] = Field(default_factory=list)
 
     @model_validator(mode="after")
-    def _axes(self) -> "SweepAxes":
+    def _axes(self) -> SweepAxes:
         seen: set[str] = set()
         groups = [("grid", {k: v}) for k, v in self.grid.items()] + [(f"zip[{i}]", g) for i, g in enumerate(self.zip)]
         for where, group in groups:
@@ -175,7 +191,9 @@ class SweepAxes(_Section):
             for path, n in lengths.items():
                 if n == 0:
                     raise ValueError(f"sweep.{where}[{path!r}]: an axis needs at least one value")
-                if path.split(".")[0] not in SWEEPABLE_ROOTS or not re.fullmatch(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)+", path):
+                if path.split(".")[0] not in SWEEPABLE_ROOTS or not re.fullmatch(
+                    r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)+", path
+                ):
                     raise ValueError(f"sweep.{where}[{path!r}]: axes are dotted paths under {list(SWEEPABLE_ROOTS)}")
                 if path in seen:
                     raise ValueError(f"sweep: axis {path!r} appears twice")
@@ -191,12 +209,16 @@ class SweepAxes(_Section):
 class SweepSpec(_Section):
     name: str = Field(..., pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
     seed: int = Field(0, ge=0, le=2**63 - 1)
-    kind: Literal["inference", "train"] = Field("inference", description="evaluate trained networks, or train on the crossbar")
+    kind: Literal["inference", "train"] = Field(
+        "inference", description="evaluate trained networks, or train on the crossbar"
+    )
     model: ModelSection
     training: CrossbarTraining | None = None
     data: DataSection = Field(default_factory=DataSection)
     hardware: HardwareSpec = Field(default_factory=HardwareSpec)
-    mitigations: list[str | dict[str, Any]] = Field(default_factory=lambda: ["none"], min_length=1)
+    mitigations: list[str | dict[str, Any]] = Field(
+        default_factory=lambda: list[str | dict[str, Any]](["none"]), min_length=1
+    )
     sweep: SweepAxes = Field(default_factory=SweepAxes)
     trials: TrialsSection
     execution: ExecutionSection = Field(default_factory=ExecutionSection)
@@ -216,7 +238,7 @@ class SweepSpec(_Section):
         return v
 
     @model_validator(mode="after")
-    def _kind(self) -> "SweepSpec":
+    def _kind(self) -> SweepSpec:
         if self.kind == "inference":
             if (self.model.checkpoint is None) == (self.model.train is None):
                 raise ValueError("model: give exactly one of 'checkpoint' (a file) or 'train' (a recipe)")
@@ -229,8 +251,9 @@ class SweepSpec(_Section):
                 raise ValueError("mitigations: training trials have none (leave the default)")
         unused = unused_fields(self.hardware, self.kind)
         if unused:
-            raise ValueError("; ".join(f"hardware.{name}: {why} (remove it, or set kind accordingly)"
-                                       for name, why in unused))
+            raise ValueError(
+                "; ".join(f"hardware.{name}: {why} (remove it, or set kind accordingly)" for name, why in unused)
+            )
         return self
 
     def strategies(self):

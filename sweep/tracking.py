@@ -72,7 +72,9 @@ class Tracker:
             return exp.experiment_id
         return self.client.create_experiment(self.experiment, artifact_location=self.artifact_location)
 
-    def parent(self, run_id: str | None, sweep_id: str, spec_hash: str, version: str, params: dict, spec_yaml: str) -> str:
+    def parent(
+        self, run_id: str | None, sweep_id: str, spec_hash: str, version: str, params: dict, spec_yaml: str
+    ) -> str:
         """Create the sweep's parent run (or reuse ``run_id``); returns its id."""
         from mlflow.entities import Param, RunTag
 
@@ -97,7 +99,9 @@ class Tracker:
         self.client.log_batch(rid, tags=[RunTag("xbar.status", "running")])
         return rid
 
-    def children(self, parent_id: str, summary: pd.DataFrame, params_of: dict[str, dict], extra: dict[tuple, dict]) -> int:
+    def children(
+        self, parent_id: str, summary: pd.DataFrame, params_of: dict[str, dict], extra: dict[tuple, dict]
+    ) -> int:
         """Log or update one child run per summary row (point_id, mitigation, stats...)."""
         from mlflow.entities import Metric, Param, RunTag
 
@@ -110,12 +114,19 @@ class Tracker:
             key = (rec["point_id"], rec["mitigation"])
             rid = existing.get(key)
             if rid is None:
-                tags = {"mlflow.parentRunId": parent_id, "xbar.point_id": key[0], "xbar.mitigation": key[1], "xbar.kind": "point"}
+                tags = {
+                    "mlflow.parentRunId": parent_id,
+                    "xbar.point_id": key[0],
+                    "xbar.mitigation": key[1],
+                    "xbar.kind": "point",
+                }
                 rid = self.client.create_run(exp, tags=tags, run_name=f"{key[0]}:{key[1]}").info.run_id
                 params = {**params_of[key[0]], "mitigation": key[1], "point_id": key[0]}
                 self.client.log_batch(rid, params=[Param(k, str(v)) for k, v in params.items()])
             values = {f"top1_{s}": rec[s] for s in CHILD_STATS} | extra.get(key, {})
-            metrics = [Metric(k, float(v), now, 0) for k, v in values.items() if v is not None and not math.isnan(float(v))]
+            metrics = [
+                Metric(k, float(v), now, 0) for k, v in values.items() if v is not None and not math.isnan(float(v))
+            ]
             self.client.log_batch(rid, metrics=metrics, tags=[RunTag("xbar.rows", str(int(rec["n"])))])
             self.client.set_terminated(rid, "FINISHED")
         return len(summary)
@@ -125,7 +136,8 @@ class Tracker:
         self.client.set_terminated(parent_id, "FINISHED" if status == "complete" else "KILLED")
 
     def _search(self, exp: str, filter_string: str) -> list:
-        runs, token = [], None
+        runs: list = []
+        token = None
         while True:
             page = self.client.search_runs([exp], filter_string, max_results=1000, page_token=token)
             runs.extend(page)

@@ -14,10 +14,10 @@ from typing import Any
 import torch
 
 from engine.data import calibration_batches, load_dataset, loader, materialise, subset
-from engine.trial import TrialEvaluator
 from engine.train import model_from_bytes
 from engine.training import train_on_crossbar
 from engine.training.trainer import native_weight_ranges
+from engine.trial import TrialEvaluator
 
 from .preparation import model_key
 from .spec import SweepSpec, resolve_point
@@ -45,19 +45,33 @@ class TrialWorker:
         return blob
 
     def _evaluator(self, spec: SweepSpec) -> TrialEvaluator:
-        key = (model_key(spec), spec.data.model_dump_json(), spec.execution.batch_size, spec.hardware.adc.calibration_batches)
+        key = (
+            model_key(spec),
+            spec.data.model_dump_json(),
+            spec.execution.batch_size,
+            spec.hardware.adc.calibration_batches,
+        )
         ev = self._evaluators.get(key)
         if ev is None:
             d = spec.data
             split, test = self._dataset(spec)
-            model = model_from_bytes(self._blob(key[0]), spec.model.name, split.in_channels, split.num_classes, split.input_size)
+            model = model_from_bytes(
+                self._blob(key[0]), spec.model.name, split.in_channels, split.num_classes, split.input_size
+            )
             test = torch.utils.data.TensorDataset(*(t.to(self.device) for t in test.tensors))
             calib = calibration_batches(split.train, d.calibration_size, spec.hardware.adc.calibration_batches)
             train = lambda: materialise(split.train).tensors  # noqa: E731 - loaded only for re-training
             budget = spec.execution.solve_memory_mb
-            ev = TrialEvaluator({None: model}, loader(test, spec.execution.batch_size), calib, self.device,
-                                spec.model.keep_digital, train_data=train, base_key=key[0],
-                                solve_max_bytes=None if budget is None else int(budget * 2**20))
+            ev = TrialEvaluator(
+                {None: model},
+                loader(test, spec.execution.batch_size),
+                calib,
+                self.device,
+                spec.model.keep_digital,
+                train_data=train,
+                base_key=key[0],
+                solve_max_bytes=None if budget is None else int(budget * 2**20),
+            )
             self._evaluators[key] = ev
         return ev
 
@@ -85,16 +99,42 @@ class TrialWorker:
         # W_max per layer comes from the same recipe trained natively: one float run per recipe, not per trial
         recipe = f"{spec.model.name}|{spec.data.model_dump_json()}|{t.model_dump_json()}"
         if recipe not in self._weight_ranges:
-            self._weight_ranges[recipe] = native_weight_ranges(spec.model.name, split, t.epochs, t.batch_size, t.lr,
-                                                               t.seed, t.momentum, self.device)
+            self._weight_ranges[recipe] = native_weight_ranges(
+                spec.model.name, split, t.epochs, t.batch_size, t.lr, t.seed, t.momentum, self.device
+            )
         start = time.perf_counter()
-        res = train_on_crossbar(spec.model.name, split, spec.hardware, t.epochs, t.batch_size, t.lr, t.seed,
-                                seed, self.device, spec.execution.batch_size, t.momentum, self._weight_ranges[recipe])
-        return {"instance": instance, "instance_seed": seed, "mitigation": "train", "top1": res.top1,
-                "top5": res.final.top5, "loss": res.final.loss, "count": res.final.count,
-                "top1_per_epoch": res.top1_per_epoch, "t_sample_s": 0.0, "t_map_s": 0.0,
-                "t_mitigate_s": time.perf_counter() - start, "t_evaluate_s": 0.0, "worker_host": self.host,
-                "worker_pid": self.pid, "worker_device": str(self.device), "finished": time.time()}
+        res = train_on_crossbar(
+            spec.model.name,
+            split,
+            spec.hardware,
+            t.epochs,
+            t.batch_size,
+            t.lr,
+            t.seed,
+            seed,
+            self.device,
+            spec.execution.batch_size,
+            t.momentum,
+            self._weight_ranges[recipe],
+        )
+        return {
+            "instance": instance,
+            "instance_seed": seed,
+            "mitigation": "train",
+            "top1": res.top1,
+            "top5": res.final.top5,
+            "loss": res.final.loss,
+            "count": res.final.count,
+            "top1_per_epoch": res.top1_per_epoch,
+            "t_sample_s": 0.0,
+            "t_map_s": 0.0,
+            "t_mitigate_s": time.perf_counter() - start,
+            "t_evaluate_s": 0.0,
+            "worker_host": self.host,
+            "worker_pid": self.pid,
+            "worker_device": str(self.device),
+            "finished": time.time(),
+        }
 
     def run(self, task: dict) -> list[dict]:
         if task.get("kind") == "train":
@@ -110,12 +150,25 @@ class TrialWorker:
         out = []
         for instance, seed, labels in task["trials"]:
             for o in ev.run(spec.hardware, seed, [strategies[m] for m in labels]):
-                out.append({
-                    "instance": instance, "instance_seed": seed, "mitigation": o.mitigation, "top1_per_epoch": None,
-                    "top1": o.metrics.top1, "top5": o.metrics.top5, "loss": o.metrics.loss, "count": o.metrics.count,
-                    "t_sample_s": o.t_sample_s, "t_map_s": o.t_map_s, "t_mitigate_s": o.t_mitigate_s,
-                    "t_evaluate_s": o.t_evaluate_s, "solver_iterations": o.solver_iterations,
-                    "worker_host": self.host, "worker_pid": self.pid,
-                    "worker_device": str(self.device), "finished": time.time(),
-                })
+                out.append(
+                    {
+                        "instance": instance,
+                        "instance_seed": seed,
+                        "mitigation": o.mitigation,
+                        "top1_per_epoch": None,
+                        "top1": o.metrics.top1,
+                        "top5": o.metrics.top5,
+                        "loss": o.metrics.loss,
+                        "count": o.metrics.count,
+                        "t_sample_s": o.t_sample_s,
+                        "t_map_s": o.t_map_s,
+                        "t_mitigate_s": o.t_mitigate_s,
+                        "t_evaluate_s": o.t_evaluate_s,
+                        "solver_iterations": o.solver_iterations,
+                        "worker_host": self.host,
+                        "worker_pid": self.pid,
+                        "worker_device": str(self.device),
+                        "finished": time.time(),
+                    }
+                )
         return out

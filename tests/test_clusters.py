@@ -14,14 +14,16 @@ import time
 import pyarrow.dataset as ds
 import pytest
 import yaml
+from conftest import free_port
 
 from sweep.plan import make_plan
 from sweep.spec import validate
-from conftest import free_port
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.dirname(sys.executable)
-SCRIPTS = sorted(glob.glob(f"{REPO}/clusters/**/*.sh", recursive=True) + glob.glob(f"{REPO}/clusters/**/*.sbatch", recursive=True))
+SCRIPTS = sorted(
+    glob.glob(f"{REPO}/clusters/**/*.sh", recursive=True) + glob.glob(f"{REPO}/clusters/**/*.sbatch", recursive=True)
+)
 KEY = ["point_id", "instance", "mitigation"]
 
 
@@ -79,17 +81,27 @@ def head(ray_cluster):
     ray_cluster.ensure()
     tmp = tempfile.mkdtemp(prefix="xr", dir="/tmp")  # short: Ray's unix socket paths are length-limited
     port, dash, client, agent = free_port(), free_port(), free_port(), free_port()
-    env = dict(os.environ, RAY_AUTH_MODE="disabled", PATH=f"{BIN}:{os.environ['PATH']}", PORT=str(port),
-               DASHBOARD_PORT=str(dash), CLIENT_PORT=str(client), AGENT_PORT=str(agent), TEMP_DIR=tmp)
+    env = dict(
+        os.environ,
+        RAY_AUTH_MODE="disabled",
+        PATH=f"{BIN}:{os.environ['PATH']}",
+        PORT=str(port),
+        DASHBOARD_PORT=str(dash),
+        CLIENT_PORT=str(client),
+        AGENT_PORT=str(agent),
+        TEMP_DIR=tmp,
+    )
     env.pop("RAY_ADDRESS", None)
-    started = subprocess.run([f"{REPO}/clusters/local/start-head.sh"], env=env, cwd=REPO, timeout=180,
-                             capture_output=True, text=True)
+    started = subprocess.run(
+        [f"{REPO}/clusters/local/start-head.sh"], env=env, cwd=REPO, timeout=180, capture_output=True, text=True
+    )
     assert started.returncode == 0, started.stdout[-2000:] + started.stderr[-2000:]
     try:
         yield f"http://127.0.0.1:{dash}", env, tmp, started.stdout
     finally:
-        stopped = subprocess.run([f"{REPO}/clusters/local/stop-head.sh"], env=env, cwd=REPO, timeout=180,
-                                 capture_output=True, text=True)
+        stopped = subprocess.run(
+            [f"{REPO}/clusters/local/stop-head.sh"], env=env, cwd=REPO, timeout=180, capture_output=True, text=True
+        )
         assert stopped.returncode == 0, stopped.stderr
         import ray
 
@@ -108,7 +120,9 @@ def _loopback(ip: str) -> bool:
 def _head_processes(tmp: str) -> list:
     import psutil
 
-    roots = [psutil.Process(int(p)) for p in open(os.path.join(tmp, "head.pids")).read().split() if psutil.pid_exists(int(p))]
+    roots = [
+        psutil.Process(int(p)) for p in open(os.path.join(tmp, "head.pids")).read().split() if psutil.pid_exists(int(p))
+    ]
     procs = {p.pid: p for r in roots for p in [r, *r.children(recursive=True)]}
     return list(procs.values())
 
@@ -135,9 +149,20 @@ def test_local_head_listens_on_loopback_only_and_prints_runnable_commands(head):
     assert "--working-dir" not in ours  # the runtime env uploads the working dir itself (no override warning)
 
 
-def _submit(address: str, env: dict, spec: str, submission_id: str, wait: bool = True) -> subprocess.CompletedProcess | subprocess.Popen:
-    cmd = [f"{BIN}/ray", "job", "submit", "--address", address, "--submission-id", submission_id,
-           "--runtime-env", "clusters/runtime_env.yaml"]
+def _submit(
+    address: str, env: dict, spec: str, submission_id: str, wait: bool = True
+) -> subprocess.CompletedProcess | subprocess.Popen:
+    cmd = [
+        f"{BIN}/ray",
+        "job",
+        "submit",
+        "--address",
+        address,
+        "--submission-id",
+        submission_id,
+        "--runtime-env",
+        "clusters/runtime_env.yaml",
+    ]
     cmd += [] if wait else ["--no-wait"]
     cmd += ["--", "python", "-m", "sweep.cli", "run", spec]
     return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
@@ -150,13 +175,18 @@ def _status(address: str, env: dict, submission_id: str) -> str:
 
 
 def _spec(path, out, ckpt) -> str:
-    raw = {"name": "job", "seed": 9, "model": {"name": "lenet5", "checkpoint": ckpt},
-           "data": {"name": "digits", "eval_size": 200, "calibration_size": 256},
-           "hardware": {"faults": {"stuck_at_gmax_rate": 0.01}},
-           "sweep": {"grid": {"hardware.faults.stuck_at_gmin_rate": [0.02, 0.08]}},
-           "mitigations": ["none", "ec"], "trials": 40,
-           "execution": {"workers": 2, "batch_size": 200, "trials_per_task": 1},
-           "output": {"dir": str(out), "flush_rows": 4}}
+    raw = {
+        "name": "job",
+        "seed": 9,
+        "model": {"name": "lenet5", "checkpoint": ckpt},
+        "data": {"name": "digits", "eval_size": 200, "calibration_size": 256},
+        "hardware": {"faults": {"stuck_at_gmax_rate": 0.01}},
+        "sweep": {"grid": {"hardware.faults.stuck_at_gmin_rate": [0.02, 0.08]}},
+        "mitigations": ["none", "ec"],
+        "trials": 40,
+        "execution": {"workers": 2, "batch_size": 200, "trials_per_task": 1},
+        "output": {"dir": str(out), "flush_rows": 4},
+    }
     path.write_text(yaml.safe_dump(raw))
     return str(path)
 
@@ -183,7 +213,9 @@ def test_job_submit_runs_a_sweep_and_a_killed_driver_resumes_to_the_same_table(h
     assert _submit(address, env, spec_b, "xbar-b1", wait=False).returncode == 0
     deadline = time.time() + 300
     rows_dir = killed / "rows"
-    while time.time() < deadline and not (rows_dir.exists() and any(p.name.startswith("part-") for p in rows_dir.iterdir())):
+    while time.time() < deadline and not (
+        rows_dir.exists() and any(p.name.startswith("part-") for p in rows_dir.iterdir())
+    ):
         time.sleep(0.2)
     driver = subprocess.run(["pgrep", "-f", f"sweep.cli run {spec_b}"], capture_output=True, text=True).stdout.split()
     assert driver, "the job's driver process must be running"
@@ -208,22 +240,45 @@ def test_slurm_script_starts_a_two_node_ray_and_runs_the_sweep_through_shims(tmp
     all run: both nodes join, both take trials, every row is written. Catches: a broken token set-up,
     a wrong address, a worker that never joins, workers/CPUs computed wrongly for the allocation."""
     spec = tmp_path / "spec.yaml"
-    spec.write_text(yaml.safe_dump({
-        "name": "slurm", "seed": 3, "model": {"name": "lenet5", "train": {"epochs": 1}},
-        "data": {"name": "digits", "eval_size": 100, "calibration_size": 256},
-        "hardware": {"faults": {"stuck_at_gmax_rate": 0.01}},
-        "sweep": {"grid": {"hardware.faults.stuck_at_gmin_rate": [0.02, 0.08]}}, "mitigations": ["none"],
-        "trials": 4, "execution": {"workers": 1, "batch_size": 100, "trials_per_task": 1},
-        "output": {"dir": str(tmp_path / "unused")}}))
+    spec.write_text(
+        yaml.safe_dump(
+            {
+                "name": "slurm",
+                "seed": 3,
+                "model": {"name": "lenet5", "train": {"epochs": 1}},
+                "data": {"name": "digits", "eval_size": 100, "calibration_size": 256},
+                "hardware": {"faults": {"stuck_at_gmax_rate": 0.01}},
+                "sweep": {"grid": {"hardware.faults.stuck_at_gmin_rate": [0.02, 0.08]}},
+                "mitigations": ["none"],
+                "trials": 4,
+                "execution": {"workers": 1, "batch_size": 100, "trials_per_task": 1},
+                "output": {"dir": str(tmp_path / "unused")},
+            }
+        )
+    )
     out, token = tmp_path / "out", tmp_path / "ray-token"
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
-    env.update(PATH=f"{REPO}/tests/shims/slurm:{BIN}:{env['PATH']}", SPEC=str(spec), OUTPUT=str(out), VENV=os.path.dirname(BIN),
-               RAY_PORT=str(free_port()), DASHBOARD_PORT=str(free_port()), RAY_AUTH_TOKEN_PATH=str(token),
-               SLURM_JOB_NODELIST="node-a,node-b", SLURM_CPUS_PER_TASK="1")
+    env.update(
+        PATH=f"{REPO}/tests/shims/slurm:{BIN}:{env['PATH']}",
+        SPEC=str(spec),
+        OUTPUT=str(out),
+        VENV=os.path.dirname(BIN),
+        RAY_PORT=str(free_port()),
+        DASHBOARD_PORT=str(free_port()),
+        RAY_AUTH_TOKEN_PATH=str(token),
+        SLURM_JOB_NODELIST="node-a,node-b",
+        SLURM_CPUS_PER_TASK="1",
+    )
     log_path = tmp_path / "slurm-job.out"  # a file, not a pipe: the background steps outlive the script
     with open(log_path, "w") as log_file:
-        job = subprocess.Popen(["sbatch", f"{REPO}/clusters/slurm/xbar-sweep.sbatch"], cwd=REPO, env=env,
-                               stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+        job = subprocess.Popen(
+            ["sbatch", f"{REPO}/clusters/slurm/xbar-sweep.sbatch"],
+            cwd=REPO,
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         try:
             job.wait(timeout=400)
         finally:  # the allocation ends: its background `ray start --block` steps stop their nodes
@@ -241,7 +296,9 @@ def test_slurm_script_starts_a_two_node_ray_and_runs_the_sweep_through_shims(tmp
 
     def steps() -> list:  # this job's `ray start` steps (head and worker), found by their GCS port
         mark = (f"--port={env['RAY_PORT']}", f"127.0.0.1:{env['RAY_PORT']}")
-        return [p for p in psutil.process_iter(["cmdline"]) if any(m in " ".join(p.info["cmdline"] or []) for m in mark)]
+        return [
+            p for p in psutil.process_iter(["cmdline"]) if any(m in " ".join(p.info["cmdline"] or []) for m in mark)
+        ]
 
     deadline = time.time() + 90
     while steps():

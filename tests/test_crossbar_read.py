@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from engine import HardwareSpec, convert, evaluate, evaluate_float
@@ -48,13 +47,16 @@ def test_conv_equals_conv2d_on_quantised_operands(conv, fold):
     xm.program(None)
     with torch.no_grad():
         y = xm(x)[0]
-        ref = _quantised_reference(layer, x, lambda xq, wq: layer._conv(xq, wq.transpose(1, 2).reshape_as(conv.weight), conv.bias, conv.groups))
+        ref = _quantised_reference(
+            layer, x, lambda xq, wq: layer._conv(xq, wq.transpose(1, 2).reshape_as(conv.weight), conv.bias, conv.groups)
+        )
         exact = conv(x)
     assert torch.allclose(y, ref, rtol=1e-5, atol=1e-5 * float(ref.abs().max()))
     # |error| <= sum |x| dw/2 + |w| dx/2 + dx dw/4 per term (round-to-nearest on both operands)
     dx, dw = float(layer.delta_x), layer.mapped.delta_w
-    bound = layer._conv(x.abs(), torch.full_like(conv.weight, dw / 2), None, conv.groups) + \
-        layer._conv(torch.full_like(x, dx / 2), conv.weight.abs() + dw / 2, None, conv.groups)
+    bound = layer._conv(x.abs(), torch.full_like(conv.weight, dw / 2), None, conv.groups) + layer._conv(
+        torch.full_like(x, dx / 2), conv.weight.abs() + dw / 2, None, conv.groups
+    )
     assert bool(((y - exact).abs() <= bound + 1e-5).all())
 
 
@@ -102,7 +104,7 @@ def test_per_tile_adc_clipping_is_real():
     # independent reference: quantised operands, partial sums per 32-row tile, clamp + round per tile
     xq = layer.coding.quantise(x, float(layer.delta_x))
     wq = layer.mapped.w_hat[0].float()
-    partial = torch.stack([xq[:, t * 32:(t + 1) * 32] @ wq[t * 32:(t + 1) * 32] for t in range(4)])
+    partial = torch.stack([xq[:, t * 32 : (t + 1) * 32] @ wq[t * 32 : (t + 1) * 32] for t in range(4)])
     adc = layer.adc
     step = float(adc.delta_i[0])
     digitised = (partial / step).round().clamp(adc.lo, adc.hi) * step
@@ -111,7 +113,9 @@ def test_per_tile_adc_clipping_is_real():
     # the calibrated range clips no tile here; the narrower full scale below must clip some
     assert not bool(((partial / step).round() > adc.hi).any() or ((partial / step).round() < adc.lo).any())
     # a full scale below the calibrated one clips tiles whose total would not clip
-    hw2 = HardwareSpec.model_validate({**hw, "adc": {"bits": 6, "full_scale_a": 0.25 * step * 2**5 * layer.hw.device.delta_g_s * layer.delta_v_v}})
+    hw2 = HardwareSpec.model_validate(
+        {**hw, "adc": {"bits": 6, "full_scale_a": 0.25 * step * 2**5 * layer.hw.device.delta_g_s * layer.delta_v_v}}
+    )
     xm.set_hardware(hw2)
     xm.program(None)
     with torch.no_grad():
@@ -119,7 +123,7 @@ def test_per_tile_adc_clipping_is_real():
     assert not torch.allclose(y2, y)
     step2 = float(layer.adc.delta_i[0])
     per_tile = ((partial / step2).round().clamp(-32, 31) * step2).sum(0)
-    total_only = ((partial.sum(0) / step2).round().clamp(-32 * 4, 31 * 4) * step2)
+    total_only = (partial.sum(0) / step2).round().clamp(-32 * 4, 31 * 4) * step2
     assert torch.allclose(y2, per_tile * float(layer.delta_x) * layer.mapped.delta_w, rtol=1e-5, atol=1e-6)
     assert not torch.allclose(per_tile, total_only)
 
@@ -168,9 +172,14 @@ def test_fast_digitised_read_equals_the_general_read(kind, cells):
     torch.manual_seed(5)
     module = nn.Conv2d(16, 8, 3, padding=1) if kind == "conv" else nn.Linear(150, 12)
     x = torch.randn(6, 16, 7, 7) if kind == "conv" else torch.randn(32, 150)
-    hw = {"crossbar": {"rows": 32, "cols": 32}, "device": cells, "input": {"input_bits": 8, "dac_bits": 1},
-          "adc": {"bits": 6, "range_scope": "slice"},
-          "faults": {"stuck_at_gmax_rate": 0.02, "stuck_at_gmin_rate": 0.05}, "variation": {"sigma_rel": 0.05}}
+    hw = {
+        "crossbar": {"rows": 32, "cols": 32},
+        "device": cells,
+        "input": {"input_bits": 8, "dac_bits": 1},
+        "adc": {"bits": 6, "range_scope": "slice"},
+        "faults": {"stuck_at_gmax_rate": 0.02, "stuck_at_gmin_rate": 0.05},
+        "variation": {"sigma_rel": 0.05},
+    }
     xm, layer = _converted(module, hw, x)
     xm.program([11, 12])
     assert layer.grid.slices == (1 if cells["bits_per_cell"] == 7 else 4)
@@ -181,8 +190,11 @@ def test_fast_digitised_read_equals_the_general_read(kind, cells):
         prog.hmm, prog.sensed_matrix = prog.op.operand(prog.sensed_matrix), None
         general = xm(x)
     assert not torch.equal(fast[0], fast[1])  # two different instances
-    one_code = float(layer.coding.plane_coefficients().max() * (layer.adc.delta_i * layer._slice_coef(x)).max()) \
-        * float(layer.delta_x) * layer.mapped.delta_w
+    one_code = (
+        float(layer.coding.plane_coefficients().max() * (layer.adc.delta_i * layer._slice_coef(x)).max())
+        * float(layer.delta_x)
+        * layer.mapped.delta_w
+    )
     diff = (fast - general).abs()
     assert float(diff.max()) <= 1.001 * one_code
     assert float((diff > 1e-3 * one_code).float().mean()) <= 0.01
@@ -198,8 +210,12 @@ def test_fast_read_with_error_correction_equals_the_general_read(kind):
     torch.manual_seed(6)
     module = nn.Conv2d(16, 8, 3, padding=1) if kind == "conv" else nn.Linear(150, 12)
     x = torch.randn(6, 16, 7, 7) if kind == "conv" else torch.randn(32, 150)
-    hw = {"crossbar": {"rows": 32, "cols": 32}, "input": {"input_bits": 8, "dac_bits": 2}, "adc": {"bits": 7},
-          "faults": {"stuck_at_gmax_rate": 0.05, "stuck_at_gmin_rate": 0.1}}
+    hw = {
+        "crossbar": {"rows": 32, "cols": 32},
+        "input": {"input_bits": 8, "dac_bits": 2},
+        "adc": {"bits": 7},
+        "faults": {"stuck_at_gmax_rate": 0.05, "stuck_at_gmin_rate": 0.1},
+    }
     xm, layer = _converted(module, hw, x)
     with torch.no_grad():
         xm.program([3])
@@ -210,8 +226,11 @@ def test_fast_read_with_error_correction_equals_the_general_read(kind):
         assert prog.digitised_correction is not None  # the fast path ran with the correction
         prog.hmm, prog.sensed_matrix = prog.op.operand(prog.sensed_matrix), None
         general = xm(x)
-    one_code = float(layer.coding.plane_coefficients().max() * layer.adc.delta_i.max()) \
-        * float(layer.delta_x) * layer.mapped.delta_w
+    one_code = (
+        float(layer.coding.plane_coefficients().max() * layer.adc.delta_i.max())
+        * float(layer.delta_x)
+        * layer.mapped.delta_w
+    )
     assert float((fast - plain).abs().max()) > 10 * one_code  # the correction changes the outputs
     diff = (fast - general).abs()
     assert float(diff.max()) <= 2.001 * one_code  # one code of each of the two conversions at most

@@ -63,8 +63,13 @@ def _layer_pair(hw: dict):
 def test_ideal_periphery_and_v_to_0_updates_equal_plain_sgd():
     """v -> 0, gamma = 0, 16-bit DAC, ideal ADC, weights inside the device range: one crossbar update
     equals one SGD step."""
-    lin, analog, layer = _layer_pair({"update": {"nonlinearity": 0.0, "write_noise": 0.0, "weight_range": 2.0},
-                                      "adc": {"kind": "ideal"}, "input": {"input_bits": 16, "dac_bits": 16}})
+    lin, analog, layer = _layer_pair(
+        {
+            "update": {"nonlinearity": 0.0, "write_noise": 0.0, "weight_range": 2.0},
+            "adc": {"kind": "ideal"},
+            "input": {"input_bits": 16, "dac_bits": 16},
+        }
+    )
     x, y = torch.randn(32, 40), torch.randint(0, 12, (32,))
     before = layer.weight().clone()
     assert torch.allclose(before, lin.weight.t(), atol=1e-6)
@@ -93,10 +98,12 @@ def test_backward_reads_the_transposed_tiles_with_their_own_quantisation():
 
 
 def test_conductances_stay_in_range_during_training(digits):
-    hw = HardwareSpec.model_validate({"device": {"g_min_s": G_MIN, "g_max_s": G_MAX},
-                                      "update": {"nonlinearity": 5.0, "write_noise": 10.0}})
-    res = train_on_crossbar("lenet5", digits, hw, epochs=1, batch_size=64, lr=0.2, recipe_seed=0, instance_seed=2,
-                            weight_ranges=[0.1] * 5)
+    hw = HardwareSpec.model_validate(
+        {"device": {"g_min_s": G_MIN, "g_max_s": G_MAX}, "update": {"nonlinearity": 5.0, "write_noise": 10.0}}
+    )
+    res = train_on_crossbar(
+        "lenet5", digits, hw, epochs=1, batch_size=64, lr=0.2, recipe_seed=0, instance_seed=2, weight_ranges=[0.1] * 5
+    )
     for layer in analog_layers(res.model):
         assert float(layer.g.min()) >= G_MIN and float(layer.g.max()) <= G_MAX
 
@@ -113,8 +120,9 @@ def test_training_converges_at_small_nonlinearity_and_is_clearly_worse_at_v_1(di
     curves = {}
     for v in (0.01, 1.0):
         hw = HardwareSpec.model_validate({"update": {"nonlinearity": v}})
-        curves[v] = train_on_crossbar("lenet5", digits, hw, 8, 16, 0.1, 0, 2, momentum=0.0,
-                                      weight_ranges=ranges).top1_per_epoch
+        curves[v] = train_on_crossbar(
+            "lenet5", digits, hw, 8, 16, 0.1, 0, 2, momentum=0.0, weight_ranges=ranges
+        ).top1_per_epoch
     last3 = {v: sum(c[-3:]) / 3 for v, c in curves.items()}
     area = {v: sum(c) for v, c in curves.items()}
     assert last3[0.01] > 0.94
@@ -123,12 +131,18 @@ def test_training_converges_at_small_nonlinearity_and_is_clearly_worse_at_v_1(di
 
 def test_training_trials_run_as_a_sweep_with_per_epoch_accuracy(ray_cluster, tmp_path):
     ray_cluster.ensure()
-    raw = {"name": "tr", "seed": 2, "kind": "train", "model": {"name": "lenet5"},
-           "data": {"name": "digits", "eval_size": 200},
-           "training": {"epochs": 2, "batch_size": 64, "lr": 0.05},
-           "sweep": {"grid": {"hardware.update.nonlinearity": [0.01, 1.0]}}, "trials": 2,
-           "execution": {"workers": 2, "batch_size": 200, "trials_per_task": 1},
-           "output": {"dir": str(tmp_path), "mlflow": {"enabled": False}}}
+    raw = {
+        "name": "tr",
+        "seed": 2,
+        "kind": "train",
+        "model": {"name": "lenet5"},
+        "data": {"name": "digits", "eval_size": 200},
+        "training": {"epochs": 2, "batch_size": 64, "lr": 0.05},
+        "sweep": {"grid": {"hardware.update.nonlinearity": [0.01, 1.0]}},
+        "trials": 2,
+        "execution": {"workers": 2, "batch_size": 200, "trials_per_task": 1},
+        "output": {"dir": str(tmp_path), "mlflow": {"enabled": False}},
+    }
     out = run_sweep(validate(raw), raw, console=Console(file=io.StringIO()))
     assert out.complete and out.rows_total == 2 * 2
     df = ds.dataset(os.path.join(tmp_path, "rows")).to_table().to_pandas()
@@ -163,8 +177,12 @@ def test_ir_drop_is_re_solved_every_l_updates_and_interpolated_between():
     """TxSim's interpolated FCM: with refresh_every = L the pair's G_eff equals the exact solve at
     every L-th update and reuses the last distortion in between (close to, not equal to, exact)."""
     torch.manual_seed(0)
-    hw = {"crossbar": {"rows": 16, "cols": 16}, "device": {"g_min_s": G_MIN, "g_max_s": G_MAX},
-          "ir_drop": {"enabled": True}, "adc": {"kind": "ideal"}}
+    hw = {
+        "crossbar": {"rows": 16, "cols": 16},
+        "device": {"g_min_s": G_MIN, "g_max_s": G_MAX},
+        "ir_drop": {"enabled": True},
+        "adc": {"kind": "ideal"},
+    }
     layers = {}
     for every in (1, 3):
         spec = HardwareSpec.model_validate({**hw, "update": {"refresh_every": every}})
@@ -183,7 +201,9 @@ def test_ir_drop_is_re_solved_every_l_updates_and_interpolated_between():
         else:
             assert not torch.equal(exact, reused)
             assert float((exact - reused).abs().max()) < 1e-2 * float(exact.abs().max())
-    assert float((exact - F.pad((layers[1].g[0] - layers[1].g[1]).float(), (0, 12, 0, 8))).abs().max()) > 0  # wires matter
+    assert (
+        float((exact - F.pad((layers[1].g[0] - layers[1].g[1]).float(), (0, 12, 0, 8))).abs().max()) > 0
+    )  # wires matter
 
 
 def test_write_noise_trend_gamma_1_near_noise_free_gamma_10_far_worse(digits):
@@ -197,8 +217,10 @@ def test_write_noise_trend_gamma_1_near_noise_free_gamma_10_far_worse(digits):
 
     def mean_top1(gamma: float, seeds) -> float:
         hw = HardwareSpec.model_validate({"update": {"nonlinearity": 0.01, "write_noise": gamma}})
-        runs = [train_on_crossbar("lenet5", digits, hw, 8, 16, 0.1, 0, s, momentum=0.0, weight_ranges=ranges).top1
-                for s in seeds]
+        runs = [
+            train_on_crossbar("lenet5", digits, hw, 8, 16, 0.1, 0, s, momentum=0.0, weight_ranges=ranges).top1
+            for s in seeds
+        ]
         return sum(runs) / len(runs)
 
     clean = mean_top1(0.0, (2,))  # no write noise and no static draws: every instance trains identically

@@ -43,7 +43,13 @@ def test_mnist_idx_files_load_through_torchvision(tmp_path):
 def test_cifar_pickles_load_through_torchvision(tmp_path):
     rng = np.random.default_rng(1)
     for name, folder, files, key, meta_key in (
-        ("cifar10", "cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"], "labels", ("batches.meta", "label_names")),
+        (
+            "cifar10",
+            "cifar-10-batches-py",
+            [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"],
+            "labels",
+            ("batches.meta", "label_names"),
+        ),
         ("cifar100", "cifar-100-python", ["train", "test"], "fine_labels", ("meta", "fine_label_names")),
     ):
         d = tmp_path / name / folder
@@ -116,9 +122,13 @@ def test_keep_digital_names_must_exist():
 def _download_spec(tmp_path, data_root, **data) -> str:
     import yaml
 
-    raw = {"name": "dl", "model": {"name": "lenet5", "train": {"epochs": 1}},
-           "data": {"name": "mnist", "root": str(data_root), "download": True, **data}, "trials": 1,
-           "output": {"dir": str(tmp_path / "out")}}
+    raw = {
+        "name": "dl",
+        "model": {"name": "lenet5", "train": {"epochs": 1}},
+        "data": {"name": "mnist", "root": str(data_root), "download": True, **data},
+        "trials": 1,
+        "output": {"dir": str(tmp_path / "out")},
+    }
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(raw))
     return str(path)
@@ -129,8 +139,8 @@ def test_data_download_without_network_fails_in_preflight_naming_set_root_and_op
     so the test does not depend on this machine's network), and the run stops before any work with
     one message naming the data set, the root and the option."""
     import torchvision
-
     from conftest import free_port
+
     from sweep.cli import main
 
     closed = free_port()
@@ -158,7 +168,9 @@ def test_data_download_is_skipped_when_the_files_are_there_and_refused_where_it_
         _idx(str(raw / f"{prefix}-labels-idx1-ubyte"), np.arange(n) % 10)
     spec, _ = load_spec(_download_spec(tmp_path, tmp_path))
     check_data(spec)  # offline: it would raise if it tried to fetch
-    for data, needle in (({"name": "digits"}, "data.download: only for mnist, cifar10, cifar100"),
-                         ({"root": None}, "data.download: needs data.root")):
+    for data, needle in (
+        ({"name": "digits"}, "data.download: only for mnist, cifar10, cifar100"),
+        ({"root": None}, "data.download: needs data.root"),
+    ):
         with pytest.raises(SpecError, match=needle):
             load_spec(_download_spec(tmp_path, tmp_path, **data))

@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 from scipy import stats
+from test_nonidealities import _single_cell  # a 1 x 1 layer read many times, output in amperes
 from torch import nn
 
 from engine import HardwareSpec, convert, evaluate
@@ -15,7 +16,6 @@ from engine.data import loader
 from engine.hardware import DriftSpec
 from engine.mitigations import parse_strategy
 from engine.nonideal.drift import drift_exponents
-from test_nonidealities import _single_cell  # a 1 x 1 layer read many times, output in amperes
 
 
 def _layer(hw: dict, seeds=(3,), k=256, n=64):
@@ -69,8 +69,15 @@ def test_the_same_instance_drifts_monotonically_on_the_same_draws():
     conductance only falls with t (never redrawn)."""
     prev = None
     for time_s in (1.0, 60.0, 3600.0, 86400.0, 3.15e7):
-        _, layer = _layer({"time_s": time_s, "drift": {"model": "pcm"}, "variation": {"sigma_rel": 0.1},
-                           "faults": {"stuck_at_gmax_rate": 0.02, "stuck_at_gmin_rate": 0.02}}, seeds=(8,))
+        _, layer = _layer(
+            {
+                "time_s": time_s,
+                "drift": {"model": "pcm"},
+                "variation": {"sigma_rel": 0.1},
+                "faults": {"stuck_at_gmax_rate": 0.02, "stuck_at_gmin_rate": 0.02},
+            },
+            seeds=(8,),
+        )
         h = layer.cells.h.clone()
         if prev is not None:
             assert torch.equal(layer.cells.faults, prev[1])
@@ -88,6 +95,7 @@ def test_1f_read_noise_std_matches_aihwkit_at_each_time(time_s):
 
     def sig(g: float) -> float:  # aihwkit: Q_s = min(0.0088 / max(g_T^0.65, 1e-3), 0.2)
         return min(0.0088 / max((g / g_max) ** 0.65, 1e-3), 0.2) * math.sqrt(math.log((t + t_read) / (2 * t_read)))
+
     expect = v * math.sqrt((g_plus * sig(g_plus)) ** 2 + (g_minus * sig(g_minus)) ** 2)
     assert float(current[0].std()) == pytest.approx(expect, rel=4 / math.sqrt(2 * 20000))
 
@@ -132,8 +140,14 @@ def test_point_ids_of_specs_without_time_are_unchanged():
     assert "time_s" not in content["hardware"] and "drift" not in content["hardware"]
     assert "read_fluctuation" not in content["hardware"] and "download" not in content["data"]
     assert "iv" not in content["hardware"]  # the non-linear I-V section and the polynomial sigma came later
-    assert set(content["hardware"]["variation"]) == {"sigma_abs_s", "sigma_abs_delta_g", "sigma_rel", "distribution",
-                                                     "domain", "ceiling"}
+    assert set(content["hardware"]["variation"]) == {
+        "sigma_abs_s",
+        "sigma_abs_delta_g",
+        "sigma_rel",
+        "distribution",
+        "domain",
+        "ceiling",
+    }
     poly = result_content(validate({**raw, "hardware": {"variation": {"sigma_poly_us": [0.3]}}}))
     assert poly["hardware"]["variation"]["sigma_poly_us"] == [0.3]
     assert result_content(validate({**raw, "hardware": {"iv": {"model": "sinh"}}}))["hardware"]["iv"]["model"] == "sinh"
@@ -148,7 +162,9 @@ def test_drift_compensation_recovers_accuracy_after_a_year_on_the_same_instances
     seeds = [0, 1, 2]
 
     def top1(time_s: float, strategy: str | dict | None) -> float:
-        xm = convert(lenet, HardwareSpec.model_validate({"time_s": time_s, "drift": {"model": "pcm", "read_noise_1f": True}}))
+        xm = convert(
+            lenet, HardwareSpec.model_validate({"time_s": time_s, "drift": {"model": "pcm", "read_noise_1f": True}})
+        )
         xm.calibrate(calib_inputs)
         xm.program(seeds)
         if strategy is not None:
@@ -162,13 +178,15 @@ def test_drift_compensation_recovers_accuracy_after_a_year_on_the_same_instances
 
 
 def test_time_and_drift_fields_are_refused_where_they_cannot_act():
-    for hw, needle in (({"time_s": 3600}, "hardware.time_s: has no effect without hardware.drift.model"),
-                       ({"time_s": 0, "drift": {"model": "pcm"}}, "time_s"),
-                       ({"time_s": 1, "drift": {"model": "pcm", "t0_s": 0}}, "t0_s"),
-                       ({"drift": {"model": "pcm"}}, "hardware.drift: drift and 1/f noise act at hardware.time_s"),
-                       ({"time_s": 1, "drift": {"model": "pcm", "nu_mean": 0.1}}, "only for drift.model: power_law"),
-                       ({"time_s": 1, "drift": {"model": "reram_wan2022", "t0_s": 5}}, "hardware.drift.t0_s: only"),
-                       ({"time_s": 1, "drift": {"model": "pcm", "t_read_s": 1e-6}}, "hardware.drift.t_read_s: only")):
+    for hw, needle in (
+        ({"time_s": 3600}, "hardware.time_s: has no effect without hardware.drift.model"),
+        ({"time_s": 0, "drift": {"model": "pcm"}}, "time_s"),
+        ({"time_s": 1, "drift": {"model": "pcm", "t0_s": 0}}, "t0_s"),
+        ({"drift": {"model": "pcm"}}, "hardware.drift: drift and 1/f noise act at hardware.time_s"),
+        ({"time_s": 1, "drift": {"model": "pcm", "nu_mean": 0.1}}, "only for drift.model: power_law"),
+        ({"time_s": 1, "drift": {"model": "reram_wan2022", "t0_s": 5}}, "hardware.drift.t0_s: only"),
+        ({"time_s": 1, "drift": {"model": "pcm", "t_read_s": 1e-6}}, "hardware.drift.t_read_s: only"),
+    ):
         with pytest.raises(ValueError, match=needle):
             HardwareSpec.model_validate(hw)
 
@@ -219,9 +237,17 @@ def test_device_presets_fill_published_values_under_explicit_ones(tmp_path, caps
     with pytest.raises(ValueError, match="hardware.device.preset must be one of"):
         HardwareSpec.model_validate({"device": {"preset": "pcm_samsung"}})
     spec = tmp_path / "spec.yaml"
-    spec.write_text(yaml.safe_dump({"name": "p", "model": {"name": "lenet5", "train": {}}, "trials": 1,
-                                    "hardware": {"device": {"preset": "pcm_ibm"}, "time_s": 3600},
-                                    "output": {"dir": str(tmp_path / "o")}}))
+    spec.write_text(
+        yaml.safe_dump(
+            {
+                "name": "p",
+                "model": {"name": "lenet5", "train": {}},
+                "trials": 1,
+                "hardware": {"device": {"preset": "pcm_ibm"}, "time_s": 3600},
+                "output": {"dir": str(tmp_path / "o")},
+            }
+        )
+    )
     assert main(["validate", str(spec)]) == 0
     out = capsys.readouterr().out
     assert "hardware (preset pcm_ibm): device.g_min_s=0.0, device.g_max_s=2.5e-05" in out and "drift.model='pcm'" in out
@@ -246,8 +272,14 @@ def test_pcm_programming_noise_follows_aihwkits_polynomial(g_max_us):
         assert float(g.std()) == pytest.approx(sigma, rel=0.01)
         assert abs(float(g.mean()) - g_t * dev.g_max_s) < 4 * sigma / math.sqrt(z.numel())
     # through the instance draws: a layer's cells at the top level spread by sigma(1)
-    xm, layer = _layer({"device": {"preset": "pcm_ibm", "g_max_s": g_max_us * 1e-6}, "time_s": 1e-9,
-                        "drift": {"model": "power_law", "nu_mean": 0.0, "read_noise_1f": False}}, seeds=tuple(range(40)))
+    xm, layer = _layer(
+        {
+            "device": {"preset": "pcm_ibm", "g_max_s": g_max_us * 1e-6},
+            "time_s": 1e-9,
+            "drift": {"model": "power_law", "nu_mean": 0.0, "read_noise_1f": False},
+        },
+        seeds=tuple(range(40)),
+    )
     top = layer.target_levels() == dev.levels - 1
     spread = (layer.cells.h[:, top].double() * dev.delta_g_s).std()
     assert float(spread) == pytest.approx((0.26348 + 1.9650 - 1.1731) * 1e-6 * g_max_us / 25.0, rel=0.05)

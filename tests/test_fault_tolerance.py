@@ -13,26 +13,30 @@ import time
 import urllib.request
 
 import pyarrow.dataset as ds
-import pytest
+from conftest import free_port
 from rich.console import Console
 
 from sweep.cli import main
 from sweep.driver import run_sweep
 from sweep.spec import validate
-from conftest import free_port
 
 KEY = ["point_id", "instance", "mitigation"]
 BIN = os.path.dirname(sys.executable)
 
 
 def _raw(out, ckpt, instances=30, **output) -> dict:
-    return {"name": "ft", "seed": 11, "model": {"name": "lenet5", "checkpoint": ckpt},
-            "data": {"name": "digits", "eval_size": 200, "calibration_size": 256},
-            "hardware": {"faults": {"stuck_at_gmax_rate": 0.01}, "variation": {"sigma_rel": 0.05}},
-            "sweep": {"grid": {"hardware.faults.stuck_at_gmin_rate": [0.0, 0.05]}},
-            "mitigations": ["none", "ec"], "trials": instances,
-            "execution": {"workers": 2, "batch_size": 200, "trials_per_task": 1, "max_task_failures": 3},
-            "output": {"dir": str(out), "flush_rows": 4, **output}}
+    return {
+        "name": "ft",
+        "seed": 11,
+        "model": {"name": "lenet5", "checkpoint": ckpt},
+        "data": {"name": "digits", "eval_size": 200, "calibration_size": 256},
+        "hardware": {"faults": {"stuck_at_gmax_rate": 0.01}, "variation": {"sigma_rel": 0.05}},
+        "sweep": {"grid": {"hardware.faults.stuck_at_gmin_rate": [0.0, 0.05]}},
+        "mitigations": ["none", "ec"],
+        "trials": instances,
+        "execution": {"workers": 2, "batch_size": 200, "trials_per_task": 1, "max_task_failures": 3},
+        "output": {"dir": str(out), "flush_rows": 4, **output},
+    }
 
 
 def _run(raw):
@@ -52,12 +56,15 @@ def _when_rows_exist(out, action) -> threading.Thread:
                 action()
                 return
             time.sleep(0.05)
+
     t = threading.Thread(target=watch, daemon=True)
     t.start()
     return t
 
 
-def test_sigkill_of_a_worker_actor_mid_sweep_still_gives_every_row_exactly_once(ray_cluster, lenet_checkpoint, tmp_path):
+def test_sigkill_of_a_worker_actor_mid_sweep_still_gives_every_row_exactly_once(
+    ray_cluster, lenet_checkpoint, tmp_path
+):
     ray_cluster.ensure()
     killed = []
 
@@ -83,10 +90,26 @@ def test_sigkill_of_a_worker_actor_mid_sweep_still_gives_every_row_exactly_once(
 
 def _mlflow_server(port: int, db: str, artifacts: str) -> subprocess.Popen:
     env = dict(os.environ, MLFLOW_DISABLE_TELEMETRY="true")
-    proc = subprocess.Popen([f"{BIN}/mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-                             "--backend-store-uri", f"sqlite:///{db}", "--artifacts-destination", artifacts,
-                             "--workers", "1"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            f"{BIN}/mlflow",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--backend-store-uri",
+            f"sqlite:///{db}",
+            "--artifacts-destination",
+            artifacts,
+            "--workers",
+            "1",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.time() + 120
     while time.time() < deadline:
         try:

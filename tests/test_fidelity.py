@@ -8,12 +8,12 @@ import math
 import pytest
 import torch
 from scipy import stats
+from test_nonidealities import _single_cell  # a 1 x 1 layer read many times, output in amperes
 from torch import nn
 
 from engine import HardwareSpec, convert, evaluate
 from engine.hardware import ProgrammingVariation, unused_fields
 from engine.nonideal.variation import apply_variation
-from test_nonidealities import _single_cell  # a 1 x 1 layer read many times, output in amperes
 
 Z = torch.randn(400_000, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
 G, G_MAX = 40.0, 127.0 + 1.0  # programmed conductance and G_max in dG units
@@ -25,7 +25,7 @@ def _vary(**spec) -> torch.Tensor:
 
 
 def _quantile(t: torch.Tensor, p: float) -> float:
-    return float(torch.quantile(t[:: 4], p))  # torch.quantile takes at most 2^24 elements; 100k suffice
+    return float(torch.quantile(t[::4], p))  # torch.quantile takes at most 2^24 elements; 100k suffice
 
 
 def test_conductance_gaussian_variation_matches_rxnn_sigma_over_mu():
@@ -77,7 +77,9 @@ def test_ceiling_clips_the_conductance_reading_and_is_required_for_the_resistanc
 def test_a_layer_programs_the_resistance_reading():
     """Through the engine: a layer's programmed cells (not only the helper) follow the chosen domain."""
     torch.manual_seed(0)
-    hw = HardwareSpec.model_validate({"variation": {"sigma_rel": 0.5, "distribution": "lognormal", "domain": "resistance"}})
+    hw = HardwareSpec.model_validate(
+        {"variation": {"sigma_rel": 0.5, "distribution": "lognormal", "domain": "resistance"}}
+    )
     xm = convert(nn.Sequential(nn.Linear(256, 64)), hw)
     xm.calibrate([torch.rand(32, 256)])
     layer = xm.crossbar_layers()[0]
@@ -95,16 +97,25 @@ def test_read_fluctuation_is_pytorx_eq2_read_to_read_and_static_variation_is_not
     current, _, _, v, layer = _single_cell({"read_fluctuation": {"sigma_delta_g": 1 / 3}}, 20000, seeds=(7,))
     expect = (1 / 3) * layer.hw.device.delta_g_s * v * math.sqrt(2)
     assert float(current[0].std()) == pytest.approx(expect, rel=4 / math.sqrt(2 * 20000))
-    static = _single_cell({"variation": {"sigma_abs_delta_g": 1 / 3},
-                           "device": {"g_min_s": 50e-6, "g_max_s": 383e-6}}, 64, seeds=range(2000))[0]
+    static = _single_cell(
+        {"variation": {"sigma_abs_delta_g": 1 / 3}, "device": {"g_min_s": 50e-6, "g_max_s": 383e-6}},
+        64,
+        seeds=range(2000),
+    )[0]
     assert float(static.std(1).max()) == 0.0  # static: no read-to-read change
     dg = (383e-6 - 50e-6) / 127
     assert float(static[:, 0].std()) == pytest.approx((1 / 3) * dg * 1.63 * math.sqrt(2), rel=4 / math.sqrt(2 * 2000))
 
 
 def test_each_kind_refuses_the_fields_it_would_ignore():
-    hw = HardwareSpec.model_validate({"rtn": {"enabled": True}, "variation": {"sigma_rel": 0.1},
-                                      "update": {"write_noise": 1.0}, "adc": {"subtract": "digital"}})
+    hw = HardwareSpec.model_validate(
+        {
+            "rtn": {"enabled": True},
+            "variation": {"sigma_rel": 0.1},
+            "update": {"write_noise": 1.0},
+            "adc": {"subtract": "digital"},
+        }
+    )
     assert [n for n, _ in unused_fields(hw, "train")] == ["adc.subtract", "rtn.enabled"]
     assert [n for n, _ in unused_fields(hw, "inference")] == ["update.write_noise"]
 
@@ -170,11 +181,23 @@ from engine.training import analog_layers, to_analog  # noqa: E402
 # Values for fields whose default-based perturbation (x1.5, +1, flip, next option) would be invalid or
 # inert in isolation; every other field is perturbed by the generic rule, so a new field is covered.
 EXPLICIT = {
-    "adc.full_scale_a": 2e-4, "adc.kind": "ideal", "variation.sigma_abs_s": 5e-7, "variation.domain": "resistance",
-    "faults.stuck_at_gmax_rate": 0.05, "faults.stuck_at_gmin_rate": 0.05, "ir_drop.r_sense_ohm": 20.0,
-    "ir_drop.r_driver_ohm": 20.0, "crossbar.rows": 12, "crossbar.cols": 12, "update.refresh_every": 2,
-    "input.dac_bits": 4, "adc.calibration_batches": 2, "drift.model": "power_law",
-    "variation.sigma_poly_us": [0.3, 1.0], "iv.newton_rtol": 0.05, "iv.newton_max_iter": 1,
+    "adc.full_scale_a": 2e-4,
+    "adc.kind": "ideal",
+    "variation.sigma_abs_s": 5e-7,
+    "variation.domain": "resistance",
+    "faults.stuck_at_gmax_rate": 0.05,
+    "faults.stuck_at_gmin_rate": 0.05,
+    "ir_drop.r_sense_ohm": 20.0,
+    "ir_drop.r_driver_ohm": 20.0,
+    "crossbar.rows": 12,
+    "crossbar.cols": 12,
+    "update.refresh_every": 2,
+    "input.dac_bits": 4,
+    "adc.calibration_batches": 2,
+    "drift.model": "power_law",
+    "variation.sigma_poly_us": [0.3, 1.0],
+    "iv.newton_rtol": 0.05,
+    "iv.newton_max_iter": 1,
 }
 # The context a field needs to act at all (the section it belongs to switched on, or a partner that
 # the validator requires); the base then already differs, and only the field under test changes.
@@ -201,16 +224,26 @@ CONTEXT = {
     "iv.v0_v": {"dac_loading": {"enabled": False}, "iv": {"model": "sinh"}},
     "iv.newton_rtol": {"dac_loading": {"enabled": False}, "iv": {"model": "sinh"}, "adc": {"kind": "ideal"}},
     "iv.newton_max_iter": {"dac_loading": {"enabled": False}, "iv": {"model": "sinh"}},
-    "drift.t_read_s": {"time_s": 3600.0, "drift": {"model": "pcm", "read_noise_1f": True}, "adc": {"kind": "ideal"}},  # one slice: a per-slice range is the layer range
+    "drift.t_read_s": {
+        "time_s": 3600.0,
+        "drift": {"model": "pcm", "read_noise_1f": True},
+        "adc": {"kind": "ideal"},
+    },  # one slice: a per-slice range is the layer range
 }
 INFERENCE_BASE = {
-    "crossbar": {"rows": 16, "cols": 16}, "faults": {"stuck_at_gmax_rate": 0.02, "stuck_at_gmin_rate": 0.02},
-    "variation": {"sigma_rel": 0.3, "sigma_abs_delta_g": 0.2}, "read_noise": {"enabled": True},
-    "rtn": {"enabled": True}, "read_fluctuation": {"sigma_delta_g": 0.2}, "column_awgn": {"sigma_lsb": 0.5},
-    "ir_drop": {"enabled": True, "r_row_ohm": 50.0, "r_col_ohm": 50.0}, "dac_loading": {"enabled": True},
+    "crossbar": {"rows": 16, "cols": 16},
+    "faults": {"stuck_at_gmax_rate": 0.02, "stuck_at_gmin_rate": 0.02},
+    "variation": {"sigma_rel": 0.3, "sigma_abs_delta_g": 0.2},
+    "read_noise": {"enabled": True},
+    "rtn": {"enabled": True},
+    "read_fluctuation": {"sigma_delta_g": 0.2},
+    "column_awgn": {"sigma_lsb": 0.5},
+    "ir_drop": {"enabled": True, "r_row_ohm": 50.0, "r_col_ohm": 50.0},
+    "dac_loading": {"enabled": True},
 }
 TRAIN_BASE = {
-    "crossbar": {"rows": 16, "cols": 16}, "faults": {"stuck_at_gmax_rate": 0.02, "stuck_at_gmin_rate": 0.02},
+    "crossbar": {"rows": 16, "cols": 16},
+    "faults": {"stuck_at_gmax_rate": 0.02, "stuck_at_gmin_rate": 0.02},
     "variation": {"sigma_rel": 0.3, "sigma_abs_delta_g": 0.2},
     "ir_drop": {"enabled": True, "r_row_ohm": 50.0, "r_col_ohm": 50.0},
     "update": {"nonlinearity": 0.5, "write_noise": 1.0},
@@ -274,7 +307,9 @@ def _inference_logits(raw: dict) -> torch.Tensor:
 
 def _trained_weights(raw: dict) -> torch.Tensor:
     torch.manual_seed(0)
-    net = to_analog(nn.Sequential(nn.Linear(24, 20), nn.ReLU(), nn.Linear(20, 6)), _HW.model_validate(raw), 4, [0.5, 0.5])
+    net = to_analog(
+        nn.Sequential(nn.Linear(24, 20), nn.ReLU(), nn.Linear(20, 6)), _HW.model_validate(raw), 4, [0.5, 0.5]
+    )
     gen = torch.Generator().manual_seed(1)
     net.train()
     for _ in range(3):
@@ -311,7 +346,9 @@ def test_every_hardware_field_changes_the_result_or_is_refused(kind):
         assert all(p.startswith("update.") for p in refused) and len(refused) == len(_HW().update.model_dump())
     else:
         assert {"read_noise.enabled", "rtn.enabled", "adc.subtract", "device.bits_per_cell"} <= set(refused)
-        assert {"variation.sigma_rel", "faults.stuck_at_gmax_rate", "ir_drop.r_row_ohm", "update.write_noise"} <= set(acted)
+        assert {"variation.sigma_rel", "faults.stuck_at_gmax_rate", "ir_drop.r_row_ohm", "update.write_noise"} <= set(
+            acted
+        )
 
 
 def _flat_names(hw: _HW) -> list[str]:
@@ -338,8 +375,10 @@ def test_eq1_read_noise_at_1ghz_is_below_an_adc_step_and_does_not_collapse_accur
     v = hw.input.v_read_v
     i_rms = math.sqrt(64 * hw.device.g_max_s * 1e9 * (4 * constants.k * 300 + 2 * constants.e * v))
     assert i_rms == pytest.approx(3.4e-6, rel=0.02)
-    ratios = [i_rms / (float(layer.adc.delta_i.max()) * hw.device.delta_g_s * layer.delta_v_v)
-              for layer in xm.crossbar_layers()]
+    ratios = [
+        i_rms / (float(layer.adc.delta_i.max()) * hw.device.delta_g_s * layer.delta_v_v)
+        for layer in xm.crossbar_layers()
+    ]
     assert 0.03 < min(ratios) and max(ratios) < 0.35, ratios
     test = loader(digits.test, 540)
     x = digits.test.tensors[0][:256]
@@ -359,8 +398,6 @@ def test_eq1_read_noise_at_1ghz_is_below_an_adc_step_and_does_not_collapse_accur
     assert 0 < moved[1e9] and moved[1e12] > 2 * moved[1e9]
 
 
-
-
 def test_mmse_yu_eq6_uses_the_fraction_of_ones_over_weight_cells_only():
     """Yu eq. 5-6: E[j] = r p_v p_g, s_j^2 = r^2 p_v p_g (1 - p_v p_g). A 10 x 3 layer on 64 x 64 tiles
     (1-bit cells, 1-bit DAC): p_g is the fraction of ones among the 2 x 10 x 3 x 8 weight cells,
@@ -369,8 +406,14 @@ def test_mmse_yu_eq6_uses_the_fraction_of_ones_over_weight_cells_only():
     from engine.mitigations.mmse import _yu_eq6
 
     torch.manual_seed(3)
-    hw = HardwareSpec.model_validate({"device": {"bits_per_cell": 1}, "mapping": {"weight_bits": 9},
-                                      "input": {"input_bits": 4, "dac_bits": 1}, "adc": {"bits": 4}})
+    hw = HardwareSpec.model_validate(
+        {
+            "device": {"bits_per_cell": 1},
+            "mapping": {"weight_bits": 9},
+            "input": {"input_bits": 4, "dac_bits": 1},
+            "adc": {"bits": 4},
+        }
+    )
     xm = convert(nn.Sequential(nn.Linear(10, 3, bias=False)), hw)
     x = torch.rand(32, 10)
     xm.calibrate([x])

@@ -33,7 +33,11 @@ def test_defaults_follow_pytorx_table1():
     [
         ({"faults": {"stuck_at_gmax_rate": -0.1}}, "stuck_at_gmax_rate", "greater than or equal to 0"),
         ({"faults": {"stuck_at_gmin_rate": 1.5}}, "stuck_at_gmin_rate", "less than or equal to 1"),
-        ({"faults": {"stuck_at_gmax_rate": 0.6, "stuck_at_gmin_rate": 0.6}}, "stuck_at_gmax_rate + stuck_at_gmin_rate", "[0, 1]"),
+        (
+            {"faults": {"stuck_at_gmax_rate": 0.6, "stuck_at_gmin_rate": 0.6}},
+            "stuck_at_gmax_rate + stuck_at_gmin_rate",
+            "[0, 1]",
+        ),
         ({"device": {"g_min_s": 1e-3, "g_max_s": 1e-4}}, "g_min_s must be < g_max_s", "g_max_s"),
         ({"device": {"bits_per_cell": 0}}, "bits_per_cell", "greater than or equal to 1"),
         ({"crossbar": {"rows": 0}}, "rows", "greater than or equal to 1"),
@@ -61,7 +65,9 @@ def test_stuck_at_aliases_resolve_the_papers_naming_conflict():
 
 
 def test_slices_and_arrays_follow_the_realisation():
-    yu = HardwareSpec.model_validate({"device": {"bits_per_cell": 1}, "mapping": {"weight_bits": 17}, "crossbar": {"rows": 128, "cols": 128}})
+    yu = HardwareSpec.model_validate(
+        {"device": {"bits_per_cell": 1}, "mapping": {"weight_bits": 17}, "crossbar": {"rows": 128, "cols": 128}}
+    )
     assert yu.slices == 16 and yu.arrays == 2 and yu.weights_per_tile_col == 8
     off = HardwareSpec.model_validate({"mapping": {"realisation": "offset"}})
     assert off.slices == 2 and off.arrays == 1 and off.weights_per_tile_col == 31  # 8-bit w_hat + M in 7-bit cells

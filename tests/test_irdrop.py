@@ -11,15 +11,24 @@ from torch import nn
 
 from engine import HardwareSpec, convert, evaluate
 from engine.data import loader
-from engine.irdrop import (InterpolatedGEff, TileWires, effective_conductance, node_voltages, path_model,
-                           reference_effective_conductance, reference_solve)
+from engine.irdrop import (
+    InterpolatedGEff,
+    TileWires,
+    effective_conductance,
+    node_voltages,
+    path_model,
+    reference_effective_conductance,
+    reference_solve,
+)
 from engine.shift_stats import tile_shift_statistics
 
 G_MIN, G_MAX = 1 / 3e6, 1 / 3e3
 
 
 @pytest.mark.parametrize("m, n", [(1, 1), (1, 5), (4, 1), (3, 7), (16, 16), (32, 24)])
-@pytest.mark.parametrize("wires", [TileWires(1.0, 4.6), TileWires(1.0, 4.6, 120.0, 35.0), TileWires(25.0, 0.3, 0.0, 1e3)])
+@pytest.mark.parametrize(
+    "wires", [TileWires(1.0, 4.6), TileWires(1.0, 4.6, 120.0, 35.0), TileWires(25.0, 0.3, 0.0, 1e3)]
+)
 def test_fast_geff_equals_reference_nodal_solve(m, n, wires):
     rng = np.random.default_rng(m * 100 + n)
     g = rng.uniform(G_MIN, G_MAX, (m, n))
@@ -83,8 +92,12 @@ def test_two_by_two_hand_derived():
 def test_more_wire_resistance_never_increases_an_output_current():
     rng = np.random.default_rng(5)
     base = TileWires(1.0, 4.6, 10.0, 10.0)
-    worse = [TileWires(2.0, 4.6, 10.0, 10.0), TileWires(1.0, 9.2, 10.0, 10.0),
-             TileWires(1.0, 4.6, 40.0, 10.0), TileWires(1.0, 4.6, 10.0, 40.0)]
+    worse = [
+        TileWires(2.0, 4.6, 10.0, 10.0),
+        TileWires(1.0, 9.2, 10.0, 10.0),
+        TileWires(1.0, 4.6, 40.0, 10.0),
+        TileWires(1.0, 4.6, 10.0, 40.0),
+    ]
     for _ in range(10):
         g = torch.tensor(rng.uniform(G_MIN, G_MAX, (1, 16, 12)))
         v = rng.uniform(0, 1, 16)
@@ -194,7 +207,9 @@ def test_tile_shift_statistics_match_the_reference_nodal_solve():
     (engine.irdrop.reference_effective_conductance), x_hat @ (dG - dG_eff) by hand. Catches: a wrong
     tile's cells, the arrays not subtracted, the padding columns counted, or a scale error."""
     ir = {"enabled": True, "r_row_ohm": 1.0, "r_col_ohm": 4.6}
-    xm, layer = _linear_layer({"adc": {"kind": "ideal"}, "ir_drop": ir, "crossbar": {"rows": 32, "cols": 32}}, k=64, n=40)
+    xm, layer = _linear_layer(
+        {"adc": {"kind": "ideal"}, "ir_drop": ir, "crossbar": {"rows": 32, "cols": 32}}, k=64, n=40
+    )
     xm.program([2])
     x = torch.rand(50, 64)
     stats = tile_shift_statistics(xm, [x])["0"]
@@ -207,7 +222,7 @@ def test_tile_shift_statistics_match_the_reference_nodal_solve():
     for tr, tc, used in ((0, 0, 32), (1, 1, 8)):  # column tile 1 holds the last 8 of 40 columns
         loss = [g[a, 0, tr, tc].numpy() - reference_effective_conductance(g[a, 0, tr, tc].numpy(), w) for a in (0, 1)]
         diff = (loss[0] - loss[1])[:, :used] / dev.delta_g_s
-        shift = codes[:, tr * 32:(tr + 1) * 32] @ diff * scale  # (M, used)
+        shift = codes[:, tr * 32 : (tr + 1) * 32] @ diff * scale  # (M, used)
         assert float(stats.mean[0, tr, tc]) == pytest.approx(float(shift.mean()), rel=1e-5)
         assert float(stats.std[0, tr, tc]) == pytest.approx(float(shift.std()), rel=1e-4)
     xm.set_hardware(HardwareSpec.model_validate({"adc": {"kind": "ideal"}, "crossbar": {"rows": 32, "cols": 32}}))
@@ -221,8 +236,9 @@ def test_digits_accuracy_drops_with_tile_size_under_ir_drop(lenet, digits, calib
     test = loader(digits.test, 540)
     acc = {}
     for size in (32, 64, 128):
-        hw = HardwareSpec.model_validate({"crossbar": {"rows": size, "cols": size}, "ir_drop": {"enabled": True},
-                                          "adc": {"kind": "ideal"}})
+        hw = HardwareSpec.model_validate(
+            {"crossbar": {"rows": size, "cols": size}, "ir_drop": {"enabled": True}, "adc": {"kind": "ideal"}}
+        )
         xm = convert(lenet, hw)
         xm.calibrate(calib_inputs)
         acc[size] = evaluate(xm, test, [0])[0].top1

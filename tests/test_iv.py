@@ -12,14 +12,13 @@ import numpy as np
 import pytest
 import torch
 from pydantic import ValidationError
+from test_nonidealities import _single_cell
 from torch import nn
 
 from engine import convert
 from engine.hardware import HardwareSpec, unused_fields
 from engine.irdrop import TileWires, effective_conductance
 from engine.nonideal.iv import NonlinearSolveError, network_currents, reference_currents
-
-from test_nonidealities import _single_cell
 
 WIRES = TileWires(r_row_ohm=2.0, r_col_ohm=5.0, r_sense_ohm=50.0, r_driver_ohm=30.0)
 
@@ -103,20 +102,25 @@ def test_sinh_without_wires_changes_the_read_and_needs_no_newton():
     assert not torch.equal(base, sinh) and xm.newton_iterations() is None
 
 
-@pytest.mark.parametrize("hw, field", [
-    ({"iv": {"v0_v": 0.5}}, "hardware.iv.v0_v"),
-    ({"iv": {"model": "sinh", "newton_max_iter": 5}}, "hardware.iv.newton_rtol/newton_max_iter"),
-    ({"iv": {"model": "sinh"}, "ir_drop": {"enabled": True, "model": "path"}}, "hardware.ir_drop.model"),
-    ({"iv": {"model": "sinh"}, "dac_loading": {"enabled": True}}, "hardware.dac_loading"),
-    ({"iv": {"model": "sinh", "v0_v": 0.01}}, "hardware.iv.v0_v must be >="),
-])
+@pytest.mark.parametrize(
+    "hw, field",
+    [
+        ({"iv": {"v0_v": 0.5}}, "hardware.iv.v0_v"),
+        ({"iv": {"model": "sinh", "newton_max_iter": 5}}, "hardware.iv.newton_rtol/newton_max_iter"),
+        ({"iv": {"model": "sinh"}, "ir_drop": {"enabled": True, "model": "path"}}, "hardware.ir_drop.model"),
+        ({"iv": {"model": "sinh"}, "dac_loading": {"enabled": True}}, "hardware.dac_loading"),
+        ({"iv": {"model": "sinh", "v0_v": 0.01}}, "hardware.iv.v0_v must be >="),
+    ],
+)
 def test_settings_that_cannot_act_are_refused(hw, field):
     with pytest.raises(ValidationError, match=field.replace(".", r"\.").replace("/", "/")):
         HardwareSpec.model_validate(hw)
 
 
 def test_training_refuses_the_non_linear_iv():
-    assert [f for f, _ in unused_fields(HardwareSpec.model_validate({"iv": {"model": "sinh"}}), "train")] == ["iv.model"]
+    assert [f for f, _ in unused_fields(HardwareSpec.model_validate({"iv": {"model": "sinh"}}), "train")] == [
+        "iv.model"
+    ]
 
 
 def test_a_trial_reports_the_newton_iterations_of_each_strategy():

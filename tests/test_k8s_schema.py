@@ -43,11 +43,14 @@ def test_every_pod_template_is_a_strictly_valid_core_v1_pod_template(path):
             assert template["spec"]["containers"], where
 
 
-@pytest.mark.parametrize("mutate, field", [
-    (lambda t: t["spec"]["containers"][0].__setitem__("imagePullPolicyy", "Always"), "imagePullPolicyy"),
-    (lambda t: t["spec"].__setitem__("nodeSelecter", {"gpu": "true"}), "nodeSelecter"),
-    (lambda t: t["spec"]["containers"][0]["resources"].__setitem__("limit", {"cpu": "1"}), "limit"),
-])
+@pytest.mark.parametrize(
+    "mutate, field",
+    [
+        (lambda t: t["spec"]["containers"][0].__setitem__("imagePullPolicyy", "Always"), "imagePullPolicyy"),
+        (lambda t: t["spec"].__setitem__("nodeSelecter", {"gpu": "true"}), "nodeSelecter"),
+        (lambda t: t["spec"]["containers"][0]["resources"].__setitem__("limit", {"cpu": "1"}), "limit"),
+    ],
+)
 def test_a_wrong_field_name_in_a_pod_template_fails(mutate, field):
     """The check above is strict: it would catch a misspelt field (the schemas are closed)."""
     doc = yaml.safe_load(open(f"{REPO}/clusters/k8s/raycluster.yaml"))

@@ -21,12 +21,15 @@ def _levels(w: torch.Tensor, hw: HardwareSpec, scheme: str = "direct"):
     return m, grid, cells
 
 
-@pytest.mark.parametrize("cfg", [
-    {},
-    {"crossbar": {"rows": 16, "cols": 16}},
-    {"device": {"bits_per_cell": 2}, "mapping": {"weight_bits": 9}, "crossbar": {"rows": 32, "cols": 32}},
-    {"device": {"bits_per_cell": 1}, "mapping": {"weight_bits": 17}, "crossbar": {"rows": 128, "cols": 128}},
-])
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        {},
+        {"crossbar": {"rows": 16, "cols": 16}},
+        {"device": {"bits_per_cell": 2}, "mapping": {"weight_bits": 9}, "crossbar": {"rows": 32, "cols": 32}},
+        {"device": {"bits_per_cell": 1}, "mapping": {"weight_bits": 17}, "crossbar": {"rows": 128, "cols": 128}},
+    ],
+)
 def test_differential_pair_difference_is_dG_times_quantised_weight(cfg):
     """PytorX eq. 8: G+ - G- = dG * w_hat, read back through the physical tile layout."""
     hw = _hw(**cfg)

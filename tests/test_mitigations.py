@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from engine import HardwareSpec, convert, evaluate, evaluate_float
+from engine import HardwareSpec, convert, evaluate_float
 from engine.data import load_dataset, loader
 from engine.mapping import map_weights
 from engine.mitigations import parse_strategy
@@ -26,7 +26,9 @@ CPU = torch.device("cpu")
 
 @pytest.fixture()
 def evaluator(lenet, digits, calib_inputs):
-    return TrialEvaluator({None: lenet}, loader(digits.test, 540), calib_inputs, CPU, train_data=lambda: digits.train.tensors)
+    return TrialEvaluator(
+        {None: lenet}, loader(digits.test, 540), calib_inputs, CPU, train_data=lambda: digits.train.tensors
+    )
 
 
 def top1(ev, hw: dict, strategies: list, seeds=(0,)) -> dict[str, float]:
@@ -42,8 +44,12 @@ def top1(ev, hw: dict, strategies: list, seeds=(0,)) -> dict[str, float]:
 # ec ------------------------------------------------------------------------------------------
 def test_ec_with_ideal_adc_restores_fault_free_outputs_exactly():
     torch.manual_seed(0)
-    xm = convert(nn.Sequential(nn.Linear(150, 40)), HardwareSpec.model_validate(
-        {"adc": {"kind": "ideal"}, "faults": {"stuck_at_gmax_rate": 0.05, "stuck_at_gmin_rate": 0.1}}))
+    xm = convert(
+        nn.Sequential(nn.Linear(150, 40)),
+        HardwareSpec.model_validate(
+            {"adc": {"kind": "ideal"}, "faults": {"stuck_at_gmax_rate": 0.05, "stuck_at_gmin_rate": 0.1}}
+        ),
+    )
     x = torch.rand(20, 150)
     xm.calibrate([x])
     with torch.no_grad():
@@ -59,7 +65,12 @@ def test_ec_with_ideal_adc_restores_fault_free_outputs_exactly():
 def test_ec_at_measured_rates_is_within_half_a_point_of_fault_free(evaluator):
     """PytorX Fig. 2: with EC the worst case is within a hair of the SAF-free accuracy."""
     fault_free = top1(evaluator, {}, ["none"])["none"]
-    acc = top1(evaluator, {"faults": {"sa0_rate": 0.0175, "sa1_rate": 0.0904, "convention": "pytorx"}}, ["none", "ec"], seeds=(0, 1, 2))
+    acc = top1(
+        evaluator,
+        {"faults": {"sa0_rate": 0.0175, "sa1_rate": 0.0904, "convention": "pytorx"}},
+        ["none", "ec"],
+        seeds=(0, 1, 2),
+    )
     assert acc["ec"] >= fault_free - 0.005 and acc["none"] < fault_free - 0.05
 
 
@@ -81,8 +92,13 @@ def test_bi_changes_nothing_without_faults(lenet, digits, calib_inputs):
 def test_bi_effective_error_rates_match_yu_eq8_to_10(e0, e1):
     """Monte Carlo over 1-bit cell pairs of a sparse weight matrix, traditional vs BI mapping:
     a pair errs when faults change a - b. Yu's SA0 (-> '0', G_min) rate e0, SA1 (-> '1', G_max) e1."""
-    hw = HardwareSpec.model_validate({"device": {"bits_per_cell": 1}, "mapping": {"weight_bits": 9},
-                                      "faults": {"stuck_at_gmax_rate": e1, "stuck_at_gmin_rate": e0}})
+    hw = HardwareSpec.model_validate(
+        {
+            "device": {"bits_per_cell": 1},
+            "mapping": {"weight_bits": 9},
+            "faults": {"stuck_at_gmax_rate": e1, "stuck_at_gmin_rate": e0},
+        }
+    )
     gen = torch.Generator().manual_seed(1)
     w = torch.randn(1, 400, 300, generator=gen) * (torch.rand(1, 400, 300, generator=gen) < 0.5)
     grid = TileGrid.for_layer(hw, 1, 400, 300)
@@ -153,8 +169,13 @@ def test_mmse_with_a_1_bit_adc_beats_plain_reads():
     calib = [x for x, _ in loader(data.train, 256)][:4]
     ev = TrialEvaluator({None: mlp}, loader(test, 270), calib, CPU)
     dg = HardwareSpec().device.g_max_s - HardwareSpec().device.g_min_s
-    hw = {"device": {"bits_per_cell": 1}, "mapping": {"weight_bits": 8}, "input": {"dac_bits": 1, "v_read_v": 0.2},
-          "adc": {"bits": 1, "subtract": "digital", "full_scale_a": dg * 0.2}, "crossbar": {"rows": 128, "cols": 128}}
+    hw = {
+        "device": {"bits_per_cell": 1},
+        "mapping": {"weight_bits": 8},
+        "input": {"dac_bits": 1, "v_read_v": 0.2},
+        "adc": {"bits": 1, "subtract": "digital", "full_scale_a": dg * 0.2},
+        "crossbar": {"rows": 128, "cols": 128},
+    }
     acc = top1(ev, hw, ["none", "mmse"])
     assert acc["mmse"] > acc["none"] + 0.2, acc
 
@@ -164,8 +185,18 @@ def test_si_variant_is_sparser_and_zero_node_removal_zeroes_exactly_those_output
     strategy = parse_strategy({"name": "si", "l1": 3e-4, "epochs": 10})
     key, maker = strategy.variant("base", HardwareSpec())
     sparse = maker.train_variant(lenet, digits, HardwareSpec(), TrainConfig(epochs=10), calib_inputs)
-    zeros = lambda m: sum(int((map_weights(mod.weight.detach().reshape(1, mod.weight.shape[0], -1).transpose(1, 2), HardwareSpec()).w_hat == 0).sum())  # noqa: E731
-                          for mod in m.modules() if isinstance(mod, (nn.Linear, nn.Conv2d)))
+    zeros = lambda m: sum(
+        int(
+            (
+                map_weights(
+                    mod.weight.detach().reshape(1, mod.weight.shape[0], -1).transpose(1, 2), HardwareSpec()
+                ).w_hat
+                == 0
+            ).sum()
+        )  # noqa: E731
+        for mod in m.modules()
+        if isinstance(mod, (nn.Linear, nn.Conv2d))
+    )
     assert zeros(sparse) > 1.5 * zeros(lenet)
     # zero-node removal on a layer with known all-zero outputs, under read noise
     lin = nn.Linear(30, 8)
@@ -194,7 +225,12 @@ def test_fpt_folding_and_inserted_bn_are_exact_in_float(lenet, calib_inputs):
         assert torch.allclose(with_bn(x), lenet(x), atol=1e-4)  # inserted BN = identity in float
         resnet = build_model("resnet20", 3, 10, 32).eval()
         for bn in (m for m in resnet.modules() if isinstance(m, nn.BatchNorm2d)):  # non-trivial statistics
-            bn.running_mean.uniform_(-0.5, 0.5), bn.running_var.uniform_(0.5, 2), bn.weight.uniform_(0.5, 1.5), bn.bias.uniform_(-0.2, 0.2)
+            (
+                bn.running_mean.uniform_(-0.5, 0.5),
+                bn.running_var.uniform_(0.5, 2),
+                bn.weight.uniform_(0.5, 1.5),
+                bn.bias.uniform_(-0.2, 0.2),
+            )
         xr = torch.randn(4, 3, 32, 32)
         folded = fold_batchnorm(resnet)
         assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
@@ -236,13 +272,17 @@ def test_row_remapping_reduces_mismatches_with_stuck_cells(lenet, calib_inputs, 
 
 
 def test_row_permutation_raises_accuracy(evaluator):
-    acc = top1(evaluator, {"faults": {"fault_rate": 0.2, "open_close_ratio": 1}}, ["none", "row_flip+row_perm"], seeds=(0, 1))
+    acc = top1(
+        evaluator, {"faults": {"fault_rate": 0.2, "open_close_ratio": 1}}, ["none", "row_flip+row_perm"], seeds=(0, 1)
+    )
     assert acc["row_flip+row_perm"] > acc["none"] + 0.1
 
 
 # nia, retrain ----------------------------------------------------------------------------------
 def test_nia_beats_direct_mapping_under_ir_drop_on_64x64_tiles(lenet, digits, calib_inputs):
-    hw = HardwareSpec.model_validate({"ir_drop": {"enabled": True, "r_col_ohm": 10.0}, "crossbar": {"rows": 64, "cols": 64}})
+    hw = HardwareSpec.model_validate(
+        {"ir_drop": {"enabled": True, "r_col_ohm": 10.0}, "crossbar": {"rows": 64, "cols": 64}}
+    )
     strategy = parse_strategy("nia")
     key, maker = strategy.variant("base", hw)
     variant = maker.train_variant(lenet, digits, hw, TrainConfig(), calib_inputs)
@@ -252,8 +292,12 @@ def test_nia_beats_direct_mapping_under_ir_drop_on_64x64_tiles(lenet, digits, ca
 
 
 def test_retrain_raises_accuracy_on_the_instance(evaluator):
-    acc = top1(evaluator, {"faults": {"fault_rate": 0.2, "open_close_ratio": 1}},
-               ["none", {"name": "retrain", "iterations": 60}], seeds=(0, 1, 2))
+    acc = top1(
+        evaluator,
+        {"faults": {"fault_rate": 0.2, "open_close_ratio": 1}},
+        ["none", {"name": "retrain", "iterations": 60}],
+        seeds=(0, 1, 2),
+    )
     assert acc["retrain"] > acc["none"] + 0.2, acc
 
 

@@ -27,8 +27,10 @@ def _layer(hw: dict, k: int = 200, n: int = 60, seeds=(0,), x=None):
 
 @pytest.mark.parametrize("p_max, p_min", [(0.0175, 0.0904), (0.2, 0.05), (0.0, 0.3)])
 def test_stuck_at_rates_within_4_sigma_and_stuck_cells_read_exactly(p_max, p_min):
-    _, layer = _layer({"faults": {"stuck_at_gmax_rate": p_max, "stuck_at_gmin_rate": p_min},
-                       "variation": {"sigma_rel": 0.2}}, seeds=(11, 12))
+    _, layer = _layer(
+        {"faults": {"stuck_at_gmax_rate": p_max, "stuck_at_gmin_rate": p_min}, "variation": {"sigma_rel": 0.2}},
+        seeds=(11, 12),
+    )
     cells = layer.cells
     n = cells.faults.numel()
     for code, p in ((STUCK_GMAX, p_max), (STUCK_GMIN, p_min)):
@@ -87,13 +89,17 @@ def _single_cell(hw_extra: dict, reads: int, seeds=(7,)):
 
 @pytest.mark.parametrize("f, t", [(1e9, 300.0), (1e8, 350.0)])
 def test_thermal_shot_noise_matches_pytorx_eq1(f, t):
-    current, g_plus, g_minus, v, _ = _single_cell({"read_noise": {"enabled": True}, "frequency_hz": f, "temperature_k": t}, 40000)
+    current, g_plus, g_minus, v, _ = _single_cell(
+        {"read_noise": {"enabled": True}, "frequency_hz": f, "temperature_k": t}, 40000
+    )
     expect = math.sqrt(cell_current_rms(g_plus, v, f, t) ** 2 + cell_current_rms(g_minus, v, f, t) ** 2)
     assert abs(float(current.mean()) - (g_plus - g_minus) * v) < 4 * expect / math.sqrt(current.numel())
     rel_se = 1 / math.sqrt(2 * current.numel())
     assert abs(float(current.std()) / expect - 1) < 4 * rel_se
     # independent closed form of eq. 1
-    assert cell_current_rms(g_plus, v, f, t) == pytest.approx(math.sqrt(g_plus * f * (4 * constants.k * t + 2 * constants.e * v)))
+    assert cell_current_rms(g_plus, v, f, t) == pytest.approx(
+        math.sqrt(g_plus * f * (4 * constants.k * t + 2 * constants.e * v))
+    )
 
 
 def test_read_noise_and_programming_variation_match_pytorx_eq2():
@@ -106,10 +112,17 @@ def test_read_noise_and_programming_variation_match_pytorx_eq2():
     seeds = list(range(2000))
     reads = 8
     current, g_plus, g_minus, v, layer = _single_cell(
-        {"read_noise": {"enabled": True}, "frequency_hz": f, "temperature_k": t,
-         "variation": {"sigma_abs_delta_g": 1 / 3},
-         # G_min well above dG/3 so the documented floor at 0 S never truncates the draw
-         "device": {"g_min_s": 50e-6, "g_max_s": 383e-6}}, reads, seeds=seeds)
+        {
+            "read_noise": {"enabled": True},
+            "frequency_hz": f,
+            "temperature_k": t,
+            "variation": {"sigma_abs_delta_g": 1 / 3},
+            # G_min well above dG/3 so the documented floor at 0 S never truncates the draw
+            "device": {"g_min_s": 50e-6, "g_max_s": 383e-6},
+        },
+        reads,
+        seeds=seeds,
+    )
     g_equiv = current / v  # (instances, reads)
     dg = layer.hw.device.delta_g_s
     eq1 = sum(c * f * (4 * constants.k * t + 2 * constants.e * v) / v**2 for c in (g_plus, g_minus))
@@ -143,8 +156,17 @@ def test_gaussian_telegraph_sampling_matches_exact_moments():
     x = torch.rand(1, 64).repeat(4000, 1)
     moments = {}
     for sampling in ("exact", "gaussian"):
-        xm, layer = _layer({"rtn": {"enabled": True, "sampling": sampling, "occupancy": 0.3}, "adc": {"kind": "ideal"},
-                            "crossbar": {"rows": 64, "cols": 64}}, k=64, n=4, seeds=(9,), x=x)
+        xm, layer = _layer(
+            {
+                "rtn": {"enabled": True, "sampling": sampling, "occupancy": 0.3},
+                "adc": {"kind": "ideal"},
+                "crossbar": {"rows": 64, "cols": 64},
+            },
+            k=64,
+            n=4,
+            seeds=(9,),
+            x=x,
+        )
         with torch.no_grad():
             y = xm(x)[0].double()
         moments[sampling] = (y.mean(0), y.std(0), y)

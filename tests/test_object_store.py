@@ -15,10 +15,10 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from conftest import free_port
 
 from analysis.load import load_frame
 from sweep.cli import main
-from conftest import free_port
 
 BIN = os.path.dirname(sys.executable)
 BUCKET = "xbar-results"
@@ -28,10 +28,15 @@ KEY = ["point_id", "instance", "mitigation"]
 @pytest.fixture(scope="module")
 def s3_env():
     port = free_port()
-    server = subprocess.Popen([f"{BIN}/moto_server", "-H", "127.0.0.1", "-p", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    env = {"AWS_ACCESS_KEY_ID": "xbar", "AWS_SECRET_ACCESS_KEY": "xbar-secret", "AWS_DEFAULT_REGION": "us-east-1",
-           "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
+    server = subprocess.Popen(
+        [f"{BIN}/moto_server", "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    env = {
+        "AWS_ACCESS_KEY_ID": "xbar",
+        "AWS_SECRET_ACCESS_KEY": "xbar-secret",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+    }
     deadline = time.time() + 60
     while True:
         try:
@@ -56,14 +61,24 @@ def s3_env():
 
 
 def _spec(tmp_path, out: str, ckpt: str, **output) -> str:
-    raw = {"name": "s3", "seed": 5, "model": {"name": "lenet5", "checkpoint": ckpt},
-           "data": {"name": "digits", "eval_size": 360, "calibration_size": 256},
-           "hardware": {"faults": {"stuck_at_gmax_rate": 0.01}, "read_noise": {"enabled": True}},
-           "sweep": {"grid": {"hardware.faults.stuck_at_gmin_rate": [0.02, 0.08]}},
-           "mitigations": ["none", "ec"], "trials": 20,
-           "execution": {"workers": 1, "batch_size": 360, "trials_per_task": 1},
-           "output": {"dir": out, "flush_rows": 2, "flush_seconds": 0.2,
-                      "mlflow": {"tracking_uri": f"sqlite:///{tmp_path}/mlflow.db"}, **output}}
+    raw = {
+        "name": "s3",
+        "seed": 5,
+        "model": {"name": "lenet5", "checkpoint": ckpt},
+        "data": {"name": "digits", "eval_size": 360, "calibration_size": 256},
+        "hardware": {"faults": {"stuck_at_gmax_rate": 0.01}, "read_noise": {"enabled": True}},
+        "sweep": {"grid": {"hardware.faults.stuck_at_gmin_rate": [0.02, 0.08]}},
+        "mitigations": ["none", "ec"],
+        "trials": 20,
+        "execution": {"workers": 1, "batch_size": 360, "trials_per_task": 1},
+        "output": {
+            "dir": out,
+            "flush_rows": 2,
+            "flush_seconds": 0.2,
+            "mlflow": {"tracking_uri": f"sqlite:///{tmp_path}/mlflow.db"},
+            **output,
+        },
+    }
     path = tmp_path / f"spec-{abs(hash(out)) % 10**8}.yaml"
     path.write_text(yaml.safe_dump(raw))
     return str(path)
@@ -71,12 +86,17 @@ def _spec(tmp_path, out: str, ckpt: str, **output) -> str:
 
 def _cli(*args) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # its own local Ray, the AWS_* variables
-    return subprocess.Popen([f"{BIN}/xbar-sweep", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    return subprocess.Popen(
+        [f"{BIN}/xbar-sweep", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
 
 
 def _objects(fs, prefix: str) -> list[pafs.FileInfo]:
-    return [i for i in fs.get_file_info(pafs.FileSelector(prefix, recursive=True, allow_not_found=True))
-            if i.type == pafs.FileType.File]
+    return [
+        i
+        for i in fs.get_file_info(pafs.FileSelector(prefix, recursive=True, allow_not_found=True))
+        if i.type == pafs.FileType.File
+    ]
 
 
 def test_a_sweep_on_s3_killed_and_resumed_equals_a_local_run(s3_env, lenet_checkpoint, tmp_path, ray_cluster):
@@ -116,15 +136,18 @@ def test_a_sweep_on_s3_killed_and_resumed_equals_a_local_run(s3_env, lenet_check
     remote, here = load_frame(uri), load_frame(str(local))
     assert len(remote) == 2 * 20 * 2 and not remote.duplicated(KEY).any()
     cols = KEY + ["top1", "top5", "loss"]
-    assert remote[cols].sort_values(KEY).reset_index(drop=True).equals(here[cols].sort_values(KEY).reset_index(drop=True))
+    assert (
+        remote[cols].sort_values(KEY).reset_index(drop=True).equals(here[cols].sort_values(KEY).reset_index(drop=True))
+    )
     report = tmp_path / "report"
     assert main(["report", uri, "--out", str(report)]) == 0 and (report / "report.html").exists()
     assert not [i for i in _objects(fs, root) if i.base_name.startswith("_tmp")]
 
 
 @pytest.mark.parametrize("case", ["missing bucket", "unreachable endpoint", "mlflow left at sqlite"])
-def test_object_store_misconfiguration_is_refused_before_any_trial(s3_env, lenet_checkpoint, tmp_path, capsys,
-                                                                   monkeypatch, case):
+def test_object_store_misconfiguration_is_refused_before_any_trial(
+    s3_env, lenet_checkpoint, tmp_path, capsys, monkeypatch, case
+):
     """Exit 2 with one message naming the setting to change, and nothing written to the store."""
     uri, output, needle = f"s3://{BUCKET}/refused-{os.getpid()}", {}, ""
     if case == "missing bucket":

@@ -25,21 +25,31 @@ def plan_of(extra: dict):
 
 
 def test_grid_times_zip_points_and_row_count():
-    plan = plan_of({"sweep": {
-        "grid": {"hardware.frequency_hz": [1e7, 1e8, 1e9]},
-        "zip": [{"hardware.faults.stuck_at_gmax_rate": [0, 0.01], "hardware.faults.stuck_at_gmin_rate": [0, 0.05]}],
-    }})
+    plan = plan_of(
+        {
+            "sweep": {
+                "grid": {"hardware.frequency_hz": [1e7, 1e8, 1e9]},
+                "zip": [
+                    {"hardware.faults.stuck_at_gmax_rate": [0, 0.01], "hardware.faults.stuck_at_gmin_rate": [0, 0.05]}
+                ],
+            }
+        }
+    )
     assert len(plan.points) == 6 and plan.rows_total == 6 * 3 * 2
-    assert plan.axis_types == {"hardware.frequency_hz": "float64", "hardware.faults.stuck_at_gmax_rate": "float64",
-                               "hardware.faults.stuck_at_gmin_rate": "float64"}
+    assert plan.axis_types == {
+        "hardware.frequency_hz": "float64",
+        "hardware.faults.stuck_at_gmax_rate": "float64",
+        "hardware.faults.stuck_at_gmin_rate": "float64",
+    }
     assert {p.params["hardware.frequency_hz"] for p in plan.points} == {1e7, 1e8, 1e9}
     assert plan.points[1].spec.hardware.faults.stuck_at_gmin_rate == 0.05  # zipped with gmax 0.01
     assert "6 points" in plan.describe() and "= 36 rows" in plan.describe()
 
 
 def test_seeds_are_coupled_across_rates_and_independent_across_layouts():
-    plan = plan_of({"sweep": {"grid": {"hardware.faults.stuck_at_gmin_rate": [0.0, 0.1],
-                                       "hardware.crossbar.rows": [32, 64]}}})
+    plan = plan_of(
+        {"sweep": {"grid": {"hardware.faults.stuck_at_gmin_rate": [0.0, 0.1], "hardware.crossbar.rows": [32, 64]}}}
+    )
     by = {(p.params["hardware.faults.stuck_at_gmin_rate"], p.params["hardware.crossbar.rows"]): p for p in plan.points}
     seeds = {k: [plan.seed(p, i) for i in range(3)] for k, p in by.items()}
     assert seeds[(0.0, 32)] == seeds[(0.1, 32)]  # same instance draw thresholded at two rates
@@ -64,11 +74,14 @@ def test_result_affecting_changes_change_the_hash():
     assert plan_of({"trials": 5}).points[0].id == a.points[0].id  # more instances: same points
 
 
-@pytest.mark.parametrize("extra, needle", [
-    ({"sweep": {"grid": {"hardware.faults.stuck_at_gmax_rate": [0.0, 1.5]}}}, "stuck_at_gmax_rate"),
-    ({"sweep": {"grid": {"hardware.nonsense": [1]}}}, "nonsense"),
-    ({"sweep": {"zip": [{"hardware.frequency_hz": [1e8], "hardware.temperature_k": [300, 350]}]}}, "equal lengths"),
-])
+@pytest.mark.parametrize(
+    "extra, needle",
+    [
+        ({"sweep": {"grid": {"hardware.faults.stuck_at_gmax_rate": [0.0, 1.5]}}}, "stuck_at_gmax_rate"),
+        ({"sweep": {"grid": {"hardware.nonsense": [1]}}}, "nonsense"),
+        ({"sweep": {"zip": [{"hardware.frequency_hz": [1e8], "hardware.temperature_k": [300, 350]}]}}, "equal lengths"),
+    ],
+)
 def test_bad_axis_values_name_the_axis(extra, needle):
     with pytest.raises(SpecError, match=needle):
         plan_of(extra)

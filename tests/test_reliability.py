@@ -24,14 +24,18 @@ KEY = ["point_id", "instance", "mitigation"]
 
 
 def _spec(tmp_path, out, ckpt=None, **extra) -> str:
-    raw = {"name": "rel", "seed": 3,
-           "model": {"name": "lenet5", "checkpoint": ckpt} if ckpt else {"name": "lenet5", "train": {"epochs": 1}},
-           "data": {"name": "digits", "eval_size": 100, "calibration_size": 256},
-           "hardware": {"faults": {"stuck_at_gmax_rate": 0.01}},
-           "sweep": {"grid": {"hardware.faults.stuck_at_gmin_rate": [0.02, 0.08]}},
-           "mitigations": ["none"], "trials": 6,
-           "execution": {"workers": 1, "batch_size": 100, "trials_per_task": 1},
-           "output": {"dir": str(out), "flush_rows": 2, "flush_seconds": 0.2}}
+    raw = {
+        "name": "rel",
+        "seed": 3,
+        "model": {"name": "lenet5", "checkpoint": ckpt} if ckpt else {"name": "lenet5", "train": {"epochs": 1}},
+        "data": {"name": "digits", "eval_size": 100, "calibration_size": 256},
+        "hardware": {"faults": {"stuck_at_gmax_rate": 0.01}},
+        "sweep": {"grid": {"hardware.faults.stuck_at_gmin_rate": [0.02, 0.08]}},
+        "mitigations": ["none"],
+        "trials": 6,
+        "execution": {"workers": 1, "batch_size": 100, "trials_per_task": 1},
+        "output": {"dir": str(out), "flush_rows": 2, "flush_seconds": 0.2},
+    }
     for k, v in extra.items():
         raw[k] = {**raw[k], **v} if isinstance(v, dict) and isinstance(raw.get(k), dict) else v
     path = tmp_path / f"spec-{abs(hash(str(out))) % 10**8}.yaml"
@@ -41,8 +45,9 @@ def _spec(tmp_path, out, ckpt=None, **extra) -> str:
 
 def _cli(*args, **kw) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # each run starts its own local Ray
-    return subprocess.Popen([f"{BIN}/xbar-sweep", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env, **kw)
+    return subprocess.Popen(
+        [f"{BIN}/xbar-sweep", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, **kw
+    )
 
 
 def _rows(out) -> list:
@@ -76,8 +81,14 @@ def test_a_stale_lease_of_a_dead_process_is_taken_over_with_a_warning(lenet_chec
     out.mkdir()
     dead = subprocess.Popen(["true"])
     dead.wait()
-    lease = {"owner": "x", "host": socket.gethostname(), "pid": dead.pid, "started": time.time(),
-             "heartbeat": time.time(), "token": "old"}
+    lease = {
+        "owner": "x",
+        "host": socket.gethostname(),
+        "pid": dead.pid,
+        "started": time.time(),
+        "heartbeat": time.time(),
+        "token": "old",
+    }
     (out / ".lease").write_text(json.dumps(lease))
     assert main(["run", _spec(tmp_path, out, lenet_checkpoint[0])]) == 0
     assert "taking over a stale lease" in capsys.readouterr().out
@@ -85,11 +96,14 @@ def test_a_stale_lease_of_a_dead_process_is_taken_over_with_a_warning(lenet_chec
 
 
 # every spec error before any work ----------------------------------------------------------------------
-@pytest.mark.parametrize("override, needle", [
-    ("execution.gpus_per_worker=1", "execution.gpus_per_worker: 1 GPU per worker, but no node has more than 0"),
-    ("execution.cpus_per_worker=64", "execution.cpus_per_worker: 64 CPU per worker"),
-    ("execution.workers=5", "execution.workers: 5 workers x 1 CPU"),
-])
+@pytest.mark.parametrize(
+    "override, needle",
+    [
+        ("execution.gpus_per_worker=1", "execution.gpus_per_worker: 1 GPU per worker, but no node has more than 0"),
+        ("execution.cpus_per_worker=64", "execution.cpus_per_worker: 64 CPU per worker"),
+        ("execution.workers=5", "execution.workers: 5 workers x 1 CPU"),
+    ],
+)
 def test_resources_the_machine_cannot_provide_exit_2_in_seconds(lenet_checkpoint, tmp_path, capsys, override, needle):
     out = tmp_path / "out"
     start = time.monotonic()
@@ -105,26 +119,46 @@ def _garbage(tmp_path) -> str:
 
 
 PREFLIGHT = [
-    ("mnist root without its files", lambda tp, ck: ["--set", "data.name=mnist", "--set", f"data.root={tp}"],
-     "data.root: mnist files not found"),
-    ("a checkpoint that is not a torch file", lambda tp, ck: ["--set", f"model.checkpoint={_garbage(tp)}"],
-     "model.checkpoint"),
-    ("model.name other than the checkpoint's", lambda tp, ck: ["--set", "model.name=mlp"],
-     "model.name: 'mlp', but the checkpoint"),
+    (
+        "mnist root without its files",
+        lambda tp, ck: ["--set", "data.name=mnist", "--set", f"data.root={tp}"],
+        "data.root: mnist files not found",
+    ),
+    (
+        "a checkpoint that is not a torch file",
+        lambda tp, ck: ["--set", f"model.checkpoint={_garbage(tp)}"],
+        "model.checkpoint",
+    ),
+    (
+        "model.name other than the checkpoint's",
+        lambda tp, ck: ["--set", "model.name=mlp"],
+        "model.name: 'mlp', but the checkpoint",
+    ),
     ("output.dir is a file", lambda tp, ck: ["--set", f"output.dir={ck}"], "is a file, not a directory"),
     ("output.dir under a file", lambda tp, ck: ["--set", f"output.dir={ck}/sub"], "which is a file"),
     ("output.dir a bad URI", lambda tp, ck: ["--set", "output.dir=nosuchscheme://bucket/x"], "output.dir:"),
-    ("an infinite weight decay", lambda tp, ck: ["--set", "model.checkpoint=null", "--set", "model.train={weight_decay: .inf}"],
-     "model.train.weight_decay: Input should be a finite number"),
-    ("a NaN fault rate", lambda tp, ck: ["--set", "hardware.faults.stuck_at_gmax_rate=.nan"],
-     "hardware.faults.stuck_at_gmax_rate: Input should be a finite number"),
-    ("an override that is not YAML", lambda tp, ck: ["--set", "trials=[1, 2"], "--set trials: the value '[1, 2' is not valid YAML"),
+    (
+        "an infinite weight decay",
+        lambda tp, ck: ["--set", "model.checkpoint=null", "--set", "model.train={weight_decay: .inf}"],
+        "model.train.weight_decay: Input should be a finite number",
+    ),
+    (
+        "a NaN fault rate",
+        lambda tp, ck: ["--set", "hardware.faults.stuck_at_gmax_rate=.nan"],
+        "hardware.faults.stuck_at_gmax_rate: Input should be a finite number",
+    ),
+    (
+        "an override that is not YAML",
+        lambda tp, ck: ["--set", "trials=[1, 2"],
+        "--set trials: the value '[1, 2' is not valid YAML",
+    ),
 ]
 
 
 @pytest.mark.parametrize("case, args, needle", PREFLIGHT, ids=[c[0] for c in PREFLIGHT])
-def test_preflight_refuses_with_one_message_naming_the_field_and_writes_nothing(lenet_checkpoint, tmp_path, capsys,
-                                                                               case, args, needle):
+def test_preflight_refuses_with_one_message_naming_the_field_and_writes_nothing(
+    lenet_checkpoint, tmp_path, capsys, case, args, needle
+):
     out = tmp_path / "out"
     ckpt = lenet_checkpoint[0]
     stamp = os.stat(ckpt)
@@ -160,7 +194,9 @@ def test_a_truncated_part_file_is_moved_aside_and_its_rows_recomputed(lenet_chec
     reference = ds.dataset(str(out / "rows")).to_table().to_pandas().sort_values(KEY).reset_index(drop=True)
     part = sorted((out / "rows").glob("part-*.parquet"))[0]
     data = part.read_bytes()
-    part.write_bytes(data[: len(data) // 2])  # a half-written file, as a crash on a filesystem without rename might leave
+    part.write_bytes(
+        data[: len(data) // 2]
+    )  # a half-written file, as a crash on a filesystem without rename might leave
     assert main(["check", str(out), "--no-mlflow"]) == 1
     assert main(["run", spec]) == 0
     assert f"part file {part.name} is unreadable" in capsys.readouterr().out
@@ -182,7 +218,10 @@ def test_training_is_deterministic_and_point_ids_hash_the_trained_weights(tmp_pa
     from engine.train import checkpoint_digest
     from sweep.preparation import train_base
 
-    model = {"name": "lenet5", "train": {"epochs": 1, "batch_size": 64, "lr": 0.002, "weight_decay": 0.0, "l1": 0.0, "seed": 0}}
+    model = {
+        "name": "lenet5",
+        "train": {"epochs": 1, "batch_size": 64, "lr": 0.002, "weight_decay": 0.0, "l1": 0.0, "seed": 0},
+    }
     data = {"name": "digits", "root": None, "input_size": None}
     first, second = train_base(model, data, 1), train_base(model, data, 1)
     assert checkpoint_digest(first[0]) == checkpoint_digest(second[0])
@@ -194,7 +233,9 @@ def test_training_is_deterministic_and_point_ids_hash_the_trained_weights(tmp_pa
     ids = {r[0] for r in _rows(out)}
     cached = next((out / "models").glob("lenet5-*.pt"))
     ckpt = torch.load(cached, weights_only=True)
-    ckpt["state_dict"]["classifier.1.weight"] += 1e-3  # other weights, same recipe (as another torch or machine might give)
+    ckpt["state_dict"]["classifier.1.weight"] += (
+        1e-3  # other weights, same recipe (as another torch or machine might give)
+    )
     torch.save(ckpt, cached)
     capsys.readouterr()
     assert main(["run", spec]) == 2
@@ -208,8 +249,14 @@ def test_training_is_deterministic_and_point_ids_hash_the_trained_weights(tmp_pa
 def _sweep_with_first_rows(tmp_path, ckpt: str):
     """A CLI sweep (its own local Ray) that has written its first part file and is still running."""
     out = tmp_path / "out"
-    spec = _spec(tmp_path, out, ckpt, trials=40, data={"eval_size": 360},
-                 hardware={"faults": {"stuck_at_gmax_rate": 0.01}, "read_noise": {"enabled": True}})
+    spec = _spec(
+        tmp_path,
+        out,
+        ckpt,
+        trials=40,
+        data={"eval_size": 360},
+        hardware={"faults": {"stuck_at_gmax_rate": 0.01}, "read_noise": {"enabled": True}},
+    )
     proc = _cli("run", spec)
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
@@ -227,8 +274,11 @@ def test_a_sigkilled_driver_leaves_no_ray_process_behind_and_a_rerun_completes(l
     import psutil
 
     proc, out, spec = _sweep_with_first_rows(tmp_path, lenet_checkpoint[0])
-    started = [p for p in psutil.Process(proc.pid).children(recursive=True)
-               if "ray" in " ".join(p.cmdline()).lower() and "sweep.reaper" not in " ".join(p.cmdline())]
+    started = [
+        p
+        for p in psutil.Process(proc.pid).children(recursive=True)
+        if "ray" in " ".join(p.cmdline()).lower() and "sweep.reaper" not in " ".join(p.cmdline())
+    ]
     assert any("Agent" in " ".join(p.cmdline()) for p in started), [p.cmdline()[:2] for p in started]
     proc.kill()
     proc.wait(timeout=30)

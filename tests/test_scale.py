@@ -15,8 +15,12 @@ from engine.trial import TrialEvaluator
 from sweep.cli import main
 
 CPU = torch.device("cpu")
-IR = {"crossbar": {"rows": 32, "cols": 32}, "faults": {"stuck_at_gmax_rate": 0.02, "stuck_at_gmin_rate": 0.05},
-      "variation": {"sigma_rel": 0.1}, "ir_drop": {"enabled": True, "r_sense_ohm": 20.0}}
+IR = {
+    "crossbar": {"rows": 32, "cols": 32},
+    "faults": {"stuck_at_gmax_rate": 0.02, "stuck_at_gmin_rate": 0.05},
+    "variation": {"sigma_rel": 0.1},
+    "ir_drop": {"enabled": True, "r_sense_ohm": 20.0},
+}
 
 
 def _evaluator(lenet, digits, calib_inputs, n_test=200):
@@ -25,8 +29,10 @@ def _evaluator(lenet, digits, calib_inputs, n_test=200):
 
 
 def _run(ev, hw, names, seed=7):
-    return {o.mitigation.split("(")[0]: o.metrics for o in ev.run(HardwareSpec.model_validate(hw), seed,
-                                                                   [parse_strategy(n) for n in names])}
+    return {
+        o.mitigation.split("(")[0]: o.metrics
+        for o in ev.run(HardwareSpec.model_validate(hw), seed, [parse_strategy(n) for n in names])
+    }
 
 
 def test_reading_strategies_share_one_draw_and_one_solve_per_layer(lenet, digits, calib_inputs):
@@ -61,9 +67,15 @@ def test_a_full_trial_creates_no_tensor_on_the_default_device(lenet, digits, cal
     meta tensor and the trial fails loudly; model and data are explicitly on the CPU. Every
     non-ideality and the strategies that touch the layer internals run; the results equal a
     normal run. Breakage caught: a factory call without ``device=`` anywhere in a trial."""
-    hw = {**IR, "read_noise": {"enabled": True}, "rtn": {"enabled": True}, "column_awgn": {"sigma_lsb": 1.0},
-          "variation": {"sigma_rel": 0.1, "sigma_abs_delta_g": 0.3}, "dac_loading": {"enabled": False},
-          "frequency_hz": 1e9}
+    hw = {
+        **IR,
+        "read_noise": {"enabled": True},
+        "rtn": {"enabled": True},
+        "column_awgn": {"sigma_lsb": 1.0},
+        "variation": {"sigma_rel": 0.1, "sigma_abs_delta_g": 0.3},
+        "dac_loading": {"enabled": False},
+        "frequency_hz": 1e9,
+    }
     names = ["none", "ec", "fpt", "bi", "mmse", "row_flip+row_perm", {"name": "retrain", "iterations": 2}]
     ref = _run(_evaluator(lenet, digits, calib_inputs, 100), hw, names)
     ev = _evaluator(lenet, digits, calib_inputs, 100)
@@ -100,10 +112,15 @@ def test_float32_solve_is_offered_and_close(lenet):
 def _spec(tmp_path, **execution) -> str:
     import yaml
 
-    raw = {"name": "mem", "model": {"name": "resnet18", "train": {"epochs": 1}},
-           "data": {"name": "imagefolder", "root": str(tmp_path / "nodata")},
-           "hardware": {"ir_drop": {"enabled": True}}, "trials": 1, "execution": execution,
-           "output": {"dir": str(tmp_path / "out")}}
+    raw = {
+        "name": "mem",
+        "model": {"name": "resnet18", "train": {"epochs": 1}},
+        "data": {"name": "imagefolder", "root": str(tmp_path / "nodata")},
+        "hardware": {"ir_drop": {"enabled": True}},
+        "trials": 1,
+        "execution": execution,
+        "output": {"dir": str(tmp_path / "out")},
+    }
     for split in ("train", "val"):  # class folders, as preflight checks (the images are never read here)
         (tmp_path / "nodata" / split / "a").mkdir(parents=True)
     path = tmp_path / "spec.yaml"
@@ -118,13 +135,23 @@ def test_a_solve_budget_below_one_tile_is_refused_before_any_work(tmp_path, caps
     assert "execution.solve_memory_mb" in err and "'layer4.0.conv2' has 1152 tiles" in err and "0.2 MiB" in err
     assert not (tmp_path / "out").exists()
     assert main(["validate", "--preflight", path, "--set", "execution.solve_memory_mb=1"]) == 0
-    assert main(["validate", path, "--set", "execution.solve_memory_mb=0.2"]) == 0  # (without --preflight: the spec only)
+    assert (
+        main(["validate", path, "--set", "execution.solve_memory_mb=0.2"]) == 0
+    )  # (without --preflight: the spec only)
 
 
 def test_a_model_that_cannot_fit_a_worker_is_refused(tmp_path, capsys):
     path = _spec(tmp_path)
-    args = ["--set", "model.name=vgg16", "--set", "hardware.device.bits_per_cell=1", "--set", "hardware.crossbar.cols=64",
-            "--set", "hardware.mapping.weight_bits=32"]  # 31 one-bit slices per weight: ~300 GB
+    args = [
+        "--set",
+        "model.name=vgg16",
+        "--set",
+        "hardware.device.bits_per_cell=1",
+        "--set",
+        "hardware.crossbar.cols=64",
+        "--set",
+        "hardware.mapping.weight_bits=32",
+    ]  # 31 one-bit slices per weight: ~300 GB
     assert main(["validate", "--preflight", path, *args]) == 2
     err = capsys.readouterr().err
     assert "vgg16 needs about" in err and "'classifier.0'" in err and "tiles" in err

@@ -25,12 +25,19 @@ KEY = ["point_id", "instance", "mitigation"]
 
 def spec_raw(out, ckpt, workers=2, instances=4, hardware=None, gmin=(0.0, 0.1), **extra) -> dict:
     raw = {
-        "name": "t", "seed": 3,
+        "name": "t",
+        "seed": 3,
         "model": {"name": "lenet5", "checkpoint": ckpt},
         "data": {"name": "digits", "eval_size": 200, "calibration_size": 256},
-        "hardware": hardware if hardware is not None else {
-            "read_noise": {"enabled": True}, "frequency_hz": 1e9, "rtn": {"enabled": True},
-            "variation": {"sigma_rel": 0.05}, "faults": {"stuck_at_gmax_rate": 0.01}},
+        "hardware": hardware
+        if hardware is not None
+        else {
+            "read_noise": {"enabled": True},
+            "frequency_hz": 1e9,
+            "rtn": {"enabled": True},
+            "variation": {"sigma_rel": 0.05},
+            "faults": {"stuck_at_gmax_rate": 0.01},
+        },
         "mitigations": ["none", "ec"],
         "sweep": {"grid": {"hardware.faults.stuck_at_gmin_rate": list(gmin)}},
         "trials": instances,
@@ -103,7 +110,9 @@ def test_mlflow_parent_and_child_runs_in_sqlite(two_worker_run):
         assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
         m = child.data.metrics
         assert {"top1_n", "top1_mean", "top1_std", "top1_min", "top1_p5", "top1_median", "top1_p95"} <= set(m)
-        sel = df[(df.point_id == child.data.tags["xbar.point_id"]) & (df.mitigation == child.data.tags["xbar.mitigation"])]
+        sel = df[
+            (df.point_id == child.data.tags["xbar.point_id"]) & (df.mitigation == child.data.tags["xbar.mitigation"])
+        ]
         assert m["top1_n"] == len(sel) == 4 and m["top1_mean"] == pytest.approx(sel.top1.mean())
         assert m["top1_min"] == pytest.approx(sel.top1.min())
 
@@ -134,11 +143,18 @@ def test_interrupted_run_resumes_to_the_uninterrupted_table(ray_cluster, lenet_c
     spec_path = tmp_path / "spec.yaml"
     spec_path.write_text(yaml.safe_dump(raw))
     env = dict(os.environ, RAY_ADDRESS=ray_cluster.ensure(), RAY_AUTH_MODE="disabled")
-    proc = subprocess.Popen([sys.executable, "-m", "sweep.cli", "run", str(spec_path)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sweep.cli", "run", str(spec_path)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     rows_dir = killed_dir / "rows"
     deadline = time.time() + 120
-    while time.time() < deadline and not (rows_dir.exists() and any(p.name.startswith("part-") for p in rows_dir.iterdir())):
+    while time.time() < deadline and not (
+        rows_dir.exists() and any(p.name.startswith("part-") for p in rows_dir.iterdir())
+    ):
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
@@ -154,14 +170,17 @@ def test_interrupted_run_resumes_to_the_uninterrupted_table(ray_cluster, lenet_c
         assert a[col].equals(b[col]), col
 
 
-@pytest.mark.parametrize("edit, needle", [
-    (lambda r: r.update(nonsense=1), "nonsense"),
-    (lambda r: r["execution"].update(workers="two"), "execution.workers"),
-    (lambda r: r["hardware"].update(faults={"stuck_at_gmax_rate": 1.5}), "hardware.faults.stuck_at_gmax_rate"),
-    (lambda r: r["sweep"]["grid"].update({"hardware.faults.stuck_at_gmin_rate": [0.0, 2.0]}), "stuck_at_gmin_rate"),
-    (lambda r: r["sweep"]["grid"].update({"hardware.frequency_hz": []}), "hardware.frequency_hz"),
-    (lambda r: r["model"].update(checkpoint="/nonexistent/model.pt"), "model.checkpoint"),
-])
+@pytest.mark.parametrize(
+    "edit, needle",
+    [
+        (lambda r: r.update(nonsense=1), "nonsense"),
+        (lambda r: r["execution"].update(workers="two"), "execution.workers"),
+        (lambda r: r["hardware"].update(faults={"stuck_at_gmax_rate": 1.5}), "hardware.faults.stuck_at_gmax_rate"),
+        (lambda r: r["sweep"]["grid"].update({"hardware.faults.stuck_at_gmin_rate": [0.0, 2.0]}), "stuck_at_gmin_rate"),
+        (lambda r: r["sweep"]["grid"].update({"hardware.frequency_hz": []}), "hardware.frequency_hz"),
+        (lambda r: r["model"].update(checkpoint="/nonexistent/model.pt"), "model.checkpoint"),
+    ],
+)
 def test_malformed_specs_exit_2_name_the_field_and_write_nothing(edit, needle, tmp_path, capsys, lenet_checkpoint):
     out = tmp_path / "out"
     raw = spec_raw(out, lenet_checkpoint[0])

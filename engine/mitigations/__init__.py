@@ -23,9 +23,22 @@ from .remap import RowFlipPermutation, RowFlipping, RowPermutation
 from .retrain import HardwareAwareRetraining
 from .sparsity import SparsityInduction
 
-REGISTRY: dict[str, type[Mitigation]] = {cls.name: cls for cls in (
-    NoMitigation, ErrorCorrection, BitInversion, MMSEDenoising, SparsityInduction, FreeParameterTuning,
-    RowFlipping, RowPermutation, NoiseInjectionAdaption, HardwareAwareRetraining, DriftCompensation)}
+REGISTRY: dict[str, type[Mitigation]] = {
+    cls.name: cls
+    for cls in (
+        NoMitigation,
+        ErrorCorrection,
+        BitInversion,
+        MMSEDenoising,
+        SparsityInduction,
+        FreeParameterTuning,
+        RowFlipping,
+        RowPermutation,
+        NoiseInjectionAdaption,
+        HardwareAwareRetraining,
+        DriftCompensation,
+    )
+}
 ORDER = ("retrain", "row_flip", "row_perm", "row_flip+row_perm", "ec", "drift_comp", "si", "mmse", "fpt")
 
 

@@ -45,7 +45,7 @@ class Mitigation(BaseModel):
     scheme: ClassVar[Scheme] = "direct"
     offline: ClassVar[bool] = False  # its variant is trained once per sweep by the driver
 
-    def variant_key(self, base_key: str, hw: "HardwareSpec") -> str | None:
+    def variant_key(self, base_key: str, hw: HardwareSpec) -> str | None:
         """Key of the model variant this component needs (None: the base model)."""
         return None
 
@@ -53,8 +53,9 @@ class Mitigation(BaseModel):
         """A locally derived variant (``offline`` False)."""
         raise NotImplementedError
 
-    def train_variant(self, base: nn.Module, data: "DataSplit", hw: "HardwareSpec", recipe: "TrainConfig",
-                      calibration: list) -> nn.Module:
+    def train_variant(
+        self, base: nn.Module, data: DataSplit, hw: HardwareSpec, recipe: TrainConfig, calibration: list
+    ) -> nn.Module:
         """An offline variant (``offline`` True), trained once per sweep and cached by its key."""
         raise NotImplementedError
 

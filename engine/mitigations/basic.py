@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import ClassVar
-
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from ..catalog import Scheme
 from .base import Mitigation, TrialContext
@@ -38,7 +36,7 @@ class ErrorCorrection(Mitigation):
 
         for layer in xmodel.crossbar_layers():
             cells = layer.cells
-            if cells is None or cells.faults is None:
+            if cells is None or cells.faults is None or cells.levels is None:
                 continue
             target = cells.levels.to(cells.h.dtype)  # what was meant to be programmed, per cell
             corr = torch.sub(target, cells.h).masked_fill_(cells.faults == HEALTHY, 0.0)

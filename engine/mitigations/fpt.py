@@ -54,7 +54,10 @@ def _insert_batchnorm(model: nn.Module, inputs: list[torch.Tensor]) -> nn.Module
     def record(name):
         def hook(_m, _i, out):
             dims = [0] + list(range(2, out.dim()))
-            stats.setdefault(name, []).append((out.mean(dims), out.var(dims, unbiased=False), out.numel() // out.shape[1]))
+            stats.setdefault(name, []).append(
+                (out.mean(dims), out.var(dims, unbiased=False), out.numel() // out.shape[1])
+            )
+
         return hook
 
     handles = [m.register_forward_hook(record(n)) for n, m in targets]
@@ -68,6 +71,7 @@ def _insert_batchnorm(model: nn.Module, inputs: list[torch.Tensor]) -> nn.Module
         mean = sum(p[0] * p[2] for p in parts) / n
         var = sum((p[1] + p[0] ** 2) * p[2] for p in parts) / n - mean**2
         bn = (nn.BatchNorm2d if isinstance(mod, nn.Conv2d) else nn.BatchNorm1d)(mean.numel(), device=mean.device)
+        assert bn.running_mean is not None and bn.running_var is not None  # track_running_stats is on
         bn.running_mean.copy_(mean)
         bn.running_var.copy_(var.clamp_min(0))
         bn.weight.copy_((var.clamp_min(0) + bn.eps).sqrt())
@@ -93,7 +97,7 @@ def _fold_batchnorm(model: nn.Module) -> nn.Module:
     model = copy.deepcopy(model).eval()
     for parent in model.modules():
         children = list(parent.named_children())
-        for (name_a, a), (name_b, b) in zip(children, children[1:]):
+        for (_, a), (name_b, b) in zip(children, children[1:]):
             if isinstance(a, (nn.Linear, nn.Conv2d)) and isinstance(b, _bn_types()):
                 scale = b.weight / (b.running_var + b.eps).sqrt()
                 shape = (-1,) + (1,) * (a.weight.dim() - 1)
@@ -129,7 +133,7 @@ class FreeParameterTuning(Mitigation):
             self._recalibrate(xmodel, torch.cat(ctx.calibration_inputs))
 
     def _recalibrate(self, xmodel: CrossbarModel, x: torch.Tensor) -> None:
-        chunks = [x[(i * self.batch_size) % len(x):][: self.batch_size] for i in range(self.batches)]
+        chunks = [x[(i * self.batch_size) % len(x) :][: self.batch_size] for i in range(self.batches)]
         bns = [m for m in xmodel.modules() if isinstance(m, _bn_types())]
         for bn in bns:
             bn.momentum = self.momentum

@@ -36,7 +36,9 @@ class MMSEDenoising(Mitigation):
             return
         moments = xmodel.sensed_moments(ctx.calibration_inputs)
         if self.estimate == "yu_eq6":
-            moments = {la.name: _yu_eq6(la, ctx.calibration_inputs, moments[la.name]) for la in xmodel.crossbar_layers()}
+            moments = {
+                la.name: _yu_eq6(la, ctx.calibration_inputs, moments[la.name]) for la in xmodel.crossbar_layers()
+            }
         xmodel.cache[key] = moments
 
     def after_program(self, xmodel: CrossbarModel, ctx: TrialContext) -> None:

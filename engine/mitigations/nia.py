@@ -58,9 +58,15 @@ class NoiseInjectionAdaption(Mitigation):
 
         if not hw.ir_drop.enabled:
             raise ValueError("nia needs hardware.ir_drop.enabled: it adapts the model to the IR-drop statistics")
-        quiet = hw.model_copy(update={"faults": type(hw.faults)(), "variation": type(hw.variation)(),
-                                      "read_noise": type(hw.read_noise)(), "rtn": type(hw.rtn)(),
-                                      "column_awgn": type(hw.column_awgn)()})
+        quiet = hw.model_copy(
+            update={
+                "faults": type(hw.faults)(),
+                "variation": type(hw.variation)(),
+                "read_noise": type(hw.read_noise)(),
+                "rtn": type(hw.rtn)(),
+                "column_awgn": type(hw.column_awgn)(),
+            }
+        )
         xm = convert(base, quiet)
         xm.calibrate(calibration)
         xm.program([0])
@@ -80,10 +86,12 @@ class NoiseInjectionAdaption(Mitigation):
 
 def _injector(mean: torch.Tensor, std: torch.Tensor):
     import torch
+
     def hook(module: nn.Module, _inp, out: torch.Tensor) -> torch.Tensor:
         if not module.training:
             return out
         shape = (1, -1) + (1,) * (out.dim() - 2)
         m, s = mean.to(out.device, out.dtype).view(shape), std.to(out.device, out.dtype).view(shape)
         return out + m + s * torch.randn_like(out)
+
     return hook

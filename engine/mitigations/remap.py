@@ -67,8 +67,9 @@ def stuck_mismatches(layer: CrossbarLayer) -> tuple[int, float]:
     target = cells.levels.expand_as(cells.faults)
     read = column_significance(layer).to(cells.faults.device) > 0
     bad = (cells.faults != HEALTHY) & (value != target) & read
-    weighted = ((value - target).abs().double() * column_significance(layer).to(cells.faults.device)
-                * (cells.faults != HEALTHY)).sum()
+    weighted = (
+        (value - target).abs().double() * column_significance(layer).to(cells.faults.device) * (cells.faults != HEALTHY)
+    ).sum()
     return int(bad.sum()), float(weighted)
 
 

@@ -39,8 +39,9 @@ class SparsityInduction(Mitigation):
         torch.manual_seed(recipe.seed)
         model = copy.deepcopy(base)
         for m in model.modules():  # same architecture, trained from scratch with the penalty
-            if hasattr(m, "reset_parameters"):
-                m.reset_parameters()
+            reset = getattr(m, "reset_parameters", None)
+            if callable(reset):
+                reset()
         cfg = replace(recipe, l1=self.l1, epochs=self.epochs or recipe.epochs)
         return train_model(model, data, cfg).model
 

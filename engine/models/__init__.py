@@ -3,7 +3,7 @@ from torchvision with random initialisation, their weights only from a local che
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torchvision
 from torch import nn

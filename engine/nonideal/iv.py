@@ -47,8 +47,16 @@ class NonlinearSolveError(RuntimeError):
     """Newton's method did not reach the tolerance within the iteration limit."""
 
 
-def _residual(a: torch.Tensor, b: torch.Tensor, g: torch.Tensor, v: torch.Tensor, w: TileWires, v0: float,
-              lap: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _residual(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    g: torch.Tensor,
+    v: torch.Tensor,
+    w: TileWires,
+    v0: float,
+    lap: torch.Tensor,
+    c: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """KCL: currents leaving each row node (F_a) and column node (F_b); zero at the solution."""
     j = g * v0 * torch.sinh((a - b) / v0)
     fa = a @ lap + j  # lap is symmetric: (lap a_i) for every row i at once
@@ -59,8 +67,16 @@ def _residual(a: torch.Tensor, b: torch.Tensor, g: torch.Tensor, v: torch.Tensor
     return fa, fb
 
 
-def network_currents(g: torch.Tensor, v: torch.Tensor, w: TileWires, v0: float, *, rtol: float = 1e-10,
-                     max_iter: int = 50, max_bytes: int | None = None) -> tuple[torch.Tensor, NewtonReport]:
+def network_currents(
+    g: torch.Tensor,
+    v: torch.Tensor,
+    w: TileWires,
+    v0: float,
+    *,
+    rtol: float = 1e-10,
+    max_iter: int = 50,
+    max_bytes: int | None = None,
+) -> tuple[torch.Tensor, NewtonReport]:
     """Bit-line currents (S, K, N) in amperes of S tiles g (S, M, N) siemens, each driven by K input
     vectors v (S, K, M) volts; cells I = G V_0 sinh(V/V_0), exact wires ``w``.
 
@@ -85,8 +101,9 @@ def network_currents(g: torch.Tensor, v: torch.Tensor, w: TileWires, v0: float, 
     return out.reshape(s, k, n), worst
 
 
-def _newton(g: torch.Tensor, v: torch.Tensor, w: TileWires, v0: float, rtol: float,
-            max_iter: int) -> tuple[torch.Tensor, NewtonReport]:
+def _newton(
+    g: torch.Tensor, v: torch.Tensor, w: TileWires, v0: float, rtol: float, max_iter: int
+) -> tuple[torch.Tensor, NewtonReport]:
     t, m, n = g.shape
     lap = _row_laplacian(n, w, g)
     c = torch.tensor(_column_shunts(m, w), dtype=g.dtype, device=g.device)
@@ -107,7 +124,8 @@ def _newton(g: torch.Tensor, v: torch.Tensor, w: TileWires, v0: float, rtol: flo
     raise NonlinearSolveError(
         f"non-linear I-V network solve did not converge: node update {update:.3g} x max|V| after {max_iter} Newton "
         f"iterations (tolerance {rtol:g}); raise hardware.iv.newton_max_iter, loosen hardware.iv.newton_rtol, "
-        f"or lower input.v_read_v / iv.v0_v")
+        f"or lower input.v_read_v / iv.v0_v"
+    )
 
 
 def reference_currents(g: np.ndarray, v: np.ndarray, w: TileWires, v0: float) -> np.ndarray:

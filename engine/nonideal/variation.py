@@ -26,8 +26,13 @@ from ..hardware import ProgrammingVariation
 
 
 def apply_variation(
-    g: torch.Tensor, z_abs: torch.Tensor | None, z_rel: torch.Tensor | None, spec: ProgrammingVariation,
-    delta_g_s: float, g_max_n: float, inplace: bool = False,
+    g: torch.Tensor,
+    z_abs: torch.Tensor | None,
+    z_rel: torch.Tensor | None,
+    spec: ProgrammingVariation,
+    delta_g_s: float,
+    g_max_n: float,
+    inplace: bool = False,
 ) -> torch.Tensor:
     """``g`` and the result in units of dG; ``g_max_n`` = G_max / dG. ``z_abs`` / ``z_rel`` may be
     None when their sigma is zero. ``inplace``: ``g`` is a fresh tensor of the result's shape that

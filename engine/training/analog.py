@@ -78,13 +78,16 @@ def _quantise(t: torch.Tensor, tracker: _RangeTracker, training: bool) -> tuple[
 
 
 class AnalogLayer(nn.Module):
-    def __init__(self, module: nn.Module, hw: HardwareSpec, layer_index: int, seed: int, w_max: float | None = None) -> None:
+    def __init__(
+        self, module: nn.Module, hw: HardwareSpec, layer_index: int, seed: int, w_max: float | None = None
+    ) -> None:
         super().__init__()
         if isinstance(module, nn.Conv2d):
             if module.groups != 1 or module.padding_mode != "zeros" or isinstance(module.padding, str):
                 raise ValueError("crossbar training supports ungrouped, zero-padded convolutions")
-            self.conv = dict(kernel_size=module.kernel_size, dilation=module.dilation, padding=module.padding,
-                             stride=module.stride)
+            self.conv = dict(
+                kernel_size=module.kernel_size, dilation=module.dilation, padding=module.padding, stride=module.stride
+            )
             self.out_channels = module.out_channels
             w = module.weight.detach().reshape(module.out_channels, -1).t()
         else:
@@ -92,8 +95,17 @@ class AnalogLayer(nn.Module):
             w = module.weight.detach().t()
         k, n = w.shape
         self.hw, self.layer_index = hw, layer_index
-        self.grid = TileGrid(groups=1, k=k, n=n, rows=hw.crossbar.rows, cols=hw.crossbar.cols, slices=1, arrays=2,
-                             wcols=min(hw.crossbar.cols, n), offset=False)
+        self.grid = TileGrid(
+            groups=1,
+            k=k,
+            n=n,
+            rows=hw.crossbar.rows,
+            cols=hw.crossbar.cols,
+            slices=1,
+            arrays=2,
+            wcols=min(hw.crossbar.cols, n),
+            offset=False,
+        )
         dev, up = hw.device, hw.update
         self.update_model = UpdateModel(up.nonlinearity, up.write_noise, dev.g_min_s, dev.g_max_s, up.write_noise_units)
         self.w_max = up.weight_range * (float(w.abs().max()) if w_max is None else w_max)
@@ -102,24 +114,36 @@ class AnalogLayer(nn.Module):
             g_ref = 0.5 * (dev.g_min_s + dev.g_max_s)
             g = torch.stack([g_ref + 0.5 * self.scale * w, g_ref - 0.5 * self.scale * w]).double()
         else:  # each sign on its own array, the other device at G_min
-            g = torch.stack([dev.g_min_s + self.scale * w.clamp(min=0), dev.g_min_s + self.scale * (-w).clamp(min=0)]).double()
+            g = torch.stack(
+                [dev.g_min_s + self.scale * w.clamp(min=0), dev.g_min_s + self.scale * (-w).clamp(min=0)]
+            ).double()
         self.register_buffer("g", g.clamp(dev.g_min_s, dev.g_max_s))  # (2, k, n) siemens
         self.bias = None if module.bias is None else nn.Parameter(module.bias.detach().clone())
         self.delta = nn.Parameter(torch.zeros(k, n, device=w.device))  # receives dL/dW from the crossbar backward
         self._stuck, self._z = self._sample_cells(seed, w.device)
         self._apply_stuck()
         self.write_gen = torch.Generator(device=w.device)
-        self.write_gen.manual_seed(int(seeding.stream(seed, layer_index, seeding.WRITE_NOISE).generate_state(1)[0]) & (2**63 - 1))
-        self.ranges = {name: _RangeTracker(bits) for name, bits in (
-            ("x", hw.input.input_bits), ("y", hw.adc.bits), ("e", hw.input.input_bits), ("ex", hw.adc.bits))}
+        self.write_gen.manual_seed(
+            int(seeding.stream(seed, layer_index, seeding.WRITE_NOISE).generate_state(1)[0]) & (2**63 - 1)
+        )
+        self.ranges = {
+            name: _RangeTracker(bits)
+            for name, bits in (
+                ("x", hw.input.input_bits),
+                ("y", hw.adc.bits),
+                ("e", hw.input.input_bits),
+                ("ex", hw.adc.bits),
+            )
+        }
         self.updates = 0
         self._momentum: torch.Tensor | None = None
         self._geff: torch.Tensor | None = None
         self._distortion: torch.Tensor | None = None
 
     # cells -------------------------------------------------------------------------------------------
-    def _sample_cells(self, seed: int, device) -> tuple[tuple[torch.Tensor, torch.Tensor] | None,
-                                                         tuple[torch.Tensor | None, torch.Tensor | None]]:
+    def _sample_cells(
+        self, seed: int, device
+    ) -> tuple[tuple[torch.Tensor, torch.Tensor] | None, tuple[torch.Tensor | None, torch.Tensor | None]]:
         """Stuck cells and variation normals, (2, k, n) each: the same physical draws as inference
         instances of this layer (engine.instance), so an instance's stuck cells are the same cells."""
         hw = self.hw
@@ -145,7 +169,10 @@ class AnalogLayer(nn.Module):
         if not self.hw.variation.enabled:
             return self.g
         dg = self.hw.device.delta_g_s
-        g = apply_variation(self.g / dg, *self._z, self.hw.variation, dg, self.hw.device.g_max_s / dg, inplace=True) * dg
+        g = (
+            apply_variation(self.g / dg, *self._z, self.hw.variation, dg, self.hw.device.g_max_s / dg, inplace=True)
+            * dg
+        )
         if self._stuck is not None:
             hi, lo = self._stuck
             g.masked_fill_(hi, self.hw.device.g_max_s).masked_fill_(lo, self.hw.device.g_min_s)
@@ -210,10 +237,10 @@ class AnalogLayer(nn.Module):
             return y if self.bias is None else y + self.bias
         b, _, h, w = x.shape
         cols = F.unfold(x, **self.conv)  # (B, K, L)
-        l = cols.shape[-1]
+        positions = cols.shape[-1]
         y = _AnalogMVM.apply(cols.transpose(1, 2).reshape(-1, self.grid.k), self.delta, self)  # (B*L, n)
         ho, wo = conv_output_size(h, w, **self.conv)
-        y = y.reshape(b, l, self.grid.n).transpose(1, 2).reshape(b, self.grid.n, ho, wo)
+        y = y.reshape(b, positions, self.grid.n).transpose(1, 2).reshape(b, self.grid.n, ho, wo)
         return y if self.bias is None else y + self.bias.view(1, -1, 1, 1)
 
     # update ------------------------------------------------------------------------------------------

@@ -35,8 +35,16 @@ class CrossbarTrainResult:
         return self.top1_per_epoch[-1]
 
 
-def native_weight_ranges(model_name: str, data: DataSplit, epochs: int, batch_size: int, lr: float, recipe_seed: int,
-                         momentum: float, device: torch.device | str = "cpu") -> list[float]:
+def native_weight_ranges(
+    model_name: str,
+    data: DataSplit,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    recipe_seed: int,
+    momentum: float,
+    device: torch.device | str = "cpu",
+) -> list[float]:
     """TxSim's weight statistics from native training: the largest |w| each Linear/Conv2d reaches
     during the same float training run (same initial weights, batch order and optimiser)."""
     device = torch.device(device)
@@ -55,10 +63,20 @@ def native_weight_ranges(model_name: str, data: DataSplit, epochs: int, batch_si
     return peak
 
 
-def train_on_crossbar(model_name: str, data: DataSplit, hw: HardwareSpec, epochs: int, batch_size: int, lr: float,
-                      recipe_seed: int, instance_seed: int, device: torch.device | str = "cpu",
-                      eval_batch: int = 540, momentum: float = 0.9, weight_ranges: list[float] | None = None
-                      ) -> CrossbarTrainResult:
+def train_on_crossbar(
+    model_name: str,
+    data: DataSplit,
+    hw: HardwareSpec,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    recipe_seed: int,
+    instance_seed: int,
+    device: torch.device | str = "cpu",
+    eval_batch: int = 540,
+    momentum: float = 0.9,
+    weight_ranges: list[float] | None = None,
+) -> CrossbarTrainResult:
     """``weight_ranges``: per-layer W_max before the ``hardware.update.weight_range`` factor (default:
     :func:`native_weight_ranges` of the same recipe; pass them to reuse one native run)."""
     device = torch.device(device)

@@ -54,8 +54,9 @@ class UpdateModel:
         dep = (amplitude - self.g_max_s + g) * shape
         return torch.where(dg_ideal > 0, pot, dep)
 
-    def apply(self, g: torch.Tensor, dg_ideal: torch.Tensor, lr: float = 1.0,
-              generator: torch.Generator | None = None) -> torch.Tensor:
+    def apply(
+        self, g: torch.Tensor, dg_ideal: torch.Tensor, lr: float = 1.0, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         """New conductances: eq. 1 and write noise on the step before the learning rate, then
         G + lr dG clipped to [G_min, G_max]."""
         dg = self.nonlinear_step(g, dg_ideal)
