@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable, Sequence
+from typing import cast
 
 import torch
 from torch import nn
 
-from .crossbar import CrossbarLayer
+from .crossbar import CrossbarLayer, Mode
 from .hardware import HardwareSpec
 from .instance import HardwareInstance
 from .layers import CrossbarConv2d, CrossbarLinear
@@ -126,7 +127,7 @@ class CrossbarModel(nn.Module):
         for layer in self.crossbar_layers():
             layer.reset_read_noise()
 
-    def _set_mode(self, mode: str) -> None:
+    def _set_mode(self, mode: Mode) -> None:
         for layer in self.crossbar_layers():
             layer.mode = mode
             layer._stats = []
@@ -200,10 +201,12 @@ def convert(model: nn.Module, hw: HardwareSpec, keep_digital: Iterable[str] = ()
     for name in names:
         if name in keep:
             continue
-        parent_name, _, child = name.rpartition(".")
-        parent = net.get_submodule(parent_name) if parent_name else net
-        mod = getattr(parent, child)
-        cls = CrossbarConv2d if isinstance(mod, nn.Conv2d) else CrossbarLinear
-        setattr(parent, child, cls.from_module(mod, hw, name, index))
+        mod = net.get_submodule(name)
+        new = (
+            CrossbarConv2d.from_module(mod, hw, name, index)
+            if isinstance(mod, nn.Conv2d)
+            else CrossbarLinear.from_module(cast(nn.Linear, mod), hw, name, index)
+        )
+        net.set_submodule(name, new)
         index += 1
     return CrossbarModel(net, hw)

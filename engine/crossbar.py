@@ -26,7 +26,7 @@ runs the native matmul/convolution kernel on the input codes (``folded`` path).
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -83,6 +83,12 @@ class _Programmed:
 class CrossbarLayer(nn.Module):
     """Base class: a (groups, k, n) weight matrix on crossbar tiles. Subclasses reshape I/O."""
 
+    # calibration buffers (registered in __init__; they move with the layer and live in its state dict)
+    delta_x: torch.Tensor
+    x_signed: torch.Tensor
+    adc_max_abs: torch.Tensor
+    adc_signed: torch.Tensor
+
     def __init__(
         self,
         weight: torch.Tensor,
@@ -117,7 +123,7 @@ class CrossbarLayer(nn.Module):
         self.register_buffer("x_signed", torch.tensor(False, device=dev))
         self.register_buffer("adc_max_abs", torch.full((hw.slices,), float("nan"), dtype=torch.float64, device=dev))
         self.register_buffer("adc_signed", torch.tensor(True, device=dev))
-        self._stats: list[tuple[float, float]] = []
+        self._stats: list[tuple[Any, ...]] = []  # per-batch records of the calibration modes
         self._mapped: MappedWeights | None = None
         self._prog: _Programmed | None = None
         self.set_hardware(hw)
@@ -368,7 +374,7 @@ class CrossbarLayer(nn.Module):
             # TxSim's interpolated FCM: G_eff = G (1 - D), D = (G - G_eff) / G of the last exact solve
             g0, g_eff0 = last[0].double() + g_min_n, last[1].double() + g_min_n
             g = cells.h.double() + g_min_n
-            return (g * (1 - (g0 - g_eff0) / g0) - g_min_n).to(cells.h.dtype)
+            return (irdrop.fcm_interpolate(g, irdrop.fcm_distortion(g0, g_eff0)) - g_min_n).to(cells.h.dtype)
         wires = irdrop.TileWires(ir.r_row_ohm, ir.r_col_ohm, ir.r_sense_ohm, ir.r_driver_ohm)
         solver = torch.float32 if ir.solver_dtype == "float32" else torch.float64
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -19,9 +19,6 @@ class Metrics:
     top5: float | None
     loss: float
     count: int
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 class _Accumulator:

@@ -8,8 +8,8 @@ Unit conventions used across ``engine``:
   * the conductance step of one cell is ``delta_g_s = (g_max_s - g_min_s) / (2**bits_per_cell - 1)``
     (PytorX eq. 8-9, equal-dG mapping), so the top level is exactly G_max; Table 1's 2.601 uS is
     (G_max - G_min) / 2**7, 0.8 % smaller (the 2**N of PytorX Alg. 1), a departure made here;
-  * the DAC step is ``delta_v_dac_v = v_read_v / 2**(dac_bits - 1)``: the largest signed DAC
-    code drives ``v_read_v`` across a cell (PytorX eq. 6, V_DAC - V_ref = dV_DAC * x);
+  * the DAC step is ``CrossbarLayer.delta_v_v = v_read_v / (the largest DAC chunk code)``: the
+    largest chunk drives ``v_read_v`` across a cell (PytorX eq. 6, V_DAC - V_ref = dV_DAC * x);
   * internally conductances are stored in units of dG, voltages in units of dV_DAC and
     currents in units of dG * dV_DAC (one LSB of the integer MAC of PytorX eq. 10).
 """
@@ -119,11 +119,6 @@ class InputSpec(_Section):
     @property
     def planes(self) -> int:
         return math.ceil(self.input_bits / self.dac_bits)
-
-    @property
-    def delta_v_dac_v(self) -> float:
-        """DAC step dV_DAC in volts (PytorX eq. 6)."""
-        return self.v_read_v / 2 ** (self.dac_bits - 1)
 
 
 class ADCSpec(_Section):

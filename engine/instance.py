@@ -105,7 +105,7 @@ def draw_layers(
     shapes = [tuple(shape) for _, shape in layers]
     sizes = [math.prod(shape) for shape in shapes]
     var = hw.variation
-    none: list[torch.Tensor | None] = [None] * len(layers)
+    none: Sequence[torch.Tensor | None] = [None] * len(layers)
     z_abs, z_rel, stuck, gmax, codes, z_drift = none, none, none, none, none, none
     if var.absolute:
         z_abs = _split(counter_rng.normal(_keys(seeds, index, seeding.VARIATION, device), sizes), shapes)
@@ -145,6 +145,7 @@ def program_levels(levels: torch.Tensor, draws: LayerDraws, hw: HardwareSpec, in
     else:
         h = levels.expand(shape).clone()
     if draws.stuck is not None:
+        assert draws.stuck_gmax is not None  # drawn together
         apply_faults_(h, draws.stuck, draws.stuck_gmax, dev.levels - 1)
     return h
 
@@ -186,7 +187,9 @@ class HardwareInstance:
         key = (layer_index, shape, str(levels.device))
         known = self._cells.setdefault(key, [])
         for c in known:
-            if c.levels is levels or (c.levels.shape == levels.shape and torch.equal(c.levels, levels)):
+            if c.levels is levels or (
+                c.levels is not None and c.levels.shape == levels.shape and torch.equal(c.levels, levels)
+            ):
                 return c
         h = program_levels(levels, self.draws(layer_index, shape, levels.device), self.hw, len(self.seeds))
         cells = LayerCells(

@@ -310,6 +310,17 @@ def path_model(g: torch.Tensor, w: TileWires) -> torch.Tensor:
     return g / (1.0 + g * path)
 
 
+def fcm_distortion(g: torch.Tensor, g_eff: torch.Tensor) -> torch.Tensor:
+    """TxSim's interpolated-FCM distortion D = (G - G_eff) / G per cell; a cell at 0 S has none to
+    carry over (0/0 would poison every later step)."""
+    return torch.where(g > 0, (g - g_eff) / g.clamp_min(1e-30), 0.0)
+
+
+def fcm_interpolate(g: torch.Tensor, distortion: torch.Tensor) -> torch.Tensor:
+    """G_eff ~ G (1 - D) between exact solves (TxSim Sec. IV-D)."""
+    return g * (1 - distortion)
+
+
 class InterpolatedGEff:
     """TxSim's interpolated FCM: solve exactly every ``every`` updates; in between, reuse the
     stored distortion D = (G - G_eff)/G: G_eff ~ G (1 - D)."""
@@ -324,8 +335,8 @@ class InterpolatedGEff:
     def __call__(self, g: torch.Tensor) -> torch.Tensor:
         if self._distortion is None or self.calls % self.every == 0:
             g_eff = effective_conductance(g, self.w)
-            self._distortion = (g - g_eff) / g
+            self._distortion = fcm_distortion(g, g_eff)
         else:
-            g_eff = g * (1 - self._distortion)
+            g_eff = fcm_interpolate(g, self._distortion)
         self.calls += 1
         return g_eff

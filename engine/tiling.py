@@ -71,10 +71,6 @@ class TileGrid:
         """Shape of one instance's cells: (arrays, groups, t_r, t_c, rows, cols)."""
         return (self.arrays, self.groups, self.t_r, self.t_c, self.rows, self.cols)
 
-    @property
-    def n_tiles(self) -> int:
-        return self.arrays * self.groups * self.t_r * self.t_c
-
     # Weight side -------------------------------------------------------------------------
     def place(self, digits: torch.Tensor, reference: torch.Tensor | None = None) -> torch.Tensor:
         """Cell levels of one instance from per-weight slice digits.

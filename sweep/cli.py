@@ -62,7 +62,7 @@ def _validate(args: argparse.Namespace) -> int:
         preflight(spec, fetch=False)
         check_local_resources(spec.execution)
     console.print(f"{spec.name}: {plan.describe()}")
-    from engine.hardware import changed_values  # the resolved hardware (presets filled in), not the defaults
+    from engine import changed_values  # the resolved hardware (presets filled in), not the defaults
 
     resolved = [f"{name}={value!r}" for name, value in changed_values(spec.hardware).items()]
     preset = ((raw.get("hardware") or {}).get("device") or {}).get("preset")
@@ -140,7 +140,7 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from engine.train import TrainConfig, train_default
+    from engine import TrainConfig, train_default
 
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
     result = train_default(args.output, dataset=args.data, model_name=args.model, cfg=cfg)

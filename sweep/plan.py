@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from engine import seeding
+from engine import DRAW_SCHEME
 
 from .hashing import digest as _digest
 from .hashing import file_sha256
@@ -61,7 +61,7 @@ def result_content(spec: SweepSpec, weights: dict[str, str] | None = None) -> di
             if held.get(leaf) == ref.get(leaf):
                 held.pop(leaf, None)
     d["execution"] = {k: getattr(spec.execution, k) for k in RESULT_EXECUTION_FIELDS}
-    d["draw_scheme"] = seeding.DRAW_SCHEME
+    d["draw_scheme"] = DRAW_SCHEME
     if spec.model.checkpoint:
         d["model"]["checkpoint"] = file_sha256(spec.model.checkpoint)
     if weights:

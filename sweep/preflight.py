@@ -52,8 +52,7 @@ def check_memory(spec: SweepSpec) -> None:
         return
     import torch
 
-    from engine.memory import footprint
-    from engine.models import build_model
+    from engine import build_model, footprint
 
     c, k, s = _data_shape(spec)
     with torch.device("meta"):  # shapes only: no weights are allocated
@@ -183,7 +182,7 @@ def check_data(spec: SweepSpec, fetch: bool = True) -> None:
         return
     missing = [f for f in _DATA_FILES[d.name] if not os.path.isfile(os.path.join(root, f))]
     if missing and d.download and fetch:
-        from engine.data import download_dataset
+        from engine import download_dataset
 
         try:
             download_dataset(d.name, root)
@@ -207,8 +206,7 @@ def check_checkpoint(spec: SweepSpec) -> None:
         return
     import torch
 
-    from engine.models import build_model
-    from engine.train import CHECKPOINT_FORMAT
+    from engine import CHECKPOINT_FORMAT, build_model
 
     path = spec.model.checkpoint
     try:

@@ -37,7 +37,7 @@ def model_key(spec: SweepSpec) -> str:
 def offline_variants(spec: SweepSpec) -> dict[str, Any]:
     """Model variants a point's strategies need that are trained offline: key -> component."""
     base = model_key(spec)
-    out = {}
+    out: dict[str, Any] = {}
     if spec.kind == "train":
         return out
     for strategy in spec.strategies():
@@ -65,8 +65,7 @@ def deterministic(cpus: float) -> Iterator[None]:
 
 def train_base(raw_model: dict, raw_data: dict, cpus: float) -> tuple[bytes, float, float]:
     """Ray task: train the recipe of ``model``; returns (checkpoint bytes, test top-1, seconds)."""
-    from engine.data import load_dataset
-    from engine.train import TrainConfig, train_recipe
+    from engine import TrainConfig, load_dataset, train_recipe
 
     recipe = TrainConfig(**raw_model["train"])
     data = load_dataset(raw_data["name"], raw_data.get("root"), raw_data.get("input_size"))
@@ -89,8 +88,7 @@ def train_variant(
     checkpoint, on the task's GPU when it has one."""
     import torch
 
-    from engine.data import calibration_batches, load_dataset
-    from engine.train import TrainConfig, checkpoint_bytes, model_from_bytes
+    from engine import TrainConfig, calibration_batches, checkpoint_bytes, load_dataset, model_from_bytes
 
     split = load_dataset(raw_data["name"], raw_data.get("root"), raw_data.get("input_size"))
     device = torch.device("cuda" if gpus > 0 and torch.cuda.is_available() else "cpu")
@@ -105,6 +103,7 @@ def train_variant(
 
 
 def _base_path(spec: SweepSpec, version: str) -> str:
+    assert spec.model.train is not None  # only a model without a checkpoint is trained here
     recipe = spec.model.train.model_dump()
     return f"models/{spec.model.name}-{digest({'key': model_key(spec), 'recipe': recipe, 'version': version})}.pt"
 
@@ -161,6 +160,7 @@ def prepare_checkpoints(
             out[key] = store.read_bytes(rel)
             continue
         ensure_ray()
+        assert spec.model.train is not None
         say(console, f"training {spec.model.name} on {spec.data.name} ({spec.model.train.epochs} epochs) -> {rel}")
         task = ray.remote(train_base).options(num_cpus=ex.cpus_per_worker, num_gpus=0)
         blob, top1, seconds = ray.get(
@@ -180,10 +180,10 @@ def prepare_checkpoints(
             ensure_ray()
             say(console, f"training model variant {key} ({maker.label()}) as a Ray task")
             t = time.perf_counter()
-            task = ray.remote(train_variant).options(num_cpus=ex.cpus_per_worker, num_gpus=ex.gpus_per_worker)
+            variant_task = ray.remote(train_variant).options(num_cpus=ex.cpus_per_worker, num_gpus=ex.gpus_per_worker)
             spec = point.spec
-            blob = ray.get(
-                task.remote(
+            variant_blob = ray.get(
+                variant_task.remote(
                     maker,
                     spec.hardware,
                     spec.model.model_dump(mode="json"),
@@ -195,13 +195,13 @@ def prepare_checkpoints(
                 )
             )
             say(console, f"trained {key} in {time.perf_counter() - t:.1f} s")
-            store.write_bytes(rel, blob)
-            out[key] = blob
+            store.write_bytes(rel, variant_blob)
+            out[key] = variant_blob
     return out
 
 
 def weight_digests(checkpoints: dict[str, bytes]) -> dict[str, str]:
     """model key -> digest of its checkpoint's architecture and weights (part of every point id)."""
-    from engine.train import checkpoint_digest
+    from engine import checkpoint_digest
 
     return {k: checkpoint_digest(v) for k, v in checkpoints.items()}

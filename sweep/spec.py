@@ -16,9 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from engine.catalog import DATASETS, MODEL_NAMES
-from engine.hardware import HardwareSpec, unused_fields
-from engine.mitigations import parse_strategy
+from engine import DATASETS, MODEL_NAMES, HardwareSpec, parse_strategy, unused_fields
 
 from .errors import SpecError
 

@@ -13,11 +13,17 @@ from typing import Any
 
 import torch
 
-from engine.data import calibration_batches, load_dataset, loader, materialise, subset
-from engine.train import model_from_bytes
-from engine.training import train_on_crossbar
-from engine.training.trainer import native_weight_ranges
-from engine.trial import TrialEvaluator
+from engine import (
+    TrialEvaluator,
+    calibration_batches,
+    load_dataset,
+    loader,
+    materialise,
+    model_from_bytes,
+    native_weight_ranges,
+    subset,
+    train_on_crossbar,
+)
 
 from .preparation import model_key
 from .spec import SweepSpec, resolve_point
@@ -60,7 +66,11 @@ class TrialWorker:
             )
             test = torch.utils.data.TensorDataset(*(t.to(self.device) for t in test.tensors))
             calib = calibration_batches(split.train, d.calibration_size, spec.hardware.adc.calibration_batches)
-            train = lambda: materialise(split.train).tensors  # noqa: E731 - loaded only for re-training
+
+            def train() -> tuple[torch.Tensor, torch.Tensor]:  # loaded only for re-training
+                x, y = materialise(split.train).tensors
+                return x, y
+
             budget = spec.execution.solve_memory_mb
             ev = TrialEvaluator(
                 {None: model},
@@ -89,11 +99,9 @@ class TrialWorker:
             self._points[point_id] = (spec, {s.label: s for s in spec.strategies()})
         return self._points[point_id]
 
-    def ping(self) -> str:
-        return f"{self.host}:{self.pid}:{self.device}"
-
     def _train_trial(self, spec: SweepSpec, instance: int, seed: int) -> dict:
         t = spec.training
+        assert t is not None  # the spec validator requires it for kind: train
         split, test = self._dataset(spec)
         split = replace(split, test=test)
         # W_max per layer comes from the same recipe trained natively: one float run per recipe, not per trial

@@ -1,9 +1,11 @@
 """Mitigation strategies by name, composable with ``+`` (see :mod:`engine.mitigations.base`).
 
-Components of a composition are applied in a fixed order, whatever order they are written in:
-re-training first (it re-programs the instance), then row remapping, error correction, drift
-compensation, zero-node removal, MMSE denoising, and BN recalibration last (it sees everything else).
-``row_flip+row_perm`` becomes one joint assignment.
+Components of a composition are written, and applied, in the declared :data:`ORDER`: bit inversion
+(a mapping scheme), re-training (it re-programs the instance), row remapping, error correction,
+noise-injection adaption (a model variant), drift compensation, sparsity induction (a variant and
+its zero-node removal), MMSE denoising, and BN recalibration last (it sees everything else). A
+composition written in another order is refused naming it. ``row_flip+row_perm`` becomes one joint
+assignment.
 """
 
 from __future__ import annotations
@@ -39,7 +41,9 @@ REGISTRY: dict[str, type[Mitigation]] = {
         DriftCompensation,
     )
 }
-ORDER = ("retrain", "row_flip", "row_perm", "row_flip+row_perm", "ec", "drift_comp", "si", "mmse", "fpt")
+ORDER = ("bi", "retrain", "row_flip", "row_perm", "row_flip+row_perm", "ec", "nia", "drift_comp", "si", "mmse", "fpt")
+_RANK = {n: i for i, n in enumerate(ORDER)}
+assert set(REGISTRY) - {"none"} <= set(ORDER), "every component has its place in ORDER"
 
 
 @dataclass(frozen=True)
@@ -64,8 +68,9 @@ class Strategy:
         return (None, None) if comp is None else (comp.variant_key(base_key, hw), comp)
 
     def _ordered(self) -> list[Mitigation]:
-        rank = {n: i for i, n in enumerate(ORDER)}
-        return sorted(self.components, key=lambda c: rank.get(c.name, -1))
+        """The components in :data:`ORDER` (parse_strategy validated the written order; the joint
+        row assignment takes the place of its parts)."""
+        return sorted(self.components, key=lambda c: _RANK.get(c.name, -1))
 
     def prepare(self, xmodel, ctx: TrialContext) -> None:
         for c in self._ordered():
@@ -111,6 +116,13 @@ def parse_strategy(entry: str | dict) -> Strategy:
     variant_makers = [c for c in comps if type(c).variant_key is not Mitigation.variant_key]
     if len({c.scheme for c in comps} - {"direct"}) > 1 or len(variant_makers) > 1:
         raise ValueError(f"mitigation {name!r} combines incompatible mapping schemes or model variants")
+    ranks = [_RANK[p] for p in parts if p != "none"]
+    if ranks != sorted(ranks):
+        written = "+".join(sorted(parts, key=_RANK.__getitem__))
+        raise ValueError(
+            f"mitigation {name!r}: components are written in the order they are applied, here "
+            f"{written!r} (the order: {', '.join(ORDER)})"
+        )
     return Strategy(tuple(comps), label)
 
 

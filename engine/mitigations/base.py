@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict
 from ..catalog import Scheme
 
 if TYPE_CHECKING:  # implementations import torch when they run: the spec validates without it
+    import torch
     from torch import nn
 
     from ..conversion import CrossbarModel
@@ -33,7 +34,7 @@ class TrialContext:
     """What a per-instance strategy may use besides the programmed model."""
 
     calibration_inputs: list = field(default_factory=list)  # unlabeled batches on the model's device
-    train_loader: object | None = None  # labeled batches, for strategies that re-train
+    train_loader: tuple[torch.Tensor, torch.Tensor] | None = None  # (x, y) on the device, for re-training
     seed: int = 0
 
 

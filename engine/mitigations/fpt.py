@@ -76,9 +76,7 @@ def _insert_batchnorm(model: nn.Module, inputs: list[torch.Tensor]) -> nn.Module
         bn.running_var.copy_(var.clamp_min(0))
         bn.weight.copy_((var.clamp_min(0) + bn.eps).sqrt())
         bn.bias.copy_(mean)
-        parent_name, _, child = name.rpartition(".")
-        parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, child, nn.Sequential(mod, bn))
+        model.set_submodule(name, nn.Sequential(mod, bn))
     return model.eval()
 
 

@@ -51,7 +51,10 @@ class HardwareAwareRetraining(Mitigation):
         if ctx.train_loader is None:
             raise ValueError("retrain needs labeled training data on the worker")
         x_all, y_all = ctx.train_loader
-        instance = xmodel.crossbar_layers()[0].cells.instance  # the same chip after every update
+        cells = xmodel.crossbar_layers()[0].cells
+        if cells is None:
+            raise RuntimeError("retrain runs after the instance is programmed")
+        instance = cells.instance  # the same chip after every update
         gen = torch.Generator().manual_seed(ctx.seed)
         layers = xmodel.crossbar_layers()
         params = [p for p in xmodel.net.parameters() if p.requires_grad]

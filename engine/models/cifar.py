@@ -60,9 +60,10 @@ class VGGSmall(nn.Module):
 
     def __init__(self, in_channels: int = 3, num_classes: int = 10, input_size: int = 32, width: int = 32) -> None:
         super().__init__()
-        layers, cin = [], in_channels
-        for cout in (width, width, "M", 2 * width, 2 * width, "M", 4 * width, 4 * width, "M"):
-            if cout == "M":
+        layers: list[nn.Module] = []
+        cin = in_channels
+        for cout in (width, width, 0, 2 * width, 2 * width, 0, 4 * width, 4 * width, 0):
+            if cout == 0:  # 2x2 max pooling
                 layers.append(nn.MaxPool2d(2))
                 continue
             layers += [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]

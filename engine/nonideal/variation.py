@@ -43,20 +43,23 @@ def apply_variation(
     if spec.sigma_poly_us:  # aihwkit PCM programming noise: sigma from the target level, before any other term
         sigma_abs = poly_sigma(g / g_max_n, spec, delta_g_s * g_max_n) / delta_g_s
     if spec.sigma_rel > 0:
+        assert z_rel is not None, "a relative sigma needs its normals"
         resistance = spec.domain == "resistance"
         if spec.distribution == "gaussian" and not resistance:
             g.addcmul_(g, z_rel, value=spec.sigma_rel)  # g (1 + sigma z)
         elif spec.distribution == "gaussian":
-            factor = 1.0 + spec.sigma_rel * z_rel  # R'/R
+            factor: torch.Tensor = 1.0 + spec.sigma_rel * z_rel  # R'/R
             g.div_(factor.clamp_min(1e-30)).masked_fill_(factor <= 0, g_max_n)  # non-positive R: the ceiling
         else:
             s = math.sqrt(math.log1p(spec.sigma_rel**2))
             sign = -1.0 if resistance else 1.0
             g.mul_(torch.exp(sign * s * z_rel + sign * -0.5 * s * s))
-    if isinstance(sigma_abs, torch.Tensor):
-        g.addcmul_(sigma_abs, z_abs)
-    elif sigma_abs > 0:
-        g.add_(z_abs, alpha=sigma_abs)
+    if isinstance(sigma_abs, torch.Tensor) or sigma_abs > 0:
+        assert z_abs is not None, "an absolute sigma needs its normals"
+        if isinstance(sigma_abs, torch.Tensor):
+            g.addcmul_(sigma_abs, z_abs)
+        else:
+            g.add_(z_abs, alpha=sigma_abs)
     g.clamp_min_(0.0)
     return g.clamp_max_(g_max_n) if spec.ceiling == "g_max" else g
 

@@ -33,7 +33,7 @@ from torch import nn
 from .. import seeding
 from ..hardware import HardwareSpec
 from ..instance import draw_layers
-from ..irdrop import TileWires, effective_conductance, path_model
+from ..irdrop import TileWires, effective_conductance, fcm_distortion, fcm_interpolate, path_model
 from ..layers import conv_output_size
 from ..nonideal.faults import STUCK_GMAX, STUCK_GMIN
 from ..nonideal.variation import apply_variation
@@ -198,13 +198,12 @@ class AnalogLayer(nn.Module):
             return self._geff
         cells = grid.place(g.unsqueeze(1).unsqueeze(-1) - dev.g_min_s, None)[:, 0] + dev.g_min_s
         if self._distortion is not None and self.updates % self.hw.update.refresh_every != 0:
-            geff = cells * (1 - self._distortion)
+            geff = fcm_interpolate(cells, self._distortion)
         else:
             wires = TileWires(ir.r_row_ohm, ir.r_col_ohm, ir.r_sense_ohm, ir.r_driver_ohm)
             dtype = torch.float32 if ir.solver_dtype == "float32" else torch.float64
             geff = effective_conductance(cells, wires, dtype=dtype) if ir.model == "exact" else path_model(cells, wires)
-            # a cell varied down to 0 S has no relative distortion to carry over (and 0/0 would poison it)
-            self._distortion = torch.where(cells > 0, (cells - geff) / cells.clamp_min(1e-30), 0.0)
+            self._distortion = fcm_distortion(cells, geff)
         per_weight = grid.unplace(geff.unsqueeze(1))[:, 0, :, :, 0]  # (2, k, n)
         self._geff = F.pad((per_weight[0] - per_weight[1]).float(), pad)
         return self._geff
@@ -316,10 +315,8 @@ def to_analog(model: nn.Module, hw: HardwareSpec, seed: int, weight_ranges: list
     per-layer W_max before the ``weight_range`` factor (default: the layer's initial max|w|)."""
     names = [n for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
     for index, name in enumerate(names):
-        parent_name, _, child = name.rpartition(".")
-        parent = model.get_submodule(parent_name) if parent_name else model
         w_max = None if weight_ranges is None else weight_ranges[index]
-        setattr(parent, child, AnalogLayer(getattr(parent, child), hw, index, seed, w_max))
+        model.set_submodule(name, AnalogLayer(model.get_submodule(name), hw, index, seed, w_max))
     return model
 
 

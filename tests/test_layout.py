@@ -1,0 +1,40 @@
+"""The layering the README and ARCHITECTURE.md promise, checked on the source: ``sweep/`` and
+``analysis/`` use the engine through its facade only, and the engine knows nothing of Ray or the sweep."""
+
+from __future__ import annotations
+
+import ast
+import pathlib
+
+import pytest
+
+import engine
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def _imports(package: str) -> list[tuple[str, str]]:
+    out = []
+    for path in sorted((ROOT / package).rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                out.append((str(path.relative_to(ROOT)), node.module))
+            elif isinstance(node, ast.Import):
+                out.extend((str(path.relative_to(ROOT)), a.name) for a in node.names)
+    return out
+
+
+@pytest.mark.parametrize("package", ["sweep", "analysis"])
+def test_sweep_and_analysis_import_the_engine_facade_only(package):
+    inside = [(f, m) for f, m in _imports(package) if m.startswith("engine.")]
+    assert not inside, f"{package} reaches past engine/__init__.py: {inside}"
+
+
+def test_engine_knows_nothing_of_ray_or_the_sweep():
+    outside = [(f, m) for f, m in _imports("engine") if m.split(".")[0] in ("ray", "sweep", "analysis", "mlflow")]
+    assert not outside, outside
+
+
+def test_every_facade_name_resolves():
+    for name in engine.__all__:
+        assert getattr(engine, name) is not None, name
