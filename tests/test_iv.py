@@ -138,3 +138,32 @@ def test_a_trial_reports_the_newton_iterations_of_each_strategy():
     sinh = ev.run(HardwareSpec.model_validate({**base, "iv": {"model": "sinh", "v0_v": 0.1}}), 5, strategies)
     assert all(3 <= o.solver_iterations <= 50 for o in sinh)
     assert all(o.solver_iterations is None for o in ev.run(HardwareSpec.model_validate(base), 5, strategies))
+
+
+def test_the_newton_read_creates_no_tensor_on_the_default_device():
+    """As tests/test_scale.py does for the other effects: with the default device ``meta`` a tensor made
+    without ``device=`` in the sinh paths (with and without wires) fails the trial; results equal a
+    normal run (model and data made on the CPU beforehand)."""
+    from engine.mitigations import parse_strategy
+    from engine.trial import TrialEvaluator
+
+    def evaluator() -> TrialEvaluator:
+        torch.manual_seed(0)
+        net = nn.Sequential(nn.Linear(12, 6), nn.ReLU(), nn.Linear(6, 3))
+        gen = torch.Generator().manual_seed(1)
+        data = [(torch.rand(8, 12, generator=gen), torch.randint(0, 3, (8,), generator=gen))]
+        return TrialEvaluator({None: net}, data, [torch.rand(16, 12, generator=gen)], torch.device("cpu"))
+
+    base = {"crossbar": {"rows": 8, "cols": 16}, "input": {"v_read_v": 0.2}, "read_noise": {"enabled": True}}
+    specs = [
+        HardwareSpec.model_validate({**base, **extra, "iv": {"model": "sinh", "v0_v": 0.1}})
+        for extra in ({"ir_drop": IR}, {})
+    ]
+
+    def run(ev: TrialEvaluator) -> list:
+        return [(o.metrics, o.solver_iterations) for hw in specs for o in ev.run(hw, 5, [parse_strategy("none")])]
+
+    ref = run(evaluator())
+    ev = evaluator()
+    with torch.device("meta"):
+        assert run(ev) == ref
