@@ -549,7 +549,16 @@ class HardwareSpec(_Section):
         name = device.pop("preset")
         if name not in PRESETS:
             raise ValueError(f"hardware.device.preset must be one of {sorted(PRESETS)} (got {name!r})")
-        return _under(PRESETS[name], {**data, "device": device})
+        preset = PRESETS[name]
+        given = data.get("variation")
+        given_var: dict = given if isinstance(given, dict) else {}
+        if any(k in given_var for k in ("sigma_abs_s", "sigma_abs_delta_g")) and "sigma_poly_us" not in given_var:
+            # an explicit absolute sigma replaces the preset's level-dependent one (one absolute term)
+            var = {
+                k: v for k, v in preset.get("variation", {}).items() if k not in ("sigma_poly_us", "poly_g_max_ref_us")
+            }
+            preset = {**preset, "variation": var}
+        return _under(preset, {**data, "device": device})
 
     @model_validator(mode="after")
     def _consistent(self) -> HardwareSpec:

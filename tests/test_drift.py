@@ -228,6 +228,10 @@ def test_device_presets_fill_published_values_under_explicit_ones(tmp_path, caps
     assert (pcm.device.g_min_s, pcm.device.g_max_s, pcm.device.bits_per_cell) == (0.0, 25e-6, 5)
     assert pcm.drift.model == "pcm" and pcm.drift.read_noise_1f and pcm.drift.t0_s == 20.0
     assert pcm.variation.sigma_poly_us == [0.26348, 1.9650, -1.1731] and pcm.variation.poly_g_max_ref_us == 25.0
+    own = HardwareSpec.model_validate(
+        {"device": {"preset": "pcm_ibm"}, "variation": {"sigma_abs_s": 1e-6}, "time_s": 1}
+    )
+    assert own.variation.sigma_abs_s == 1e-6 and own.variation.sigma_poly_us == []  # an explicit sigma wins
     txsim = HardwareSpec.model_validate({"device": {"preset": "txsim", "g_max_s": 2e-5}})
     assert (txsim.device.g_min_s, txsim.device.g_max_s) == (1e-6, 2e-5)  # R_min 100 kOhm, explicit G_max wins
     assert (txsim.ir_drop.r_row_ohm, txsim.ir_drop.r_col_ohm) == (1.0, 4.6)
