@@ -432,6 +432,8 @@ class CrossbarLayer(nn.Module):
 
     def _crossbar_forward(self, x: torch.Tensor) -> torch.Tensor:
         dx = self._prog.delta_x
+        if dx == 0.0:  # a fitted quantity: never read a layer whose input range was not calibrated
+            raise RuntimeError(f"layer {self.name}: input range (DAC step) not calibrated; call calibrate() first")
         codes = self._prog.coding.quantise(x, dx)
         scale = dx * self.mapped.delta_w
         gain = self.output_gain  # digital per-output gain (drift compensation), (I, groups * n)

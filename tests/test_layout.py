@@ -38,3 +38,19 @@ def test_engine_knows_nothing_of_ray_or_the_sweep():
 def test_every_facade_name_resolves():
     for name in engine.__all__:
         assert getattr(engine, name) is not None, name
+
+
+def test_reading_an_uncalibrated_crossbar_is_a_clear_error():
+    """Calibration results are fitted quantities: a read before calibrate() names the missing step
+    instead of quantising with a zero DAC step (NaN logits)."""
+    import torch
+    from torch import nn
+
+    from engine import HardwareSpec, convert
+
+    xm = convert(nn.Sequential(nn.Linear(4, 3)), HardwareSpec.model_validate({"adc": {"kind": "ideal"}}))
+    with pytest.raises(RuntimeError, match=r"not calibrated; call calibrate\(\) first"):
+        xm(torch.rand(2, 4))
+    xm = convert(nn.Sequential(nn.Linear(4, 3)), HardwareSpec())
+    xm.calibrate([torch.rand(8, 4)])
+    assert torch.isfinite(xm(torch.rand(2, 4))).all()

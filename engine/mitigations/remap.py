@@ -62,8 +62,10 @@ def stuck_mismatches(layer: CrossbarLayer) -> tuple[int, float]:
     from ..nonideal.faults import HEALTHY, STUCK_GMAX
 
     cells = layer.cells
+    if cells is None or cells.faults is None or cells.levels is None:
+        return 0, 0.0  # nothing programmed, or no stuck cells
     full = layer.hw.device.levels - 1
-    value = torch.where(cells.faults == STUCK_GMAX, full, 0)
+    value = torch.where(cells.faults == STUCK_GMAX, torch.tensor(full, device=cells.faults.device), 0)
     target = cells.levels.expand_as(cells.faults)
     read = column_significance(layer).to(cells.faults.device) > 0
     bad = (cells.faults != HEALTHY) & (value != target) & read
@@ -88,16 +90,16 @@ def remap_layer(layer: CrossbarLayer, permute: bool, flip: bool) -> None:
     targets = layer.target_levels()  # logical, (A, G, t_r, t_c, R, C)
     c0 = remap_costs(layer, targets, cells.faults, flip=False)
     c1 = remap_costs(layer, targets, cells.faults, flip=True) if flip else None
-    cost = torch.minimum(c0, c1) if flip else c0
+    cost = c0 if c1 is None else torch.minimum(c0, c1)
     i, g, tr, tc, r, _ = cost.shape
     if permute:
         flat = cost.reshape(-1, r, r).cpu().numpy()
-        source = np.stack([linear_sum_assignment(c)[1] for c in flat])  # one assignment per tile
-        source = torch.from_numpy(source).reshape(i, g, tr, tc, r).to(cost.device)
+        assignment = np.stack([linear_sum_assignment(c)[1] for c in flat])  # one assignment per tile
+        source = torch.from_numpy(assignment).reshape(i, g, tr, tc, r).to(cost.device)
     else:
         source = torch.arange(r, device=cost.device).expand(i, g, tr, tc, r).clone()
     flipped = None
-    if flip:
+    if c1 is not None:
         d1 = torch.gather(c1, -1, source.unsqueeze(-1)).squeeze(-1)
         d0 = torch.gather(c0, -1, source.unsqueeze(-1)).squeeze(-1)
         flipped = d1 < d0
@@ -108,6 +110,7 @@ def remap_layer(layer: CrossbarLayer, permute: bool, flip: bool) -> None:
     physical = torch.empty_like(logical)
     idx = source[:, None, ..., None].expand_as(logical)
     physical.scatter_(5, idx, logical)
+    assert cells.seeds is not None  # faults exist only on sampled instances
     source_instance = cells.instance or HardwareInstance(cells.seeds, layer.hw)
     fresh = source_instance.cells(physical, layer.layer_index)  # the same physical draws, new targets
     layer.program_cells(replace(fresh, row_source=source, row_flipped=flipped))

@@ -78,14 +78,19 @@ def _quantise(t: torch.Tensor, tracker: _RangeTracker, training: bool) -> tuple[
 
 
 class AnalogLayer(nn.Module):
+    g: torch.Tensor  # (2, k, n) siemens, a registered buffer
+    conv: dict | None
+
     def __init__(
         self, module: nn.Module, hw: HardwareSpec, layer_index: int, seed: int, w_max: float | None = None
     ) -> None:
         super().__init__()
+        if not isinstance(module, (nn.Linear, nn.Conv2d)):
+            raise TypeError(f"crossbar training converts Linear and Conv2d layers (got {type(module).__name__})")
         if isinstance(module, nn.Conv2d):
             if module.groups != 1 or module.padding_mode != "zeros" or isinstance(module.padding, str):
                 raise ValueError("crossbar training supports ungrouped, zero-padded convolutions")
-            self.conv = dict(
+            self.conv: dict | None = dict(
                 kernel_size=module.kernel_size, dilation=module.dilation, padding=module.padding, stride=module.stride
             )
             self.out_channels = module.out_channels
@@ -154,6 +159,7 @@ class AnalogLayer(nn.Module):
         stuck = None
         if d.faults is not None:
             codes = per_weight(d.faults)
+            assert codes is not None
             stuck = codes == STUCK_GMAX, codes == STUCK_GMIN
         return stuck, (per_weight(d.z_abs), per_weight(d.z_rel))
 
