@@ -93,7 +93,9 @@ def test_bit_serial_input_through_ideal_adc_equals_parallel(dac_bits, signed):
 
 
 def test_per_tile_adc_clipping_is_real():
-    """Each row tile's partial sum saturates at the ADC range before the digital sum (PytorX eq. 11)."""
+    """Each row tile's partial sum saturates at the ADC range before the digital sum (PytorX eq. 11).
+    Catches: clipping only the digital total (total_only differs), or no clipping at all. (Until the
+    uncalibrated-read check, its second half read with a zero DAC step and compared zeros to zeros.)"""
     torch.manual_seed(3)
     lin = nn.Linear(128, 4, bias=False)
     x = torch.rand(64, 128)
@@ -116,8 +118,9 @@ def test_per_tile_adc_clipping_is_real():
     hw2 = HardwareSpec.model_validate(
         {**hw, "adc": {"bits": 6, "full_scale_a": 0.25 * step * 2**5 * layer.hw.device.delta_g_s * layer.delta_v_v}}
     )
-    xm.set_hardware(hw2)
-    xm.program(None)
+    xm.set_hardware(hw2)  # another ADC resets the calibration: calibrate again on the same batch (same dx)
+    xm.calibrate([x])
+    assert float(layer.delta_x) > 0
     with torch.no_grad():
         y2 = xm(x)[0]
     assert not torch.allclose(y2, y)
