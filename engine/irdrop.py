@@ -102,14 +102,6 @@ def _row_system(
     return x, s, h
 
 
-def _row_systems(g: torch.Tensor, w: TileWires) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """X_i, S_i, h_i for every tile and row at once (T, M, ...): small tiles only (node voltages)."""
-    c = _column_shunts(g.shape[1], w)
-    parts = [_row_system(g[:, i], c[i], w) for i in range(g.shape[1])]
-    x, s, h = (torch.stack(p, dim=1) for p in zip(*parts))
-    return x, s, h
-
-
 def solve_bytes_per_tile(m: int, n: int, dtype: torch.dtype = torch.float64) -> int:
     """Peak working memory of :func:`effective_conductance` per tile of m x n cells: about eight
     N x N matrices (row system, its inverse, S_i, the running S'_i, its factor and inverse,
@@ -202,18 +194,16 @@ def solve_network(
     t, m, n = gc.shape
     c = _column_shunts(m, w)
     lap = _row_laplacian(n, w, gc)
-    row_chol: list[torch.Tensor] = []
+    xs: list[torch.Tensor] = []
     col_chol: list[torch.Tensor] = []
     rhs: list[torch.Tensor] = []
     for i in range(m):  # forward sweep down the columns (batched over systems)
-        lc = torch.linalg.cholesky(lap + torch.diag_embed(gc[:, i]))
-        x = torch.cholesky_inverse(lc)
-        s = torch.diag_embed(gc[:, i] + c[i]) - gc[:, i].unsqueeze(-1) * x * gc[:, i].unsqueeze(-2)
+        x, s, _ = _row_system(gc[:, i], c[i], w, lap)
         r = q[:, i] + gc[:, i] * (x @ p[:, i].unsqueeze(-1)).squeeze(-1)
         if i > 0:
             s = s - (w.g_col**2) * torch.cholesky_inverse(col_chol[-1])
             r = r + w.g_col * torch.cholesky_solve(rhs[-1].unsqueeze(-1), col_chol[-1]).squeeze(-1)
-        row_chol.append(lc)
+        xs.append(x)
         col_chol.append(torch.linalg.cholesky(s))
         rhs.append(r)
     b: list[torch.Tensor] = [gc.new_zeros(0)] * m
@@ -221,18 +211,12 @@ def solve_network(
         r = rhs[i] if i == m - 1 else rhs[i] + w.g_col * b[i + 1]
         b[i] = torch.cholesky_solve(r.unsqueeze(-1), col_chol[i]).squeeze(-1)
     bb = torch.stack(b, dim=1)
-    a = torch.stack(
-        [
-            torch.cholesky_solve((p[:, i] + gc[:, i] * bb[:, i]).unsqueeze(-1), row_chol[i]).squeeze(-1)
-            for i in range(m)
-        ],
-        dim=1,
-    )
+    a = (torch.stack(xs, dim=1) @ (p + gc * bb).unsqueeze(-1)).squeeze(-1)  # a_i = X_i (p_i + G_i b_i), all rows
     return a, bb
 
 
 def network_bytes_per_system(m: int, n: int) -> int:
-    """Working memory of one :func:`solve_network` system (two Cholesky factors per row, float64)."""
+    """Working memory of one :func:`solve_network` system (X_i and a Cholesky factor per row, float64)."""
     return (2 * m * n * n + 4 * n * n + 8 * m * n) * 8
 
 

@@ -25,7 +25,15 @@ import scipy.optimize as sopt
 import scipy.sparse.linalg as spla
 import torch
 
-from ..irdrop import TileWires, _column_shunts, _nodal_system, _row_laplacian, network_bytes_per_system, solve_network
+from ..irdrop import (
+    TileWires,
+    _column_shunts,
+    _nodal_system,
+    _row_laplacian,
+    default_solve_bytes,
+    network_bytes_per_system,
+    solve_network,
+)
 
 
 def sinh_voltage(v: torch.Tensor, v0: float) -> torch.Tensor:
@@ -84,8 +92,6 @@ def network_currents(
     cell voltage per iteration (SPICE-style limiting: sinh grows too fast for full steps far from the
     solution). Converged when every node's update is <= ``rtol`` x max|V| of its system; otherwise
     :class:`NonlinearSolveError`. The S x K systems are solved in chunks within ``max_bytes``."""
-    from ..irdrop import default_solve_bytes
-
     s, k, m = v.shape
     n = g.shape[-1]
     budget = default_solve_bytes(g.device) if max_bytes is None else int(max_bytes)
