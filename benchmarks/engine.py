@@ -23,6 +23,9 @@ Where a GPU is available the same cases run on it and go under the ``cuda`` key.
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import time
 
 import torch
 from rich.console import Console
@@ -36,7 +39,7 @@ from engine.models import build_model
 from engine.train import TrainConfig, train_default
 from engine.trial import TrialEvaluator
 
-from .common import median_seconds, write
+from .common import machine, median_seconds, write
 
 STATIC = {"faults": {"stuck_at_gmax_rate": 0.0175, "stuck_at_gmin_rate": 0.0904}, "variation": {"sigma_rel": 0.05}}
 CONFIGS = {
@@ -121,7 +124,13 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--eval-batch", type=int, default=540, help="data batch size of every evaluation")
+    ap.add_argument(
+        "--devices",
+        default="cpu,cuda",
+        help="comma list; cuda runs only where a GPU is; without cpu the stored CPU figures are kept",
+    )
     args = ap.parse_args(argv)
+    devices = [d for d in args.devices.split(",") if d == "cpu" or (d == "cuda" and torch.cuda.is_available())]
     payload: dict = {
         "goals": {
             "ratio_quantized": 1.25,
@@ -131,13 +140,24 @@ def main(argv: list[str] | None = None) -> None:
             "ratio_3_strategies_irdrop": 1.4,
         },
         "eval_batch": args.eval_batch,
-        "results": _cases(torch.device("cpu"), args),
     }
-    if torch.cuda.is_available():
-        payload["cuda"] = {"device": torch.cuda.get_device_name(0), "results": _cases(torch.device("cuda"), args)}
+    previous = os.path.join(os.path.dirname(__file__), "results", "engine.json")
+    if "cpu" not in devices and os.path.exists(previous):  # a GPU-only run keeps the stored CPU figures
+        with open(previous) as f:
+            old = json.load(f)
+        payload.update({k: old[k] for k in ("machine", "created", "eval_batch", "results", "cuda") if k in old})
+    if "cpu" in devices:
+        payload["results"] = _cases(torch.device("cpu"), args)
+    if "cuda" in devices:
+        payload["cuda"] = {
+            "device": torch.cuda.get_device_name(0),
+            "machine": machine(),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "results": _cases(torch.device("cuda"), args),
+        }
     path = write("engine", payload)
     cols = ("ratio_quantized", "ratio_bitserial", "ratio_batched_8", "ratio_sample", "ratio_3_strategies_irdrop")
-    for key, rows in (("cpu", payload["results"]), ("cuda", payload.get("cuda", {}).get("results"))):
+    for key, rows in (("cpu", payload.get("results")), ("cuda", payload.get("cuda", {}).get("results"))):
         if not rows:
             continue
         table = Table(title=f"engine benchmark, {key} ({path})")

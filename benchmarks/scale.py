@@ -162,6 +162,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--budget-mb", type=float, default=256.0, help="solve budget (execution.solve_memory_mb)")
     ap.add_argument("--vgg-fc", action="store_true", help="also solve a VGG-16 fc6-sized layer (slow on a CPU)")
     ap.add_argument("--skip-resnet", action="store_true", help="keep the stored ResNet-18 result (with --vgg-fc)")
+    ap.add_argument("--devices", default="cpu,cuda", help="comma list; cuda runs only where a GPU is")
     ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
@@ -181,7 +182,9 @@ def main(argv: list[str] | None = None) -> None:
         with open(previous) as f:
             old = json.load(f)
         payload.update({k: v for k, v in old.items() if k in ("cpu", "cuda")})
-    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+        if "cpu" not in args.devices.split(","):  # a GPU-only run keeps the CPU run's header
+            payload.update({k: old[k] for k in ("machine", "created") if k in old})
+    devices = [d for d in args.devices.split(",") if d == "cpu" or (d == "cuda" and torch.cuda.is_available())]
     for device in devices:
         stored = payload.get(device, {})
         if args.skip_resnet and "resnet18_224" in stored:

@@ -68,13 +68,13 @@ class InputCoding:
         if self.signed:
             u = u & (2**self.bits - 1)
         u = u.to(narrow)
-        widths = self._widths()
         shifts = torch.arange(self.planes, dtype=narrow, device=codes.device) * self.dac_bits
-        masks = torch.tensor([2**w - 1 for w in widths], dtype=narrow, device=codes.device)
         view = (-1,) + (1,) * codes.dim()
-        chunks = ((u.unsqueeze(0) >> shifts.view(view)) & masks.view(view)).to(codes.dtype)
+        # one mask for every chunk: u < 2**bits, so the top chunk (width <= dac_bits) is unchanged by
+        # it; no per-read host tensor (a host-to-device copy is a sync on CUDA)
+        chunks = ((u.unsqueeze(0) >> shifts.view(view)) & (2**self.dac_bits - 1)).to(codes.dtype)
         if self.signed:
-            top, w = chunks[-1], widths[-1]
+            top, w = chunks[-1], self._widths()[-1]
             chunks[-1] = torch.where(top >= 2 ** (w - 1), top - 2**w, top)
         return chunks
 
