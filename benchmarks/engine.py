@@ -142,10 +142,11 @@ def main(argv: list[str] | None = None) -> None:
         "eval_batch": args.eval_batch,
     }
     previous = os.path.join(os.path.dirname(__file__), "results", "engine.json")
-    if "cpu" not in devices and os.path.exists(previous):  # a GPU-only run keeps the stored CPU figures
+    if os.path.exists(previous):  # keep the stored figures of the devices this run does not measure
         with open(previous) as f:
             old = json.load(f)
-        payload.update({k: old[k] for k in ("machine", "created", "eval_batch", "results", "cuda") if k in old})
+        kept = ("cuda",) if "cpu" in devices else ("machine", "created", "eval_batch", "results", "cuda")
+        payload.update({k: old[k] for k in kept if k in old})
     if "cpu" in devices:
         payload["results"] = _cases(torch.device("cpu"), args)
     if "cuda" in devices:

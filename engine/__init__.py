@@ -13,6 +13,7 @@ _EXPORTS = {
     # hardware and strategies (import without torch)
     "HardwareSpec": "hardware",
     "unused_fields": "hardware",
+    "check_write_granularity": "hardware",
     "changed_values": "hardware",
     "parse_strategy": "mitigations",
     "DATASETS": "catalog",
@@ -55,7 +56,7 @@ if TYPE_CHECKING:
     from .conversion import CrossbarModel, convert  # noqa: F401
     from .data import calibration_batches, download_dataset, load_dataset, loader, materialise, subset  # noqa: F401
     from .evaluation import Metrics, evaluate, evaluate_float, evaluate_on_hardware  # noqa: F401
-    from .hardware import HardwareSpec, changed_values, unused_fields  # noqa: F401
+    from .hardware import HardwareSpec, changed_values, check_write_granularity, unused_fields  # noqa: F401
     from .hashing import digest, file_sha256  # noqa: F401
     from .memory import footprint  # noqa: F401
     from .mitigations import parse_strategy  # noqa: F401

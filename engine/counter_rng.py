@@ -154,8 +154,7 @@ def normal(keys: torch.Tensor, n: int | Sequence[int]) -> torch.Tensor:
     r.log_().mul_(-2.0).sqrt_()
     theta = w.view(torch.int32)[..., 0::2].to(torch.float32).mul_(2.0 * math.pi * 2.0**-32)
     del w
-    out = torch.empty((*r.shape, 2), dtype=torch.float32, device=r.device)
-    torch.cos(theta, out=out[..., 0])
-    torch.sin(theta, out=out[..., 1])
-    out.mul_(r.unsqueeze(-1))
+    # cos and sin on contiguous tensors (the CPU's vectorised kernels; a strided output falls back to
+    # the scalar loop, same values at 2.5x the cost), each times r, then interleaved once
+    out = torch.stack((torch.cos(theta).mul_(r), torch.sin(theta).mul_(r)), dim=-1)
     return _trim(out.reshape(r.shape[0], -1), n)

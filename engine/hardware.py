@@ -450,6 +450,12 @@ class UpdateSpec(_Section):
         description="units of TxSim's sigma = gamma sqrt(G_max - G_min) dG_ideal: conductances as "
         "fractions of G_max (normalized; reproduces TxSim Fig. 10) or literally in siemens (gamma has ~no effect)",
     )
+    write_granularity: Literal["example", "batch"] = Field(
+        "example",
+        description="what one device write is: each example's rank-1 outer product x_b delta_b (TxSim's "
+        "parallel update; the independent noises of a batch's writes add in variance) or the whole "
+        "batch step written once (needed with momentum: the digital accumulator is written per batch)",
+    )
     weight_range: float = Field(
         1.0,
         gt=0.0,
@@ -744,3 +750,14 @@ def unused_fields(hw: HardwareSpec, kind: str) -> list[tuple[str, str]]:
         elif kind != "train" and name.startswith("update."):
             out.append((name, "device writes only happen in crossbar training (kind: train)"))
     return out
+
+
+def check_write_granularity(hw: HardwareSpec, momentum: float) -> None:
+    """Per-example writes exist only in plain SGD: a momentum accumulator is written once per batch."""
+    up = hw.update
+    if up.write_noise > 0 and up.write_granularity == "example" and momentum > 0:
+        raise ValueError(
+            "hardware.update.write_granularity: 'example' (each example's rank-1 write) needs training.momentum "
+            f"0 (TxSim's plain SGD; got {momentum}): a momentum accumulator is written once per batch - set "
+            "write_granularity: batch, or momentum: 0"
+        )

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from engine import DATASETS, MODEL_NAMES, HardwareSpec, parse_strategy, unused_fields
+from engine import DATASETS, MODEL_NAMES, HardwareSpec, check_write_granularity, parse_strategy, unused_fields
 
 from .errors import SpecError
 
@@ -247,6 +247,7 @@ class SweepSpec(_Section):
                 raise ValueError("training: kind: train needs a training section (epochs, batch_size, lr, ...)")
             if self.mitigations != ["none"]:
                 raise ValueError("mitigations: training trials have none (leave the default)")
+            check_write_granularity(self.hardware, self.training.momentum)
         unused = unused_fields(self.hardware, self.kind)
         if unused:
             raise ValueError(

@@ -20,7 +20,8 @@ negative crossbars); ``balanced`` starts both devices around the mid conductance
   momentum in a digital accumulator), dG_ideal = dW S / W_max, split
   +dG/2 on G+ and -dG/2 on G- (a device's share that would cross its bound goes to its partner),
   each through TxSim eq. 1 with write noise
-  (:class:`engine.training.update.UpdateModel`); stuck cells stay stuck.
+  (:class:`engine.training.update.UpdateModel`; per example's rank-1 write by default, so the noise
+  variance is the sum over the batch's writes, (x^2)^T delta^2); stuck cells stay stuck.
 Biases stay digital (plain SGD).
 """
 
@@ -31,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import seeding
-from ..hardware import HardwareSpec
+from ..hardware import HardwareSpec, check_write_granularity
 from ..instance import draw_layers
 from ..irdrop import TileWires, effective_conductance, fcm_distortion, fcm_interpolate, path_model
 from ..layers import conv_output_size
@@ -141,6 +142,8 @@ class AnalogLayer(nn.Module):
             )
         }
         self.updates = 0
+        self.write_granularity = hw.update.write_granularity
+        self.write_sq: torch.Tensor | None = None
         self._momentum: torch.Tensor | None = None
         self._geff: torch.Tensor | None = None
         self._distortion: torch.Tensor | None = None
@@ -257,14 +260,23 @@ class AnalogLayer(nn.Module):
         split keeps lr x dG_ideal inside each device's bounds."""
         if self.delta.grad is None:
             return
+        check_write_granularity(self.hw, momentum)
         step = self.delta.grad.double()
         if momentum > 0:
             self._momentum = step if self._momentum is None else momentum * self._momentum + step
             step = self._momentum
-        d_plus, d_minus = self._split((-lr * self.scale) * step)
+        dg = (-lr * self.scale) * step
+        d_plus, d_minus = self._split(dg)
         model = self.update_model
-        self.g[0] = model.apply(self.g[0], d_plus / lr, lr, self.write_gen)
-        self.g[1] = model.apply(self.g[1], d_minus / lr, lr, self.write_gen)
+        mag_plus = mag_minus = None
+        if self.write_sq is not None:
+            rms = self.scale * self.write_sq.double().sqrt()  # sqrt(sum_b dG_b^2) / lr
+            total = dg.abs()
+            share = lambda d: torch.where(total > 0, d.abs() / total.clamp_min(1e-300), 0.5) * rms  # noqa: E731
+            mag_plus, mag_minus = share(d_plus), share(d_minus)
+        self.g[0] = model.apply(self.g[0], d_plus / lr, lr, self.write_gen, mag_plus)
+        self.g[1] = model.apply(self.g[1], d_minus / lr, lr, self.write_gen, mag_minus)
+        self.write_sq = None
         self._apply_stuck()
         self.delta.grad = None
         self.updates += 1
@@ -308,6 +320,10 @@ class _AnalogMVM(torch.autograd.Function):
         ecodes, de = _quantise(grad_y, layer.ranges["e"], True)
         grad_x = layer.read(ecodes, transpose=True, adc=layer.ranges["ex"]) * (de / layer.scale)
         grad_w = (codes.t() @ ecodes) * (ctx.dx * de)
+        if layer.update_model.write_noise > 0 and layer.write_granularity == "example":
+            # sum over rank-1 writes b (one per input row: sample, or sample x position in a conv) of
+            # (x_b delta_b)^2: the variance of their independent write noises adds up
+            layer.write_sq = (codes.square().t() @ ecodes.square()) * (ctx.dx * de) ** 2
         return grad_x, grad_w, None
 
 

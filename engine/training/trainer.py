@@ -18,7 +18,7 @@ from torch import nn
 
 from ..data import DataSplit, loader
 from ..evaluation import Metrics, evaluate_float
-from ..hardware import HardwareSpec
+from ..hardware import HardwareSpec, check_write_granularity
 from ..models import build_model
 from .analog import analog_layers, to_analog
 
@@ -80,6 +80,7 @@ def train_on_crossbar(
     """``weight_ranges``: per-layer W_max before the ``hardware.update.weight_range`` factor (default:
     :func:`native_weight_ranges` of the same recipe; pass them to reuse one native run)."""
     device = torch.device(device)
+    check_write_granularity(hw, momentum)
     if weight_ranges is None:
         weight_ranges = native_weight_ranges(model_name, data, epochs, batch_size, lr, recipe_seed, momentum, device)
     torch.manual_seed(recipe_seed)

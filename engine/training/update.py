@@ -13,9 +13,15 @@ updates shrink as the device approaches the end it moves toward, and the two dir
 
 Units of sqrt(S): TxSim does not state them. ``normalized`` (the default) takes conductances as
 fractions of G_max, so sqrt(S) = sqrt(1 - G_min/G_max) (0.95 at TxSim's 100 kOhm..1 MOhm) and the
-noise std is ~gamma x |dG_ideal|, which reproduces TxSim Fig. 10's trend (gamma 1 and 5 nearly
-harmless, 10 clearly worse); ``siemens`` takes the formula literally in siemens, where
-sqrt(S) ~ 0.003-0.02 and gamma = 10 is a few per cent of the step.
+noise std of one write is ~gamma x |dG_ideal| of that write; ``siemens`` takes the formula literally
+in siemens, where sqrt(S) ~ 0.003-0.02 and gamma = 10 is a few per cent of the step.
+
+What one write is (``update.write_granularity``): TxSim's parallel update (Sec. IV-C) drives inputs
+and errors onto rows and columns at once, so each example's rank-1 outer product x_b delta_b is one
+write with its own noise; a batch's B writes then add in variance, and the noise of the batch step
+has std gamma sqrt(S) sqrt(sum_b dG_b^2) (``example``, the default; ``noise_magnitude`` below).
+``batch`` writes the whole step once (std gamma sqrt(S) |sum_b dG_b|), as a momentum accumulator
+must. With ``example`` and normalised units TxSim Fig. 10 reproduces on LeNet-5 digits (README).
 """
 
 from __future__ import annotations
@@ -55,13 +61,21 @@ class UpdateModel:
         return torch.where(dg_ideal > 0, pot, dep)
 
     def apply(
-        self, g: torch.Tensor, dg_ideal: torch.Tensor, lr: float = 1.0, generator: torch.Generator | None = None
+        self,
+        g: torch.Tensor,
+        dg_ideal: torch.Tensor,
+        lr: float = 1.0,
+        generator: torch.Generator | None = None,
+        noise_magnitude: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """New conductances: eq. 1 and write noise on the step before the learning rate, then
-        G + lr dG clipped to [G_min, G_max]."""
+        G + lr dG clipped to [G_min, G_max]. ``noise_magnitude`` replaces |dG_ideal| in the noise's
+        standard deviation: sqrt(sum_b dG_b^2) when the step is written as several rank-1 writes b
+        whose independent noises add up (default: one write of dG_ideal)."""
         dg = self.nonlinear_step(g, dg_ideal)
         if self.write_noise > 0:
             # float32 draws (half the cost); the state stays in float64
             noise = torch.randn(g.shape, generator=generator, dtype=torch.float32, device=g.device).to(g.dtype)
-            dg = dg + (self.write_noise * self.noise_span_sqrt) * dg_ideal.abs() * noise
+            magnitude = dg_ideal.abs() if noise_magnitude is None else noise_magnitude
+            dg = dg + (self.write_noise * self.noise_span_sqrt) * magnitude * noise
         return g.add(dg, alpha=lr).clamp_(self.g_min_s, self.g_max_s)
