@@ -60,6 +60,9 @@ def result_content(spec: SweepSpec, weights: dict[str, str] | None = None) -> di
                 held, ref = held.get(p, {}), ref.get(p, {})
             if held.get(leaf) == ref.get(leaf):
                 held.pop(leaf, None)
+    update = d["hardware"]["update"]
+    if spec.kind != "train" or update["write_noise"] == 0:  # what a write is matters only for its noise
+        update.pop("write_granularity", None)
     d["execution"] = {k: getattr(spec.execution, k) for k in RESULT_EXECUTION_FIELDS}
     d["draw_scheme"] = DRAW_SCHEME
     if spec.model.checkpoint:

@@ -153,6 +153,13 @@ def test_point_ids_of_specs_without_time_are_unchanged():
     assert result_content(validate({**raw, "hardware": {"iv": {"model": "sinh"}}}))["hardware"]["iv"]["model"] == "sinh"
     timed = result_content(validate({**raw, "hardware": {"time_s": 60, "drift": {"model": "pcm"}}}))
     assert timed["hardware"]["time_s"] == 60 and timed["hardware"]["drift"]["model"] == "pcm"
+    # update.write_granularity is hashed only where it acts (train trials with write noise), so rows
+    # written under the earlier one-write-per-batch noise get new ids and nothing else does
+    assert "write_granularity" not in content["hardware"]["update"]
+    train = {**raw, "kind": "train", "model": {"name": "lenet5"}, "training": {"momentum": 0.0}}
+    assert "write_granularity" not in result_content(validate(train))["hardware"]["update"]
+    noisy = result_content(validate({**train, "hardware": {"update": {"write_noise": 5.0}}}))
+    assert noisy["hardware"]["update"]["write_granularity"] == "example"
 
 
 def test_drift_compensation_recovers_accuracy_after_a_year_on_the_same_instances(lenet, digits, calib_inputs):
