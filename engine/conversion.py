@@ -8,13 +8,14 @@ streams (:mod:`engine.seeding`), so it must not depend on anything but the archi
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Sequence
-from typing import cast
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
+from typing import Any, cast
 
 import torch
 from torch import nn
 
-from .crossbar import CrossbarLayer, Mode
+from .crossbar import CrossbarLayer, Mode, OutputStage
 from .hardware import HardwareSpec
 from .instance import HardwareInstance
 from .layers import CrossbarConv2d, CrossbarLinear
@@ -70,10 +71,18 @@ class CrossbarModel(nn.Module):
     def reset_mitigations(self) -> None:
         """Clear every per-strategy hook so the next strategy starts from direct mapping."""
         for layer in self.crossbar_layers():
-            layer.mmse = None
-            layer.zero_outputs = None
-            layer.output_gain = None
+            layer.output_stage = OutputStage()
             layer.straight_through = False
+
+    def set_output_stage(self, update: Mapping[str, Mapping[str, Any]]) -> None:
+        """Apply a mitigation's output transforms, {layer name: {OutputStage field: value}}, on top of
+        what earlier components of the strategy set."""
+        layers = {layer.name: layer for layer in self.crossbar_layers()}
+        unknown = set(update) - set(layers)
+        if unknown:
+            raise KeyError(f"output stage for unknown layers {sorted(unknown)}")
+        for name, fields in update.items():
+            layers[name].output_stage = replace(layers[name].output_stage, **fields)
 
     @torch.no_grad()
     def sensed_moments(self, inputs: Iterable[torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]:

@@ -80,6 +80,17 @@ class _Programmed:
     gens: list[torch.Generator] | None = None
 
 
+@dataclass(frozen=True)
+class OutputStage:
+    """The digital output transforms of one layer, an immutable value. Mitigations return the fields
+    they set (``engine.mitigations.base.StageUpdate``); the strategy applies them through
+    :meth:`engine.conversion.CrossbarModel.set_output_stage`, so no mitigation writes the layer."""
+
+    mmse: tuple[torch.Tensor, torch.Tensor] | None = None  # per slice (a, (1-a) E[J]), Yu eq. 4
+    zero_outputs: torch.Tensor | None = None  # (groups * n,) bool, Yu eq. 11 (folded in at programming)
+    gain: torch.Tensor | None = None  # (I, groups * n) digital gain of the outputs (drift_comp)
+
+
 class CrossbarLayer(nn.Module):
     """Base class: a (groups, k, n) weight matrix on crossbar tiles. Subclasses reshape I/O."""
 
@@ -109,10 +120,8 @@ class CrossbarLayer(nn.Module):
         self.mode: Mode = "crossbar"
         self.scheme: Scheme = "direct"
         self.allow_fold = True  # False forces the tiled read even when it is linear (for checks)
-        # mitigation hooks (reset by CrossbarModel.reset_mitigations)
-        self.mmse: tuple[torch.Tensor, torch.Tensor] | None = None  # per slice (a, (1-a) E[J]), Yu eq. 4
-        self.zero_outputs: torch.Tensor | None = None  # (groups * n,) bool, Yu eq. 11
-        self.output_gain: torch.Tensor | None = None  # (I, groups * n) digital gain of the outputs (drift_comp)
+        # digital output transforms, set only through CrossbarModel.set_output_stage (reset per strategy)
+        self.output_stage = OutputStage()
         self.straight_through = False  # crossbar forward, float backward (RxNN Sec. VI)
         # TxSim interpolated FCM: while True, G_eff = G (1 - D) with D from the last exact solve
         self.reuse_ir_distortion = False
@@ -412,6 +421,18 @@ class CrossbarLayer(nn.Module):
 
     def _slice_coef(self, like: torch.Tensor) -> torch.Tensor:
         return slice_weights(self.grid.slices, self.hw.device.bits_per_cell, like.device).to(like.dtype)
+
+    @property
+    def mmse(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        return self.output_stage.mmse
+
+    @property
+    def zero_outputs(self) -> torch.Tensor | None:
+        return self.output_stage.zero_outputs
+
+    @property
+    def output_gain(self) -> torch.Tensor | None:
+        return self.output_stage.gain
 
     # Forward ---------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -216,6 +216,39 @@ def test_si_variant_is_sparser_and_zero_node_removal_zeroes_exactly_those_output
     assert not torch.allclose(y[:, ~removed], lin(x)[:, ~removed].detach(), atol=1e-6)  # others still noisy reads
 
 
+def test_output_transforms_are_returned_and_applied_by_the_strategy_not_written_by_components():
+    """The narrow interface (issue 16): si, mmse and drift_comp *return* {layer: OutputStage fields};
+    the strategy composes them in order through CrossbarModel.set_output_stage. Breakage caught: a
+    component writing the layer (its stage would change before the strategy applies the update), a
+    composition that drops an earlier component's transform, a writable layer attribute."""
+    lin = nn.Linear(30, 8)
+    with torch.no_grad():
+        lin.weight[[1, 5]] = 0.0
+    xm = convert(nn.Sequential(lin), HardwareSpec.model_validate({"column_awgn": {"sigma_lsb": 2.0}}))
+    x = torch.rand(10, 30, generator=torch.Generator().manual_seed(0))
+    xm.calibrate([x])
+    ctx = type("C", (), {"calibration_inputs": [x]})()
+    layer = xm.crossbar_layers()[0]
+    si, mmse = parse_strategy("si").components[0], parse_strategy("mmse").components[0]
+    update = si.prepare(xm, ctx)
+    assert set(update) == {layer.name} and layer.zero_outputs is None  # returned, not written
+    mmse.prepare(xm, ctx)
+    xm.program([0])
+    assert set(mmse.after_program(xm, ctx)[layer.name]) == {"mmse"} and layer.mmse is None
+    both = parse_strategy("si+mmse")
+    xm.reset_mitigations()
+    both.prepare(xm, ctx)
+    xm.program([0])
+    both.after_program(xm, ctx)
+    assert layer.zero_outputs.nonzero().flatten().tolist() == [1, 5] and layer.mmse is not None
+    with pytest.raises(AttributeError):
+        layer.mmse = None  # read-only: only set_output_stage changes it
+    with pytest.raises(KeyError, match="unknown layers"):
+        xm.set_output_stage({"nope": {"gain": None}})
+    xm.reset_mitigations()
+    assert layer.output_stage == type(layer.output_stage)()
+
+
 # fpt -----------------------------------------------------------------------------------------
 def test_fpt_folding_and_inserted_bn_are_exact_in_float(lenet, calib_inputs):
     x = calib_inputs[0][:50]

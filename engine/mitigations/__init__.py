@@ -74,11 +74,15 @@ class Strategy:
 
     def prepare(self, xmodel, ctx: TrialContext) -> None:
         for c in self._ordered():
-            c.prepare(xmodel, ctx)
+            update = c.prepare(xmodel, ctx)
+            if update:
+                xmodel.set_output_stage(update)
 
     def after_program(self, xmodel, ctx: TrialContext) -> None:
         for c in self._ordered():
-            c.after_program(xmodel, ctx)
+            update = c.after_program(xmodel, ctx)
+            if update:
+                xmodel.set_output_stage(update)
 
 
 def parse_strategy(entry: str | dict) -> Strategy:

@@ -7,13 +7,18 @@ A component may
     noise-injection adaption) or derived on the worker (e.g. BN layers inserted for FPT);
   * prepare once per calibrated twin (``prepare``, e.g. MMSE's offline statistics);
   * edit or tune the programmed instance (``after_program``, e.g. error correction, FPT,
-    re-training); it may return a modified copy to evaluate instead of the shared twin.
+    re-training).
+Digital output transforms (MMSE's affine, sparsity's zero outputs, drift compensation's gain) are
+*returned* by ``prepare``/``after_program`` as a :data:`StageUpdate`, {layer name: {field: value}}
+of :class:`engine.crossbar.OutputStage`; the strategy applies them in its declared order through
+``CrossbarModel.set_output_stage``. No component writes those layer attributes itself.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -27,6 +32,9 @@ if TYPE_CHECKING:  # implementations import torch when they run: the spec valida
     from ..data import DataSplit
     from ..hardware import HardwareSpec
     from ..train import TrainConfig
+
+
+StageUpdate = Mapping[str, Mapping[str, Any]]  # layer name -> OutputStage fields a component sets
 
 
 @dataclass
@@ -60,11 +68,13 @@ class Mitigation(BaseModel):
         """An offline variant (``offline`` True), trained once per sweep and cached by its key."""
         raise NotImplementedError
 
-    def prepare(self, xmodel: CrossbarModel, ctx: TrialContext) -> None:
-        """Once per calibrated twin, before any instance is programmed (cache on ``xmodel.cache``)."""
+    def prepare(self, xmodel: CrossbarModel, ctx: TrialContext) -> StageUpdate | None:
+        """Before the instance is programmed (statistics cached on ``xmodel.cache``); may return
+        output transforms, applied before programming (so a linear read can fold them in)."""
+        return None
 
-    def after_program(self, xmodel: CrossbarModel, ctx: TrialContext) -> CrossbarModel | None:
-        """Per-instance step after the instance is programmed (default: nothing)."""
+    def after_program(self, xmodel: CrossbarModel, ctx: TrialContext) -> StageUpdate | None:
+        """Per-instance step after the instance is programmed; may return output transforms."""
         return None
 
     def label(self) -> str:

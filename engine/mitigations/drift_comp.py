@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar, Literal
 
-from .base import Mitigation, TrialContext
+from .base import Mitigation, StageUpdate, TrialContext
 
 if TYPE_CHECKING:
     from ..conversion import CrossbarModel
@@ -29,7 +29,7 @@ class DriftCompensation(Mitigation):
     name: ClassVar[str] = "drift_comp"
     scope: Literal["layer", "column"] = "layer"
 
-    def after_program(self, xmodel: CrossbarModel, ctx: TrialContext) -> None:
+    def after_program(self, xmodel: CrossbarModel, ctx: TrialContext) -> StageUpdate:
         import torch
 
         from ..instance import program_levels
@@ -37,6 +37,7 @@ class DriftCompensation(Mitigation):
 
         hw = xmodel.hw
         at_t0 = hw.model_copy(update={"time_s": None})  # the same draws, read right after programming
+        update = {}
         for layer in xmodel.crossbar_layers():
             cells = layer.cells
             if cells is None or cells.instance is None or cells.levels is None:
@@ -64,7 +65,8 @@ class DriftCompensation(Mitigation):
             else:
                 s0, st = total(h0), total(cells.h)
                 gain = s0 / st.clamp_min(1e-30)
-            layer.output_gain = gain.to(torch.float32).contiguous()
+            update[layer.name] = {"gain": gain.to(torch.float32).contiguous()}
+        return update
 
     def label(self) -> str:
         return self.name if self.scope == "layer" else f"{self.name}(scope={self.scope})"

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar, Literal
 
-from .base import Mitigation, TrialContext
+from .base import Mitigation, StageUpdate, TrialContext
 
 if TYPE_CHECKING:
     from ..conversion import CrossbarModel
@@ -33,7 +33,7 @@ class MMSEDenoising(Mitigation):
     def prepare(self, xmodel: CrossbarModel, ctx: TrialContext) -> None:
         key = ("mmse-moments", self.estimate)
         if key in xmodel.cache:
-            return
+            return None
         moments = xmodel.sensed_moments(ctx.calibration_inputs)
         if self.estimate == "yu_eq6":
             moments = {
@@ -41,13 +41,15 @@ class MMSEDenoising(Mitigation):
             }
         xmodel.cache[key] = moments
 
-    def after_program(self, xmodel: CrossbarModel, ctx: TrialContext) -> None:
+    def after_program(self, xmodel: CrossbarModel, ctx: TrialContext) -> StageUpdate:
         moments = xmodel.cache[("mmse-moments", self.estimate)]
         noise = xmodel.hw.column_awgn.sigma_lsb**2
+        update = {}
         for layer in xmodel.crossbar_layers():
             m = moments[layer.name]
             a = m["cov_jq"] / (m["var_q"] + noise).clamp_min(1e-30)
-            layer.mmse = (a.float(), (m["mean_j"] - a * m["mean_q"]).float())
+            update[layer.name] = {"mmse": (a.float(), (m["mean_j"] - a * m["mean_q"]).float())}
+        return update
 
 
 def _yu_eq6(layer, inputs, empirical: dict) -> dict:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, ClassVar
 from pydantic import Field
 
 from ..hashing import digest
-from .base import Mitigation, TrialContext
+from .base import Mitigation, StageUpdate, TrialContext
 
 if TYPE_CHECKING:
     from torch import nn
@@ -45,7 +45,8 @@ class SparsityInduction(Mitigation):
         cfg = replace(recipe, l1=self.l1, epochs=self.epochs or recipe.epochs)
         return train_model(model, data, cfg).model
 
-    def prepare(self, xmodel: CrossbarModel, ctx: TrialContext) -> None:
-        for layer in xmodel.crossbar_layers():
-            w_hat = layer.mapped.w_hat  # (groups, k, n)
-            layer.zero_outputs = (w_hat == 0).all(dim=1).reshape(-1).to(layer.weight.device)
+    def prepare(self, xmodel: CrossbarModel, ctx: TrialContext) -> StageUpdate:
+        return {
+            layer.name: {"zero_outputs": (layer.mapped.w_hat == 0).all(dim=1).reshape(-1).to(layer.weight.device)}
+            for layer in xmodel.crossbar_layers()  # w_hat: (groups, k, n)
+        }
