@@ -749,6 +749,8 @@ def unused_fields(hw: HardwareSpec, kind: str) -> list[tuple[str, str]]:
             out.append((name, INFERENCE_ONLY_REASON))
         elif kind != "train" and name.startswith("update."):
             out.append((name, "device writes only happen in crossbar training (kind: train)"))
+        elif name in ("update.write_granularity", "update.write_noise_units") and hw.update.write_noise == 0:
+            out.append((name, "it shapes the write noise only: set update.write_noise > 0"))
     return out
 
 

@@ -183,6 +183,8 @@ def test_training_spec_is_validated():
             "hardware": {"update": {"write_noise": 1.0, "write_granularity": "batch"}},
         }
     )
+    with pytest.raises(SpecError, match="hardware.update.write_granularity: it shapes the write noise only"):
+        validate({**base, "training": {"momentum": 0.0}, "hardware": {"update": {"write_granularity": "batch"}}})
     with pytest.raises(SpecError, match="hardware.rtn.enabled: crossbar training"):
         validate({**base, "training": {}, "hardware": {"rtn": {"enabled": True}}})
     infer = {"name": "inf", "model": {"name": "lenet5", "train": {}}, "trials": 1, "output": {"dir": "x"}}
