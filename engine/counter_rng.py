@@ -35,6 +35,7 @@ CPU and CUDA; the tests check every bit against a numpy ``uint64`` reference.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 
@@ -56,10 +57,15 @@ _GAMMA_S, _C1_S, _C2_S = _signed(GAMMA), _signed(_C1), _signed(_C2)
 
 
 def mix64_(z: torch.Tensor) -> torch.Tensor:
-    """SplitMix64 finaliser, in place on an int64 tensor (bits as uint64)."""
-    z.bitwise_xor_((z >> 30).bitwise_and_((1 << 34) - 1)).mul_(_C1_S)
-    z.bitwise_xor_((z >> 27).bitwise_and_((1 << 37) - 1)).mul_(_C2_S)
-    return z.bitwise_xor_((z >> 31).bitwise_and_((1 << 33) - 1))
+    """SplitMix64 finaliser, in place on an int64 tensor (bits as uint64). Shifts are arithmetic in
+    torch, so each is masked to a logical one; one scratch tensor serves all three."""
+    t = torch.empty_like(z)
+    torch.bitwise_right_shift(z, 30, out=t).bitwise_and_((1 << 34) - 1)
+    z.bitwise_xor_(t).mul_(_C1_S)
+    torch.bitwise_right_shift(z, 27, out=t).bitwise_and_((1 << 37) - 1)
+    z.bitwise_xor_(t).mul_(_C2_S)
+    torch.bitwise_right_shift(z, 31, out=t).bitwise_and_((1 << 33) - 1)
+    return z.bitwise_xor_(t)
 
 
 def mix64_int(z: int) -> int:
@@ -103,16 +109,33 @@ def words(keys: torch.Tensor, n_words: int | Sequence[int]) -> torch.Tensor:
     if isinstance(n_words, int):
         keys, n_words = keys.reshape(-1, 1), [n_words]
     total = int(sum(n_words))
-    ctr = torch.arange(1, total + 1, dtype=torch.int64, device=keys.device).mul_(_GAMMA_S)
+    ctr = _counters(total, keys.device)
     starts = [0]
     for n in n_words[:-1]:
         starts.append(starts[-1] + n)
     shift = torch.tensor([_signed(-GAMMA * t) for t in starts], dtype=torch.int64, device=keys.device)
     adj = keys + shift  # (I, S): key_s - GAMMA t_s (wrapping)
-    out = ctr.unsqueeze(0) if keys.shape[0] == 1 else ctr.expand(keys.shape[0], total).clone()
+    out = ctr.expand(keys.shape[0], total).clone()
     for s, (t, n) in enumerate(zip(starts, n_words)):  # one in-place add per layer segment
         out[:, t : t + n] += adj[:, s : s + 1]
     return mix64_(out)
+
+
+def _counters(total: int, device: torch.device) -> torch.Tensor:
+    """GAMMA (j + 1) for j < total (read-only: :func:`words` adds its keys to a copy). Small models'
+    counters are kept per device: a trial hashes the same lengths every time, and the arange and
+    product cost more than the copy."""
+    if total <= _CACHED_COUNTERS:
+        return _cached_counters(total, device)
+    return torch.arange(1, total + 1, dtype=torch.int64, device=device).mul_(_GAMMA_S)
+
+
+_CACHED_COUNTERS = 1 << 20  # words (8 MB); larger layers' hashing dwarfs building their counters
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_counters(total: int, device: torch.device) -> torch.Tensor:
+    return torch.arange(1, total + 1, dtype=torch.int64, device=device).mul_(_GAMMA_S)
 
 
 def _halves(n: int | Sequence[int]) -> int | list[int]:

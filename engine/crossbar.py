@@ -25,6 +25,7 @@ runs the native matmul/convolution kernel on the input codes (``folded`` path).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
@@ -70,6 +71,7 @@ class _Programmed:
     row_ones: torch.Tensor | None = None  # operand summing V^2 over a tile's rows (read fluctuation)
     flicker_sq: torch.Tensor | None = None  # operand of (G(t) sigma_1f)^2 per cell (1/f noise after drift)
     w_eff: torch.Tensor | None = None  # (I, G, k, n) folded weight in units of dw
+    w_native: tuple | None = None  # (scale, gain, kernel weight) of the last folded reads
     correction_matrix: torch.Tensor | None = None  # (I, G, t_r, R, Q) sensed digital correction (EC)
     correction: torch.Tensor | None = None  # its operand (built on first use)
     digitised_correction: torch.Tensor | None = None  # correction / ADC step per column (fast read)
@@ -78,6 +80,13 @@ class _Programmed:
     network_g: torch.Tensor | None = None  # sinh I-V under exact IR drop: (I, A, G, t_r, t_c, R, C) siemens
     newton: NewtonReport | None = None  # the slowest Newton solve of the reads so far
     gens: list[torch.Generator] | None = None
+
+
+@functools.lru_cache(maxsize=64)
+def _coefficients(n: int, bits: int, device: torch.device) -> torch.Tensor:
+    """(n,) float32 powers 2**(bits j): DAC plane and slice shift-and-add weights (Yu eq. 3, f),
+    made once per device (every programming of every layer uses them; do not modify)."""
+    return slice_weights(n, bits, device).to(torch.float32)
 
 
 @dataclass(frozen=True)
@@ -268,8 +277,8 @@ class CrossbarLayer(nn.Module):
             delta_x=float(self.delta_x),
             adc=adc,
             coding=self.coding,
-            plane_coef=self.coding.plane_coefficients(dev),
-            slice_coef=slice_weights(grid.slices, hw.device.bits_per_cell, dev).to(torch.float32),
+            plane_coef=_coefficients(self.coding.planes, self.coding.dac_bits, dev),
+            slice_coef=_coefficients(grid.slices, hw.device.bits_per_cell, dev),
         )
         if sinh_iv:
             prog.iv_v0 = hw.iv.v0_v / self.delta_v_v
@@ -460,10 +469,7 @@ class CrossbarLayer(nn.Module):
         gain = self.output_gain  # digital per-output gain (drift compensation), (I, groups * n)
         if self._prog.w_eff is not None:
             # scale and bias ride along in the native kernel: no extra passes over the output
-            w = self._prog.w_eff * scale
-            if gain is not None:
-                w = w * gain.view(gain.shape[0], self.grid.groups, 1, self.grid.n)
-            return self.folded_forward(codes, w)
+            return self.folded_forward(codes, self._folded_weight(scale, gain))
         y = self.read(codes) * scale
         if gain is not None:
             y = y * gain.unsqueeze(1)
@@ -471,12 +477,29 @@ class CrossbarLayer(nn.Module):
             y = y.masked_fill(self.zero_outputs, 0.0)
         return self.add_bias(self.from_matrix(y, codes))
 
+    def _folded_weight(self, scale: float, gain: torch.Tensor | None) -> torch.Tensor:
+        """The native kernel's weight: W_eff x dx dw (x the digital gain), in :meth:`fold_layout`,
+        built once per programmed state, scale and gain (every read of an evaluation shares it)."""
+        prog = self._prog
+        assert prog is not None and prog.w_eff is not None
+        key = (scale, gain)
+        if prog.w_native is None or prog.w_native[0] != scale or prog.w_native[1] is not gain:
+            w = prog.w_eff * scale
+            if gain is not None:
+                w = w * gain.view(gain.shape[0], self.grid.groups, 1, self.grid.n)
+            prog.w_native = (*key, self.fold_layout(w))
+        return prog.w_native[2]
+
     def float_forward(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def folded_forward(self, codes: torch.Tensor, w_eff: torch.Tensor) -> torch.Tensor:
-        """Linear read: codes @ W_eff + bias per instance and group (native kernels); ``w_eff``
-        already carries the dx * dw scale."""
+    def fold_layout(self, w_eff: torch.Tensor) -> torch.Tensor:
+        """(I, G, k, n) folded weight -> the contiguous layout :meth:`folded_forward` passes to its kernel."""
+        raise NotImplementedError
+
+    def folded_forward(self, codes: torch.Tensor, w_native: torch.Tensor) -> torch.Tensor:
+        """Linear read: codes @ W_eff + bias per instance and group (native kernels); ``w_native``
+        (from :meth:`fold_layout`) already carries the dx * dw scale."""
         raise NotImplementedError
 
     def from_matrix(self, y: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:

@@ -22,6 +22,7 @@ other targets (``bi``, row remapping, model variants) reuse the same physical dr
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ import torch
 from . import counter_rng, seeding
 from .hardware import HardwareSpec, StuckAtFaults
 from .nonideal.drift import apply_drift
-from .nonideal.faults import apply_faults_, codes_from_masks, fault_codes, stuck_masks
+from .nonideal.faults import apply_fault_weights_, codes_from_weights, fault_codes, fault_weights
 from .nonideal.variation import apply_variation
 
 
@@ -40,7 +41,6 @@ class LayerCells:
     """One layer's programmed cells for I instances, in the physical tile layout (an immutable value)."""
 
     h: torch.Tensor  # (I, A, G, t_r, t_c, R, C) float32
-    faults: torch.Tensor | None  # same shape, int8 codes, None when no faults
     seeds: tuple[int, ...] | None  # None for the ideal (fault- and variation-free) crossbar
     levels: torch.Tensor | None = None  # target levels programmed, (A, G, t_r, t_c, R, C) or per instance
     # Digital compensation read alongside the array (PytorX Alg. 2): a conductance-like matrix
@@ -51,6 +51,12 @@ class LayerCells:
     row_source: torch.Tensor | None = None  # (I, G, t_r, t_c, R) int64
     row_flipped: torch.Tensor | None = None  # (I, G, t_r, t_c, R) bool
     instance: HardwareInstance | None = None  # where the draws came from (None: the ideal crossbar)
+    draws: LayerDraws | None = None  # the static draws programmed (None: the ideal crossbar)
+
+    @property
+    def faults(self) -> torch.Tensor | None:
+        """Same shape as ``h``, int8 fault codes (engine.nonideal.faults); None without faults."""
+        return None if self.draws is None else self.draws.faults
 
     @property
     def n_instances(self) -> int:
@@ -61,12 +67,18 @@ class LayerCells:
 class LayerDraws:
     """The static draws of one layer for I instances: stuck cells and variation normals."""
 
-    stuck: torch.Tensor | None  # (I, *cell_shape) bool: stuck at G_min or G_max
-    stuck_gmax: torch.Tensor | None  # (I, *cell_shape) bool: the subset stuck at G_max
-    faults: torch.Tensor | None  # (I, *cell_shape) int8 codes (engine.nonideal.faults)
+    healthy: torch.Tensor | None  # (I, *cell_shape) float32: 1 healthy, 0 stuck (None: no faults)
+    at_gmax: torch.Tensor | None  # (I, *cell_shape) float32: 1 where stuck at G_max
     z_abs: torch.Tensor | None  # (I, *cell_shape) float32
     z_rel: torch.Tensor | None
     z_drift: torch.Tensor | None = None  # the normal behind each cell's drift exponent (engine.nonideal.drift)
+
+    @functools.cached_property
+    def faults(self) -> torch.Tensor | None:
+        """(I, *cell_shape) int8 codes (engine.nonideal.faults), made on first use (EC, remapping)."""
+        if self.healthy is None or self.at_gmax is None:
+            return None
+        return codes_from_weights(self.healthy, self.at_gmax)
 
 
 def _keys(seeds: Sequence[int], layers: Sequence[int], stream: int, device: torch.device) -> torch.Tensor:
@@ -106,18 +118,18 @@ def draw_layers(
     sizes = [math.prod(shape) for shape in shapes]
     var = hw.variation
     none: Sequence[torch.Tensor | None] = [None] * len(layers)
-    z_abs, z_rel, stuck, gmax, codes, z_drift = none, none, none, none, none, none
+    z_abs, z_rel, healthy, gmax, z_drift = none, none, none, none, none
     if var.absolute:
         z_abs = _split(counter_rng.normal(_keys(seeds, index, seeding.VARIATION, device), sizes), shapes)
     if var.sigma_rel > 0:
         z_rel = _split(counter_rng.normal(_keys(seeds, index, seeding.VARIATION_REL, device), sizes), shapes)
     if hw.faults.enabled:
         bits = counter_rng.bits32(_keys(seeds, index, seeding.FAULTS, device), sizes)
-        a, b = stuck_masks(bits, hw.faults)
-        stuck, gmax, codes = _split(a, shapes), _split(b, shapes), _split(codes_from_masks(a, b), shapes)
+        a, b = fault_weights(bits, hw.faults)
+        healthy, gmax = _split(a, shapes), _split(b, shapes)
     if hw.drift.model != "none":
         z_drift = _split(counter_rng.normal(_keys(seeds, index, seeding.DRIFT, device), sizes), shapes)
-    return [LayerDraws(*d) for d in zip(stuck, gmax, codes, z_abs, z_rel, z_drift)]
+    return [LayerDraws(*d) for d in zip(healthy, gmax, z_abs, z_rel, z_drift)]
 
 
 def program_levels(levels: torch.Tensor, draws: LayerDraws, hw: HardwareSpec, instances: int) -> torch.Tensor:
@@ -125,7 +137,7 @@ def program_levels(levels: torch.Tensor, draws: LayerDraws, hw: HardwareSpec, in
     (I, A, ...) on drawn cells: variation of the programmed conductance, then stuck cells forced
     (a pure function; a few in-place passes over one fresh tensor). Without static draws every
     instance holds the targets, still one per instance (their per-read noise streams differ)."""
-    like = next((t for t in (draws.stuck, draws.z_rel, draws.z_abs, draws.z_drift) if t is not None), None)
+    like = next((t for t in (draws.healthy, draws.z_rel, draws.z_abs, draws.z_drift) if t is not None), None)
     levels = levels.to(torch.float32)
     if levels.dim() == 6:
         levels = levels.unsqueeze(0)
@@ -144,9 +156,9 @@ def program_levels(levels: torch.Tensor, draws: LayerDraws, hw: HardwareSpec, in
         h = g.sub_(g_min_n)
     else:
         h = levels.expand(shape).clone()
-    if draws.stuck is not None:
-        assert draws.stuck_gmax is not None  # drawn together
-        apply_faults_(h, draws.stuck, draws.stuck_gmax, dev.levels - 1)
+    if draws.healthy is not None:
+        assert draws.at_gmax is not None  # drawn together
+        apply_fault_weights_(h, draws.healthy, draws.at_gmax, dev.levels - 1)
     return h
 
 
@@ -194,7 +206,7 @@ class HardwareInstance:
         h = program_levels(levels, self.draws(layer_index, shape, levels.device), self.hw, len(self.seeds))
         cells = LayerCells(
             h=h,
-            faults=self.draws(layer_index, shape, levels.device).faults,
+            draws=self.draws(layer_index, shape, levels.device),
             seeds=self.seeds,
             levels=levels,
             instance=self,
@@ -220,4 +232,4 @@ class HardwareInstance:
 def ideal_cells(levels: torch.Tensor) -> LayerCells:
     """The fault- and variation-free crossbar programmed with ``levels``."""
     h = levels.to(torch.float32)
-    return LayerCells(h=h if levels.dim() == 7 else h.unsqueeze(0), faults=None, seeds=None, levels=levels)
+    return LayerCells(h=h if levels.dim() == 7 else h.unsqueeze(0), seeds=None, levels=levels)

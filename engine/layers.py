@@ -42,12 +42,15 @@ class CrossbarLinear(CrossbarLayer):
     def tile_operator(self, cell_draws: bool) -> MatmulTiles:
         return MatmulTiles(self.grid, self._as_matrix)
 
-    def folded_forward(self, codes: torch.Tensor, w_eff: torch.Tensor) -> torch.Tensor:
-        c = self._as_matrix(codes, w_eff.shape[0])
+    def fold_layout(self, w_eff: torch.Tensor) -> torch.Tensor:
+        return w_eff[:, 0].contiguous()  # (I, k, n)
+
+    def folded_forward(self, codes: torch.Tensor, w_native: torch.Tensor) -> torch.Tensor:
+        c = self._as_matrix(codes, w_native.shape[0])
         if self.bias is None:
-            y = torch.bmm(c, w_eff[:, 0])
+            y = torch.bmm(c, w_native)
         else:
-            y = torch.baddbmm(self.bias.view(1, 1, -1), c, w_eff[:, 0])
+            y = torch.baddbmm(self.bias.view(1, 1, -1), c, w_native)
         return y.reshape(*codes.shape[:-1], self.n)
 
     def from_matrix(self, y: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
@@ -127,9 +130,15 @@ class CrossbarConv2d(CrossbarLayer):
     def float_forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._conv(x, self.weight, self.bias, self.groups)
 
-    def folded_forward(self, codes: torch.Tensor, w_eff: torch.Tensor) -> torch.Tensor:
+    def fold_layout(self, w_eff: torch.Tensor) -> torch.Tensor:
+        """(I, G, k, n) -> (I * out_channels, in_channels / groups, kh, kw), instances as conv groups."""
         i = w_eff.shape[0]
         w = w_eff.transpose(-1, -2).reshape(i * self.out_channels, self.in_channels // self.groups, *self.kernel_size)
+        return w.contiguous()
+
+    def folded_forward(self, codes: torch.Tensor, w_native: torch.Tensor) -> torch.Tensor:
+        w = w_native
+        i = w.shape[0] // self.out_channels
         if i == 1:
             return self._conv(codes, w, self.bias, self.groups)
         # instances side by side as conv groups: one native call for all of them

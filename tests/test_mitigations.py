@@ -278,6 +278,40 @@ def test_fpt_recovers_most_of_the_accuracy_lost_at_20_percent_faults(evaluator, 
     assert (acc["fpt"] - acc["none"]) > 0.5 * (software - acc["none"]), acc
 
 
+def test_fpt_reads_several_batches_per_forward_with_the_running_statistics_of_one_batch_per_forward(
+    lenet, calib_inputs
+):
+    """Jung's EMA over 32 batches of 32: in train mode a BN normalises each batch by its own statistics,
+    so the batches can share a crossbar forward (as many as a calibration batch holds) while each BN
+    steps through them in order. The running statistics match one forward per batch (to float
+    rounding), in a quarter of the forwards; normalising a forward's rows together would not."""
+    from engine.mitigations.base import TrialContext
+    from engine.mitigations.fpt import FreeParameterTuning
+
+    hw = HardwareSpec.model_validate({"faults": {"fault_rate": 0.1, "open_close_ratio": 1}, "adc": {"bits": 8}})
+    fpt = FreeParameterTuning()
+    stats, forwards = [], []
+    for per_read in (32, 256, "together"):
+        xm = convert(insert_batchnorm(lenet, calib_inputs), hw)
+        xm.calibrate(calib_inputs)
+        xm.program([3])
+        calls = []
+        xm.net.register_forward_pre_hook(lambda _m, args: calls.append(len(args[0])))
+        fpt.prepare(xm, TrialContext())
+        if per_read == "together":  # the wrong grouping: one BN step over all of a forward's rows
+            fpt.model_copy(update={"batches": 4, "batch_size": 256}).after_program(xm, TrialContext(calib_inputs))
+        else:
+            fpt._recalibrate(xm, torch.cat(calib_inputs), per_read)
+        bns = [m for m in xm.modules() if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d))]
+        stats.append(torch.cat([torch.cat([b.running_mean, b.running_var]) for b in bns]))
+        forwards.append(calls)
+        assert all(int(b.num_batches_tracked) == (32 if per_read != "together" else 4) for b in bns)
+    one, grouped, wrong = stats
+    assert forwards[0] == [32] * 32 and forwards[1] == [256] * 4
+    torch.testing.assert_close(grouped, one, rtol=1e-5, atol=1e-7)
+    assert not torch.allclose(wrong, one, rtol=1e-3, atol=1e-5)
+
+
 # row remapping -------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", ["row_flip", "row_perm", "row_flip+row_perm"])
 def test_row_remapping_reduces_mismatches_with_stuck_cells(lenet, calib_inputs, name):

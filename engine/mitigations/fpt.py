@@ -127,18 +127,55 @@ class FreeParameterTuning(Mitigation):
     def after_program(self, xmodel: CrossbarModel, ctx: TrialContext) -> None:
         import torch
 
+        per_read = max((len(b) for b in ctx.calibration_inputs), default=self.batch_size)
         with torch.no_grad():
-            self._recalibrate(xmodel, torch.cat(ctx.calibration_inputs))
+            self._recalibrate(xmodel, torch.cat(ctx.calibration_inputs), per_read)
 
-    def _recalibrate(self, xmodel: CrossbarModel, x: torch.Tensor) -> None:
+    def _recalibrate(self, xmodel: CrossbarModel, x: torch.Tensor, per_read: int) -> None:
+        """Jung's ``batches`` EMA steps. In train mode a BN normalises each batch by that batch's own
+        statistics, so the crossbar reads of several batches are independent: they run together,
+        ``per_read // batch_size`` batches per forward (the calibration batch size bounds memory), and
+        each BN steps through its batches one by one in their order (:func:`_batchwise`), which gives
+        the running statistics of ``batches`` sequential forwards."""
+        import torch
+
         chunks = [x[(i * self.batch_size) % len(x) :][: self.batch_size] for i in range(self.batches)]
+        size = len(chunks[0])
+        equal = all(len(c) == size for c in chunks)
+        # one batch per forward, as Jung, where grouping would change what is computed: several instances
+        # share a forward's rows (instance-major), and per-read noise is drawn per read
+        alone = not equal or xmodel.n_instances > 1 or xmodel.hw.any_read_noise
+        together = 1 if alone else max(1, per_read // size)
         bns = [m for m in xmodel.modules() if isinstance(m, _bn_types())]
         for bn in bns:
             bn.momentum = self.momentum
             bn.train()
+            if together > 1:
+                bn.forward = _batchwise(bn, size, self.momentum)  # an instance attribute, removed below
         try:
-            for batch in chunks:
-                xmodel(batch)
+            for start in range(0, len(chunks), together):
+                xmodel(torch.cat(chunks[start : start + together]))
         finally:
             for bn in bns:
+                if together > 1:
+                    del bn.forward
                 bn.eval()
+
+
+def _batchwise(bn: nn.modules.batchnorm._BatchNorm, size: int, momentum: float):
+    """``bn``'s train-mode forward applied to consecutive batches of ``size`` rows, in order."""
+    import torch
+    import torch.nn.functional as F
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        parts = x.split(size)
+        assert bn.num_batches_tracked is not None  # track_running_stats is on
+        bn.num_batches_tracked.add_(len(parts))
+        return torch.cat(
+            [
+                F.batch_norm(p, bn.running_mean, bn.running_var, bn.weight, bn.bias, True, momentum, bn.eps)
+                for p in parts  # the EMA is sequential; the batches are few and each step is C numbers
+            ]
+        )
+
+    return forward

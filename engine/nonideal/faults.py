@@ -29,14 +29,19 @@ def thresholds(spec: StuckAtFaults) -> tuple[int, int]:
     return math.floor(p_max * 2.0**32), math.floor(min(p_max + p_min, 1.0) * 2.0**32)
 
 
+def _signed_order(u32: torch.Tensor, t_max: int, t_all: int) -> tuple[torch.Tensor, int, int]:
+    """The raw int32 bits of :func:`engine.counter_rng.bits32` (or int64 values in [0, 2**32)) and
+    thresholds in an order where signed comparison is unsigned comparison of the 32-bit draws."""
+    if u32.dtype == torch.int32:  # u < t  <=>  (bits ^ -2**31) < t - 2**31 as signed int32
+        return u32 ^ -(2**31), t_max - 2**31, t_all - 2**31
+    return u32, t_max, t_all
+
+
 def stuck_masks(u32: torch.Tensor, spec: StuckAtFaults) -> tuple[torch.Tensor, torch.Tensor]:
     """(stuck at all, stuck at G_max) boolean masks from 32-bit uniform draws: int64 values in
     [0, 2**32), or the raw int32 bits of :func:`engine.counter_rng.bits32` (compared in unsigned
     order without widening). The G_max set is a subset of the stuck set."""
-    t_max, t_all = thresholds(spec)
-    if u32.dtype == torch.int32:  # u < t  <=>  (bits ^ -2**31) < t - 2**31 as signed int32
-        u32 = u32 ^ -(2**31)
-        t_max, t_all = t_max - 2**31, t_all - 2**31
+    u32, t_max, t_all = _signed_order(u32, *thresholds(spec))
 
     def below(t: int) -> torch.Tensor:
         if t > torch.iinfo(u32.dtype).max:  # p = 1 (threshold 2**32): every cell
@@ -44,6 +49,28 @@ def stuck_masks(u32: torch.Tensor, spec: StuckAtFaults) -> tuple[torch.Tensor, t
         return u32 < t
 
     return below(t_all), below(t_max)
+
+
+def fault_weights(u32: torch.Tensor, spec: StuckAtFaults) -> tuple[torch.Tensor, torch.Tensor]:
+    """The same fault map as :func:`stuck_masks` as float32 0/1 weights (healthy, stuck at G_max), so
+    that programming applies it in two arithmetic passes, h * healthy + (levels - 1) * at_gmax
+    (:func:`apply_fault_weights_`). ``u < t`` is computed as ``t - clamp(u, t - 1, t)`` in integers:
+    boolean masks cost several times more per cell on a CPU."""
+    u32, t_max, t_all = _signed_order(u32, *thresholds(spec))
+    lo, hi = torch.iinfo(u32.dtype).min, torch.iinfo(u32.dtype).max
+
+    def below(t: int) -> torch.Tensor:  # 1 where u < t, else 0, float32
+        if t <= lo or t > hi:  # p = 0 or p = 1: no cell or every cell
+            return torch.full_like(u32, float(t > hi), dtype=torch.float32)
+        return u32.clamp(t - 1, t).sub_(t).neg_().to(torch.float32)
+
+    stuck = below(t_all)
+    return stuck.neg_().add_(1.0), below(t_max)
+
+
+def codes_from_weights(healthy: torch.Tensor, at_gmax: torch.Tensor) -> torch.Tensor:
+    """int8 codes from :func:`fault_weights`: HEALTHY 0, STUCK_GMAX 1, STUCK_GMIN 2."""
+    return (1.0 - healthy).mul_(STUCK_GMIN).sub_(at_gmax).to(torch.int8)
 
 
 def codes_from_masks(stuck: torch.Tensor, stuck_gmax: torch.Tensor) -> torch.Tensor:
@@ -56,6 +83,9 @@ def fault_codes(u32: torch.Tensor, spec: StuckAtFaults) -> torch.Tensor:
     return codes_from_masks(*stuck_masks(u32, spec))
 
 
-def apply_faults_(h: torch.Tensor, stuck: torch.Tensor, stuck_gmax: torch.Tensor, full_level: int) -> torch.Tensor:
-    """In place: every stuck cell to G_min (h = 0), then the G_max subset to the top level."""
-    return h.masked_fill_(stuck, 0.0).masked_fill_(stuck_gmax, float(full_level))
+def apply_fault_weights_(
+    h: torch.Tensor, healthy: torch.Tensor, at_gmax: torch.Tensor, full_level: int
+) -> torch.Tensor:
+    """In place: every stuck cell to G_min (h = 0), the G_max subset to the top level (h >= 0 is finite,
+    so h * 0 = 0 and h * 1 + 0 = h exactly: the same values as overwriting the cells)."""
+    return h.mul_(healthy).add_(at_gmax, alpha=float(full_level))
