@@ -7,19 +7,23 @@ streams (:mod:`engine.seeding`), so it must not depend on anything but the archi
 
 from __future__ import annotations
 
+import contextlib
 import copy
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import torch
 from torch import nn
 
 from .crossbar import CrossbarLayer, Mode, OutputStage
 from .hardware import HardwareSpec
-from .instance import HardwareInstance
+from .instance import HardwareInstance, LayerCells
 from .layers import CrossbarConv2d, CrossbarLinear
 from .mapping import Scheme
+from .periphery import RangeTracker
+
+T = TypeVar("T")
 
 
 class CrossbarModel(nn.Module):
@@ -34,7 +38,7 @@ class CrossbarModel(nn.Module):
         self.net = net
         self.hw = hw
         self.eval()  # inference twin: BatchNorm uses its running statistics
-        self.cache: dict = {}  # per-twin data of mitigations (offline statistics, initial states)
+        self._memo: dict[Hashable, Any] = {}  # per-twin data of mitigations (see memo)
 
     def crossbar_layers(self) -> list[CrossbarLayer]:
         return [m for m in self.net.modules() if isinstance(m, CrossbarLayer)]
@@ -74,6 +78,35 @@ class CrossbarModel(nn.Module):
             layer.output_stage = OutputStage()
             layer.straight_through = False
 
+    def memo(self, key: Hashable, make: Callable[[], T]) -> T:
+        """``make()`` once per twin and ``key``: what a mitigation keeps between trials (offline
+        statistics, the trained state every trial starts from). Keys are the component itself or its
+        class, so two components never share an entry by accident."""
+        if key not in self._memo:
+            self._memo[key] = make()
+        return self._memo[key]
+
+    def program_cells(self, cells: Mapping[str, LayerCells]) -> None:
+        """Program given states, {layer name: LayerCells} (a mitigation's :class:`Reprogram`)."""
+        layers = {layer.name: layer for layer in self.crossbar_layers()}
+        unknown = set(cells) - set(layers)
+        if unknown:
+            raise KeyError(f"programmed states for unknown layers {sorted(unknown)}")
+        for name, state in cells.items():
+            layers[name].program_cells(state)
+
+    @contextlib.contextmanager
+    def straight_through(self) -> Iterator[None]:
+        """Within: the crossbar's output forward, the float layers' gradient back (RxNN Sec. VI)."""
+        layers = self.crossbar_layers()
+        for layer in layers:
+            layer.straight_through = True
+        try:
+            yield
+        finally:
+            for layer in layers:
+                layer.straight_through = False
+
     def set_output_stage(self, update: Mapping[str, Mapping[str, Any]]) -> None:
         """Apply a mitigation's output transforms, {layer name: {OutputStage field: value}}, on top of
         what earlier components of the strategy set."""
@@ -109,17 +142,20 @@ class CrossbarModel(nn.Module):
             self.program(None)
         return out
 
-    def program(self, instance: HardwareInstance | Sequence[int] | None) -> HardwareInstance | None:
+    def program(
+        self, instance: HardwareInstance | Sequence[int] | None, reuse_ir_distortion: bool = False
+    ) -> HardwareInstance | None:
         """Program a sampled instance on every layer: a :class:`HardwareInstance` (shared by every
         strategy of a trial), seeds (a new instance of this model's hardware) or ``None`` (the
-        ideal crossbar). Returns the instance programmed."""
+        ideal crossbar). Returns the instance programmed. ``reuse_ir_distortion``: G_eff from the
+        last exact solve's distortion instead of a new solve (TxSim's interpolated FCM)."""
         if instance is not None and not isinstance(instance, HardwareInstance):
             instance = HardwareInstance(instance, self.hw)
         layers = self.crossbar_layers()
         if instance is not None and layers:  # every layer's static draws in one pass
             instance.prefetch([(la.layer_index, la.grid.cell_shape) for la in layers], layers[0].weight.device)
         for layer in layers:
-            layer.program(instance)
+            layer.program(instance, reuse_ir_distortion)
         return instance
 
     def release(self) -> None:
@@ -164,10 +200,11 @@ class CrossbarModel(nn.Module):
         for x in batches:
             self.net(x)
         for layer in layers:
-            signed = min(s[1] for s in layer._stats) < 0
-            layer.x_signed.fill_(signed)
-            mean_max = sum(s[0] for s in layer._stats) / len(layer._stats)
-            layer.delta_x.fill_(mean_max / layer.coding.full_scale_divisor if mean_max > 0 else 1.0)
+            tracker = RangeTracker(layer.coding.bits)
+            for max_abs, minimum in layer._stats:
+                tracker.observe(max_abs, minimum)
+            layer.x_signed.fill_(tracker.signed)
+            layer.delta_x.fill_(tracker.fitted_step())
         if self.hw.adc.kind == "quantized":  # range (unless given) and sign of every column's current
             self._set_mode("calibrate_adc")
             self.program(None)

@@ -131,9 +131,7 @@ class CrossbarLayer(nn.Module):
         self.allow_fold = True  # False forces the tiled read even when it is linear (for checks)
         # digital output transforms, set only through CrossbarModel.set_output_stage (reset per strategy)
         self.output_stage = OutputStage()
-        self.straight_through = False  # crossbar forward, float backward (RxNN Sec. VI)
-        # TxSim interpolated FCM: while True, G_eff = G (1 - D) with D from the last exact solve
-        self.reuse_ir_distortion = False
+        self.straight_through = False  # crossbar forward, float backward (RxNN Sec. VI; CrossbarModel.straight_through)
         self._ir_solution: tuple[torch.Tensor, torch.Tensor] | None = None  # (G, G_eff) of the last exact solve
         self.solve_max_bytes: int | None = None  # memory budget of one exact IR-drop solve (None: from free memory)
         dev = weight.device  # buffers live with the weight (never on the default device)
@@ -237,9 +235,13 @@ class CrossbarLayer(nn.Module):
         return out
 
     # Programming -----------------------------------------------------------------------------
-    def program(self, instance: HardwareInstance | list[int] | tuple[int, ...] | None) -> None:
+    def program(
+        self, instance: HardwareInstance | list[int] | tuple[int, ...] | None, reuse_ir_distortion: bool = False
+    ) -> None:
         """Program a sampled instance (``None``: the ideal crossbar, no read noise). A list of
-        seeds samples a new :class:`HardwareInstance` of this layer's hardware."""
+        seeds samples a new :class:`HardwareInstance` of this layer's hardware.
+        ``reuse_ir_distortion``: TxSim's interpolated FCM, G_eff = G (1 - D) with D from the last
+        exact solve (re-training between its solves)."""
         levels = self.target_levels()
         if instance is None:
             self.program_cells(ideal_cells(levels))
@@ -248,14 +250,15 @@ class CrossbarLayer(nn.Module):
             instance = HardwareInstance(instance, self.hw)
         elif instance.hw is not self.hw and instance.hw != self.hw:
             raise ValueError(f"layer {self.name}: the instance was sampled for other hardware than the layer's")
-        self.program_cells(instance.cells(levels, self.layer_index))
+        self.program_cells(instance.cells(levels, self.layer_index), reuse_ir_distortion)
 
     def tile_operator(self, cell_draws: bool) -> MatmulTiles | ConvTiles:
         """How reads meet tiles; ``cell_draws``: per-cell per-read draws are needed."""
         raise NotImplementedError
 
-    def program_cells(self, cells: LayerCells) -> None:
-        """Program given cells (a mitigation may have edited them) and precompute read operands."""
+    def program_cells(self, cells: LayerCells, reuse_ir_distortion: bool = False) -> None:
+        """Program given cells (a mitigation may have edited them) and precompute read operands
+        (``reuse_ir_distortion``: see :meth:`program`)."""
         hw, grid = self.hw, self.grid
         noisy = cells.seeds is not None and hw.any_read_noise
         per_cell = noisy and hw.per_read_cell_noise
@@ -294,7 +297,7 @@ class CrossbarLayer(nn.Module):
         ):
             h_eff = prev.h_eff  # the same cells re-programmed (e.g. with a correction): no new IR-drop solve
         else:
-            h_eff = self.to_logical(self.effective_conductance(cells), cells)
+            h_eff = self.to_logical(self.effective_conductance(cells, reuse_ir_distortion), cells)
         prog.h_eff = h_eff
         raw = h_eff[..., : grid.used_cols].permute(0, 2, 3, 5, 1, 4, 6)  # (I, G, t_r, R, A, t_c, used)
         i, g, tr, r = raw.shape[:4]
@@ -374,7 +377,7 @@ class CrossbarLayer(nn.Module):
             t = torch.where(flip, t.flip(1), t)
         return t
 
-    def effective_conductance(self, cells: LayerCells) -> torch.Tensor:
+    def effective_conductance(self, cells: LayerCells, reuse_ir_distortion: bool = False) -> torch.Tensor:
         """G_eff per physical tile (above G_min, units of dG): bit-line currents are exactly
         v @ G_eff. With ``hardware.ir_drop`` on a sampled instance, the wire, sense and driver
         resistances of every whole tile (unused cells included) enter through the exact network
@@ -388,7 +391,7 @@ class CrossbarLayer(nn.Module):
         dev = self.hw.device
         g_min_n = dev.g_min_s / dev.delta_g_s
         last = self._ir_solution
-        if self.reuse_ir_distortion and last is not None and last[0].shape == cells.h.shape:
+        if reuse_ir_distortion and last is not None and last[0].shape == cells.h.shape:
             # TxSim's interpolated FCM: G_eff = G (1 - D), D = (G - G_eff) / G of the last exact solve
             g0, g_eff0 = last[0].double() + g_min_n, last[1].double() + g_min_n
             g = cells.h.double() + g_min_n

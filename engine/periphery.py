@@ -14,6 +14,54 @@ from dataclasses import dataclass
 
 import torch
 
+MIN_RANGE = 1e-30  # a range that saw only zeros: a tiny step, so later values saturate at about 0
+
+
+def full_scale_divisor(bits: int, signed: bool) -> float:
+    """PytorX Alg. 1 lines 5 and 7: a range max|t| spans 2**(N-1) steps of a signed code and
+    2**N - 1 steps of an unsigned one."""
+    return float(2 ** (bits - 1)) if signed else float(2**bits - 1)
+
+
+def range_step(max_abs: float, bits: int, signed: bool) -> float:
+    """The quantiser step of a calibrated range (PytorX Alg. 1 lines 5 and 7); the one rule of the
+    DAC and the ADC, in inference and in crossbar training."""
+    return max(max_abs, MIN_RANGE) / full_scale_divisor(bits, signed)
+
+
+class RangeTracker:
+    """PytorX Alg. 1 as a fitted quantity for one quantiser: the max|t| of every batch observed, and
+    the step of their mean (``fitted_step``: calibration, evaluation after training) or of the current
+    batch (``batch_step``: crossbar training). The code is signed once any observed value was negative.
+    ``end_epoch`` freezes an epoch's mean for evaluation while the next epoch accumulates."""
+
+    def __init__(self, bits: int) -> None:
+        self.bits = bits
+        self.sum, self.count, self.signed = 0.0, 0, False
+        self.epoch_sum, self.epoch_count = 0.0, 0
+
+    def observe(self, max_abs: float, minimum: float) -> None:
+        self.signed = self.signed or minimum < 0
+        self.sum, self.count = self.sum + max_abs, self.count + 1
+
+    def coding(self) -> InputCoding:
+        return InputCoding(self.bits, self.bits, self.signed)
+
+    def batch_step(self, t: torch.Tensor) -> float:
+        """Observe ``t`` (one host sync for its min and max) and return its own step."""
+        lo, hi = (float(v) for v in torch.aminmax(t.detach()))
+        self.observe(max(-lo, hi), lo)
+        return range_step(max(-lo, hi), self.bits, self.signed)
+
+    def fitted_step(self) -> float:
+        """The step of the mean observed range (the frozen epoch's, once there is one)."""
+        mean = self.epoch_sum / max(self.epoch_count, 1) if self.epoch_count else self.sum / max(self.count, 1)
+        return range_step(mean, self.bits, self.signed)
+
+    def end_epoch(self) -> None:
+        self.epoch_sum, self.epoch_count = self.sum, self.count
+        self.sum, self.count = 0.0, 0
+
 
 @dataclass(frozen=True)
 class InputCoding:
@@ -36,7 +84,7 @@ class InputCoding:
     @property
     def full_scale_divisor(self) -> float:
         """max|x| / divisor = dx (PytorX Alg. 1 line 5 for signed codes)."""
-        return float(2 ** (self.bits - 1)) if self.signed else float(2**self.bits - 1)
+        return full_scale_divisor(self.bits, self.signed)
 
     def _widths(self) -> list[int]:
         top = self.bits - self.dac_bits * (self.planes - 1)
@@ -93,11 +141,10 @@ class ADC:
 
     @classmethod
     def calibrated(cls, bits: int, max_abs: torch.Tensor, signed: bool) -> ADC:
-        """PytorX Alg. 1 line 7: dI = max|I| / 2**(N-1) (signed), max I / (2**N - 1) (unsigned)."""
-        max_abs = max_abs.to(torch.float32).clamp_min(1e-30)  # stays on its device
-        if signed:
-            return cls(max_abs / 2 ** (bits - 1), -(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
-        return cls(max_abs / (2**bits - 1), 0, 2**bits - 1)
+        """PytorX Alg. 1 line 7: dI = max|I| / 2**(N-1) (signed), max I / (2**N - 1) (unsigned), per
+        slice (:func:`range_step` on a tensor, which stays on its device)."""
+        code = InputCoding(bits, bits, signed)
+        return cls(max_abs.to(torch.float32).clamp_min(MIN_RANGE) / full_scale_divisor(bits, signed), code.lo, code.hi)
 
     def codes(self, current: torch.Tensor) -> torch.Tensor:
         """Integer-valued output codes; ``current``'s last axis is the slice axis (or a multiple of

@@ -249,6 +249,40 @@ def test_output_transforms_are_returned_and_applied_by_the_strategy_not_written_
     assert layer.output_stage == type(layer.output_stage)()
 
 
+def test_cell_edits_are_returned_as_programmed_states_and_kept_data_is_keyed_by_component(lenet, calib_inputs):
+    """ec and row remapping *return* new programmed states of the trial's instance (Reprogram); the
+    strategy programs them. Breakage caught: a component programming the layer itself (the layer's
+    cells would change before the strategy applies the update), a state built on other draws, and
+    memo entries shared between components (MMSE estimates, FPT) by a loose key."""
+    from engine.mitigations import Reprogram
+    from engine.mitigations.base import TrialContext
+
+    hw = HardwareSpec.model_validate({"faults": {"fault_rate": 0.1, "open_close_ratio": 1}})
+    xm = convert(lenet, hw)
+    xm.calibrate(calib_inputs)
+    for name in ("ec", "row_perm", "row_flip+row_perm"):
+        xm.reset_mitigations()
+        instance = xm.program([2])
+        before = {la.name: la.cells for la in xm.crossbar_layers()}
+        component = parse_strategy(name).components[-1]
+        update = component.after_program(xm, TrialContext())
+        assert isinstance(update, Reprogram) and set(update.cells) == set(before), name
+        for la in xm.crossbar_layers():
+            assert la.cells is before[la.name], name  # returned, not programmed
+            new = update.cells[la.name]
+            assert new.instance is instance and new.draws is before[la.name].draws  # the same chip's draws
+            assert (new.correction is not None) == (name == "ec") and (new.row_source is not None) == (name != "ec")
+        xm.program_cells(update.cells)
+        assert all(la.cells is update.cells[la.name] for la in xm.crossbar_layers())
+    with pytest.raises(KeyError, match="unknown layers"):
+        xm.program_cells({"nope": before["features.0"]})
+    made = []
+    assert xm.memo(("k", 1), lambda: made.append(1) or "a") == "a" and xm.memo(("k", 1), lambda: "b") == "a"
+    emp, eq6 = (parse_strategy({"name": "mmse", "estimate": e}).components[0] for e in ("empirical", "yu_eq6"))
+    assert emp == parse_strategy("mmse").components[0] and len({emp, eq6}) == 2  # value keys
+    assert made == [1]
+
+
 # fpt -----------------------------------------------------------------------------------------
 def test_fpt_folding_and_inserted_bn_are_exact_in_float(lenet, calib_inputs):
     x = calib_inputs[0][:50]

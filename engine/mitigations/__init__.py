@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pydantic import ValidationError
 
 from ..catalog import Scheme
-from .base import Mitigation, TrialContext
+from .base import Mitigation, Reprogram, TrialContext, Update
 from .basic import BitInversion, ErrorCorrection, NoMitigation
 from .drift_comp import DriftCompensation
 from .fpt import FreeParameterTuning
@@ -74,15 +74,19 @@ class Strategy:
 
     def prepare(self, xmodel, ctx: TrialContext) -> None:
         for c in self._ordered():
-            update = c.prepare(xmodel, ctx)
-            if update:
-                xmodel.set_output_stage(update)
+            _apply(xmodel, c.prepare(xmodel, ctx))
 
     def after_program(self, xmodel, ctx: TrialContext) -> None:
         for c in self._ordered():
-            update = c.after_program(xmodel, ctx)
-            if update:
-                xmodel.set_output_stage(update)
+            _apply(xmodel, c.after_program(xmodel, ctx))
+
+
+def _apply(xmodel, update: Update | None) -> None:
+    """What a component returned, applied to the twin: new programmed states or output transforms."""
+    if isinstance(update, Reprogram):
+        xmodel.program_cells(update.cells)
+    elif update:
+        xmodel.set_output_stage(update)
 
 
 def parse_strategy(entry: str | dict) -> Strategy:
@@ -130,4 +134,4 @@ def parse_strategy(entry: str | dict) -> Strategy:
     return Strategy(tuple(comps), label)
 
 
-__all__ = ["ORDER", "REGISTRY", "Mitigation", "Strategy", "TrialContext", "parse_strategy"]
+__all__ = ["ORDER", "REGISTRY", "Mitigation", "Reprogram", "Strategy", "TrialContext", "parse_strategy"]

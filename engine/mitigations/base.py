@@ -8,10 +8,14 @@ A component may
   * prepare once per calibrated twin (``prepare``, e.g. MMSE's offline statistics);
   * edit or tune the programmed instance (``after_program``, e.g. error correction, FPT,
     re-training).
-Digital output transforms (MMSE's affine, sparsity's zero outputs, drift compensation's gain) are
-*returned* by ``prepare``/``after_program`` as a :data:`StageUpdate`, {layer name: {field: value}}
-of :class:`engine.crossbar.OutputStage`; the strategy applies them in its declared order through
-``CrossbarModel.set_output_stage``. No component writes those layer attributes itself.
+What a component changes it *returns* from ``prepare``/``after_program``, and the strategy applies
+it in the declared order: digital output transforms (MMSE's affine, sparsity's zero outputs, drift
+compensation's gain) as a :data:`StageUpdate`, {layer name: {field: value}} of
+:class:`engine.crossbar.OutputStage`, through ``CrossbarModel.set_output_stage``; new programmed
+states of the trial's instance (error correction's correction matrix, row remapping's physical
+targets) as :class:`Reprogram`, through ``CrossbarModel.program_cells``. No component writes a
+crossbar layer's attributes; what a component keeps per twin (offline statistics, initial states)
+it keeps through ``CrossbarModel.memo``, keyed by the component itself (its class and parameters).
 """
 
 from __future__ import annotations
@@ -31,10 +35,22 @@ if TYPE_CHECKING:  # implementations import torch when they run: the spec valida
     from ..conversion import CrossbarModel
     from ..data import DataSplit
     from ..hardware import HardwareSpec
+    from ..instance import LayerCells
     from ..train import TrainConfig
 
 
 StageUpdate = Mapping[str, Mapping[str, Any]]  # layer name -> OutputStage fields a component sets
+
+
+@dataclass(frozen=True)
+class Reprogram:
+    """Programmed states a component returns, {layer name: LayerCells}: the same instance's physical
+    draws with other targets or a correction read beside them (``engine.instance.LayerCells``)."""
+
+    cells: Mapping[str, LayerCells]
+
+
+Update = StageUpdate | Reprogram  # what prepare / after_program may return
 
 
 @dataclass
@@ -68,13 +84,14 @@ class Mitigation(BaseModel):
         """An offline variant (``offline`` True), trained once per sweep and cached by its key."""
         raise NotImplementedError
 
-    def prepare(self, xmodel: CrossbarModel, ctx: TrialContext) -> StageUpdate | None:
-        """Before the instance is programmed (statistics cached on ``xmodel.cache``); may return
+    def prepare(self, xmodel: CrossbarModel, ctx: TrialContext) -> Update | None:
+        """Before the instance is programmed (statistics kept with ``xmodel.memo``); may return
         output transforms, applied before programming (so a linear read can fold them in)."""
         return None
 
-    def after_program(self, xmodel: CrossbarModel, ctx: TrialContext) -> StageUpdate | None:
-        """Per-instance step after the instance is programmed; may return output transforms."""
+    def after_program(self, xmodel: CrossbarModel, ctx: TrialContext) -> Update | None:
+        """Per-instance step after the instance is programmed; may return output transforms or new
+        programmed states of the instance (:class:`Reprogram`)."""
         return None
 
     def label(self) -> str:

@@ -6,7 +6,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, ClassVar
 
 from ..catalog import Scheme
-from .base import Mitigation, TrialContext
+from .base import Mitigation, Reprogram, TrialContext
 
 if TYPE_CHECKING:
     from ..conversion import CrossbarModel
@@ -29,18 +29,20 @@ class ErrorCorrection(Mitigation):
 
     name: ClassVar[str] = "ec"
 
-    def after_program(self, xmodel: CrossbarModel, ctx: TrialContext) -> None:
+    def after_program(self, xmodel: CrossbarModel, ctx: TrialContext) -> Reprogram:
         import torch
 
         from ..nonideal.faults import HEALTHY
 
+        corrected = {}
         for layer in xmodel.crossbar_layers():
             cells = layer.cells
             if cells is None or cells.faults is None or cells.levels is None:
                 continue
             target = cells.levels.to(cells.h.dtype)  # what was meant to be programmed, per cell
             corr = torch.sub(target, cells.h).masked_fill_(cells.faults == HEALTHY, 0.0)
-            layer.program_cells(replace(cells, correction=corr))
+            corrected[layer.name] = replace(cells, correction=corr)
+        return Reprogram(corrected)
 
 
 class BitInversion(Mitigation):

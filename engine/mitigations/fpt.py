@@ -120,8 +120,9 @@ class FreeParameterTuning(Mitigation):
 
     def prepare(self, xmodel: CrossbarModel, ctx: TrialContext) -> None:
         bns = [m for m in xmodel.modules() if isinstance(m, _bn_types())]
-        initial = xmodel.cache.setdefault("fpt-initial", [copy.deepcopy(bn.state_dict()) for bn in bns])
-        for bn, state in zip(bns, initial):  # every trial starts from the trained statistics
+        # every trial starts from the trained statistics (kept once per twin, whatever the parameters)
+        initial = xmodel.memo(FreeParameterTuning, lambda: [copy.deepcopy(bn.state_dict()) for bn in bns])
+        for bn, state in zip(bns, initial):
             bn.load_state_dict(state)
 
     def after_program(self, xmodel: CrossbarModel, ctx: TrialContext) -> None:

@@ -30,19 +30,24 @@ class MMSEDenoising(Mitigation):
     name: ClassVar[str] = "mmse"
     estimate: Literal["empirical", "yu_eq6"] = "empirical"
 
+    def _moments(self, xmodel: CrossbarModel, ctx: TrialContext) -> dict:
+        """The offline moments of J and q, measured once per twin and estimate (the memo key is this
+        component's value)."""
+
+        def measure() -> dict:
+            moments = xmodel.sensed_moments(ctx.calibration_inputs)
+            if self.estimate == "yu_eq6":
+                layers = xmodel.crossbar_layers()
+                moments = {la.name: _yu_eq6(la, ctx.calibration_inputs, moments[la.name]) for la in layers}
+            return moments
+
+        return xmodel.memo(self, measure)
+
     def prepare(self, xmodel: CrossbarModel, ctx: TrialContext) -> None:
-        key = ("mmse-moments", self.estimate)
-        if key in xmodel.cache:
-            return None
-        moments = xmodel.sensed_moments(ctx.calibration_inputs)
-        if self.estimate == "yu_eq6":
-            moments = {
-                la.name: _yu_eq6(la, ctx.calibration_inputs, moments[la.name]) for la in xmodel.crossbar_layers()
-            }
-        xmodel.cache[key] = moments
+        self._moments(xmodel, ctx)  # before programming: measuring programs the ideal crossbar
 
     def after_program(self, xmodel: CrossbarModel, ctx: TrialContext) -> StageUpdate:
-        moments = xmodel.cache[("mmse-moments", self.estimate)]
+        moments = self._moments(xmodel, ctx)
         noise = xmodel.hw.column_awgn.sigma_lsb**2
         update = {}
         for layer in xmodel.crossbar_layers():

@@ -16,13 +16,14 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING, ClassVar
 
-from .base import Mitigation, TrialContext
+from .base import Mitigation, Reprogram, TrialContext
 
 if TYPE_CHECKING:  # torch, scipy and the engine load where the work is done: the spec validates without them
     import torch
 
     from ..conversion import CrossbarModel
     from ..crossbar import CrossbarLayer
+    from ..instance import LayerCells
 
 
 def column_significance(layer: CrossbarLayer) -> torch.Tensor:
@@ -75,7 +76,9 @@ def stuck_mismatches(layer: CrossbarLayer) -> tuple[int, float]:
     return int(bad.sum()), float(weighted)
 
 
-def remap_layer(layer: CrossbarLayer, permute: bool, flip: bool) -> None:
+def remap_layer(layer: CrossbarLayer, permute: bool, flip: bool) -> LayerCells | None:
+    """The layer's instance programmed with its logical rows assigned to physical rows (and arrays
+    swapped where flipped) at least cost; None where nothing is stuck."""
     import numpy as np
     import torch
     from scipy.optimize import linear_sum_assignment
@@ -84,7 +87,7 @@ def remap_layer(layer: CrossbarLayer, permute: bool, flip: bool) -> None:
 
     cells = layer.cells
     if cells is None or cells.faults is None:
-        return
+        return None
     if flip and layer.grid.offset:
         raise ValueError("row_flip needs the differential realisation (it swaps the two arrays)")
     targets = layer.target_levels()  # logical, (A, G, t_r, t_c, R, C)
@@ -113,16 +116,16 @@ def remap_layer(layer: CrossbarLayer, permute: bool, flip: bool) -> None:
     assert cells.seeds is not None  # faults exist only on sampled instances
     source_instance = cells.instance or HardwareInstance(cells.seeds, layer.hw)
     fresh = source_instance.cells(physical, layer.layer_index)  # the same physical draws, new targets
-    layer.program_cells(replace(fresh, row_source=source, row_flipped=flipped))
+    return replace(fresh, row_source=source, row_flipped=flipped)
 
 
 class _RowRemap(Mitigation):
     permute: ClassVar[bool] = False
     flip: ClassVar[bool] = False
 
-    def after_program(self, xmodel: CrossbarModel, ctx: TrialContext) -> None:
-        for layer in xmodel.crossbar_layers():
-            remap_layer(layer, self.permute, self.flip)
+    def after_program(self, xmodel: CrossbarModel, ctx: TrialContext) -> Reprogram:
+        remapped = {layer.name: remap_layer(layer, self.permute, self.flip) for layer in xmodel.crossbar_layers()}
+        return Reprogram({name: cells for name, cells in remapped.items() if cells is not None})
 
 
 class RowFlipping(_RowRemap):

@@ -39,8 +39,9 @@ class HardwareAwareRetraining(Mitigation):
         return copy.deepcopy(base)
 
     def prepare(self, xmodel: CrossbarModel, ctx: TrialContext) -> None:
-        initial = xmodel.cache.setdefault("retrain-initial", copy.deepcopy(xmodel.net.state_dict()))
-        xmodel.net.load_state_dict(initial)  # every trial starts from the trained weights
+        # every trial starts from the trained weights (kept once per twin, whatever the parameters)
+        initial = xmodel.memo(HardwareAwareRetraining, lambda: copy.deepcopy(xmodel.net.state_dict()))
+        xmodel.net.load_state_dict(initial)
         for layer in xmodel.crossbar_layers():
             layer.remap()
 
@@ -59,9 +60,7 @@ class HardwareAwareRetraining(Mitigation):
         layers = xmodel.crossbar_layers()
         params = [p for p in xmodel.net.parameters() if p.requires_grad]
         opt = torch.optim.Adam(params, lr=self.lr)
-        for layer in layers:
-            layer.straight_through = True
-        try:
+        with xmodel.straight_through():
             for step in range(1, self.iterations + 1):
                 idx = torch.randint(len(x_all), (self.batch_size,), generator=gen, device=gen.device).to(x_all.device)
                 with torch.enable_grad():
@@ -69,12 +68,7 @@ class HardwareAwareRetraining(Mitigation):
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                 opt.step()
-                last = step == self.iterations
                 for layer in layers:
-                    layer.remap()
-                    layer.reuse_ir_distortion = not last and step % self.irdrop_every != 0
-                xmodel.program(instance)
-        finally:
-            for layer in layers:
-                layer.straight_through = False
-                layer.reuse_ir_distortion = False
+                    layer.remap()  # the twin's own weights changed: quantise and map them again
+                interpolate = step != self.iterations and step % self.irdrop_every != 0
+                xmodel.program(instance, reuse_ir_distortion=interpolate)

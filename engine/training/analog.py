@@ -38,44 +38,19 @@ from ..irdrop import TileWires, effective_conductance, fcm_distortion, fcm_inter
 from ..layers import conv_output_size
 from ..nonideal.faults import STUCK_GMAX, STUCK_GMIN
 from ..nonideal.variation import apply_variation
-from ..periphery import InputCoding
+from ..periphery import RangeTracker
 from ..tiling import TileGrid
 from .update import UpdateModel
-
-
-class _RangeTracker:
-    """PytorX Alg. 1 for one quantiser: per-batch max|t| while training, the mean at test time."""
-
-    def __init__(self, bits: int) -> None:
-        self.bits = bits
-        self.sum, self.count, self.signed = 0.0, 0, False
-        self.epoch_sum, self.epoch_count = 0.0, 0
-
-    def step(self, t: torch.Tensor, training: bool) -> tuple[float, InputCoding]:
-        """The step and the code range (signed or not, as PytorX Alg. 1 lines 5 and 7)."""
-        if training:
-            lo, hi = (float(v) for v in torch.aminmax(t.detach()))
-            m = max(-lo, hi)
-            self.signed = self.signed or lo < 0
-            self.sum, self.count = self.sum + m, self.count + 1
-        else:
-            m = self.epoch_sum / max(self.epoch_count, 1) if self.epoch_count else self.sum / max(self.count, 1)
-        coding = InputCoding(self.bits, self.bits, self.signed)
-        return max(m, 1e-30) / coding.full_scale_divisor, coding
-
-    def end_epoch(self) -> None:
-        """Freeze this epoch's mean for evaluation; start accumulating the next epoch."""
-        self.epoch_sum, self.epoch_count = self.sum, self.count
-        self.sum, self.count = 0.0, 0
 
 
 def _pad_to(t: torch.Tensor, width: int) -> torch.Tensor:
     return t if t.shape[-1] == width else F.pad(t, (0, width - t.shape[-1]))
 
 
-def _quantise(t: torch.Tensor, tracker: _RangeTracker, training: bool) -> tuple[torch.Tensor, float]:
-    step, coding = tracker.step(t, training)
-    return coding.quantise(t, step), step
+def _quantise(t: torch.Tensor, tracker: RangeTracker, training: bool) -> tuple[torch.Tensor, float]:
+    """PytorX Alg. 1: each training batch quantised with its own range, evaluation with the mean."""
+    step = tracker.batch_step(t) if training else tracker.fitted_step()
+    return tracker.coding().quantise(t, step), step
 
 
 class AnalogLayer(nn.Module):
@@ -133,7 +108,7 @@ class AnalogLayer(nn.Module):
             int(seeding.stream(seed, layer_index, seeding.WRITE_NOISE).generate_state(1)[0]) & (2**63 - 1)
         )
         self.ranges = {
-            name: _RangeTracker(bits)
+            name: RangeTracker(bits)
             for name, bits in (
                 ("x", hw.input.input_bits),
                 ("y", hw.adc.bits),
@@ -218,7 +193,7 @@ class AnalogLayer(nn.Module):
         return self._geff
 
     # reads -------------------------------------------------------------------------------------------
-    def read(self, codes: torch.Tensor, transpose: bool, adc: _RangeTracker) -> torch.Tensor:
+    def read(self, codes: torch.Tensor, transpose: bool, adc: RangeTracker) -> torch.Tensor:
         """Tile reads of input codes, (M, k) -> (M, n); transposed: (M, n) -> (M, k). Units: code x S.
         The pair is subtracted in analog; every tile column's (row's, transposed) current is digitised
         and the tiles' partial sums are added digitally."""
