@@ -26,6 +26,7 @@ runs the native matmul/convolution kernel on the input codes (``folded`` path).
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
@@ -36,10 +37,8 @@ from . import irdrop, seeding
 from .hardware import HardwareSpec
 from .instance import HardwareInstance, LayerCells, ideal_cells
 from .mapping import MappedWeights, Scheme, map_weights, slice_weights
-from .nonideal.drift import flicker_sigma
+from .nonideal import READ_EFFECTS, ProgramContext, ReadContext, ReadEffect
 from .nonideal.iv import NewtonReport, network_currents, sinh_voltage
-from .nonideal.telegraph import rtn_jump_s
-from .nonideal.thermal_shot import ThermalShotCoefficients
 from .periphery import ADC, InputCoding
 from .tile_ops import ConvTiles, MatmulTiles
 from .tiling import TileGrid
@@ -64,12 +63,6 @@ class _Programmed:
     sensed_matrix: torch.Tensor | None = None  # (I, G, t_r, R, Q) sensed conductances (precombined)
     digitised: torch.Tensor | None = None  # sensed operand / ADC step per column (built on first read)
     precombined: bool = False
-    g_phys: torch.Tensor | None = None  # operand of g = h + g_min, for shot noise
-    g_colsum: torch.Tensor | None = None  # (I, G, t_r, 1, Qraw)
-    rtn: torch.Tensor | None = None  # telegraph jump (dG units): operand, or raw for exact draws
-    rtn_sq: torch.Tensor | None = None  # operand of the squared jump (Gaussian sampling only)
-    row_ones: torch.Tensor | None = None  # operand summing V^2 over a tile's rows (read fluctuation)
-    flicker_sq: torch.Tensor | None = None  # operand of (G(t) sigma_1f)^2 per cell (1/f noise after drift)
     w_eff: torch.Tensor | None = None  # (I, G, k, n) folded weight in units of dw
     w_native: tuple | None = None  # (scale, gain, kernel weight) of the last folded reads
     correction_matrix: torch.Tensor | None = None  # (I, G, t_r, R, Q) sensed digital correction (EC)
@@ -80,6 +73,8 @@ class _Programmed:
     network_g: torch.Tensor | None = None  # sinh I-V under exact IR drop: (I, A, G, t_r, t_c, R, C) siemens
     newton: NewtonReport | None = None  # the slowest Newton solve of the reads so far
     gens: list[torch.Generator] | None = None
+    read_effects: tuple[tuple[ReadEffect, Mapping[str, Any]], ...] = ()  # bit-line effects in use, their operands
+    column_effects: tuple[ReadEffect, ...] = ()  # per-read effects on the sensed column values
 
 
 @functools.lru_cache(maxsize=64)
@@ -261,8 +256,9 @@ class CrossbarLayer(nn.Module):
         (``reuse_ir_distortion``: see :meth:`program`)."""
         hw, grid = self.hw, self.grid
         noisy = cells.seeds is not None and hw.any_read_noise
-        per_cell = noisy and hw.per_read_cell_noise
-        exact_rtn = per_cell and hw.rtn.enabled and hw.rtn.sampling == "exact"
+        effects = [e for e in READ_EFFECTS if e.used(hw)] if noisy else []
+        read_effects = [e for e in effects if e.stage == "bit_line"]  # on the cells' raw currents
+        cell_draws = any(e.needs_cell_draws(hw) for e in read_effects)
         loaded = cells.seeds is not None and hw.dac_loading.enabled
         sinh_iv = cells.seeds is not None and hw.iv.model == "sinh"
         network = sinh_iv and hw.ir_drop.enabled  # input-dependent: Newton per read, no G_eff
@@ -276,7 +272,7 @@ class CrossbarLayer(nn.Module):
         prog = _Programmed(
             cells=cells,
             noisy=noisy,
-            op=self.tile_operator(exact_rtn or loaded or network),
+            op=self.tile_operator(cell_draws or loaded or network),
             delta_x=float(self.delta_x),
             adc=adc,
             coding=self.coding,
@@ -319,7 +315,7 @@ class CrossbarLayer(nn.Module):
         else:
             if corr is not None:
                 prog.correction_matrix = corr.reshape(i, g, tr, r, -1)
-            prog.precombined = hw.adc.subtract == "analog" and not per_cell and not loaded and not network
+            prog.precombined = hw.adc.subtract == "analog" and not read_effects and not loaded and not network
             if prog.precombined:  # sensing is linear: subtract the conductances once, not per read
                 mat = self.sense(raw)
             elif hw.adc.subtract == "digital" or loaded:
@@ -339,26 +335,19 @@ class CrossbarLayer(nn.Module):
                     prog.sensed_matrix = mat.reshape(i, g, tr, r, -1)
                 else:
                     prog.hmm = prog.op.operand(mat.reshape(i, g, tr, r, -1))
-        if per_cell:
+        if read_effects:
             g_phys = (raw + g_min_n).reshape(i, g, tr, r, -1)
-            if hw.read_noise.enabled:
-                prog.g_phys = prog.op.operand(g_phys)
-                prog.g_colsum = g_phys.sum(-2, keepdim=True)
-            if hw.rtn.enabled:
-                dg = hw.device.delta_g_s
-                rtn = rtn_jump_s(g_phys * dg, hw.rtn, hw.device.g_min_s) / dg
-                if exact_rtn:
-                    prog.rtn = rtn.contiguous()
-                else:
-                    prog.rtn, prog.rtn_sq = prog.op.operand(rtn), prog.op.operand(rtn * rtn)
-            if hw.read_fluctuation.enabled:
-                prog.row_ones = prog.op.operand(torch.ones((i, g, tr, r, 1), device=dev, dtype=raw.dtype))
-            if hw.drift.read_noise_1f:  # sigma_1f from each cell's target level (aihwkit PCM Q_s), G(t) as read
+
+            def target_rel() -> torch.Tensor:  # the cells' target levels / G_max, in g_phys' layout
+                assert cells.levels is not None  # sampled cells keep their targets
                 levels = cells.levels if cells.levels.dim() == 7 else cells.levels.unsqueeze(0)
                 levels = self.to_logical(levels.to(raw.dtype).expand_as(cells.h), cells)[..., : grid.used_cols]
                 g_rel = (levels.permute(0, 2, 3, 5, 1, 4, 6) + g_min_n) * (hw.device.delta_g_s / hw.device.g_max_s)
-                sigma = flicker_sigma(g_rel.reshape(i, g, tr, r, -1), hw.drift, hw.time_s + hw.drift.t0_s)
-                prog.flicker_sq = prog.op.operand((g_phys * sigma) ** 2)
+                return g_rel.reshape(i, g, tr, r, -1)
+
+            ctx = ProgramContext(g_phys, prog.op, target_rel, hw)
+            prog.read_effects = tuple((e, e.operands(ctx)) for e in read_effects)
+        prog.column_effects = tuple(e for e in effects if e.stage == "column")
         if noisy:
             prog.gens = [seeding.torch_generator(s, self.layer_index, seeding.READ_NOISE, dev) for s in cells.seeds]
         self._prog = prog
@@ -533,7 +522,7 @@ class CrossbarLayer(nn.Module):
             loaded = v.unsqueeze(3) / (1 + prog.dac_alpha * (1 - v.abs().unsqueeze(3) / prog.coding.max_chunk))
             cur = (loaded @ prog.hmm).permute(0, 1, 2, 4, 3, 5)  # (I, G, t_r, P*M, A*t_c, used)
             cur = cur.reshape(*cur.shape[:4], -1)
-        if prog.noisy and hw.per_read_cell_noise:
+        if prog.read_effects:
             cur = cur + self._cell_noise(v)
         lead = cur.shape[:4]
         if prog.precombined:
@@ -541,8 +530,8 @@ class CrossbarLayer(nn.Module):
         else:
             cur = cur.reshape(*lead, grid.arrays, grid.t_c, grid.used_cols)
             sensed = cur if hw.adc.subtract == "digital" else self.sense(cur)
-        if prog.noisy and hw.column_awgn.enabled:
-            sensed = sensed + hw.column_awgn.sigma_lsb * self._randn(sensed.shape, sensed)
+        for effect in prog.column_effects:
+            sensed = effect.add_noise(sensed, v, {}, self._read_context())
         recording = self.mode in ("calibrate_adc", "record_moments")
         if self.mode == "calibrate_adc":  # per-slice max|I| (slices are the fastest column axis)
             per_slice = sensed.detach().reshape(-1, grid.slices).abs().amax(0).double()
@@ -676,31 +665,16 @@ class CrossbarLayer(nn.Module):
         gens = self._prog.gens
         return torch.stack([torch.rand(shape[1:], generator=g, device=like.device, dtype=like.dtype) for g in gens])
 
+    def _read_context(self) -> ReadContext:
+        prog = self._prog
+        return ReadContext(prog.op, self._randn, self._rand, self.hw.input.v_read_v / prog.coding.max_chunk, self.hw)
+
     def _cell_noise(self, v: torch.Tensor) -> torch.Tensor:
-        """Thermal/shot (PytorX eq. 1), read fluctuation (eq. 2's (dG/3)^2 term read to read) and
-        telegraph (eq. 3) bit-line currents, engine units, shaped like the raw currents (I, G, t_r, P*M, Qraw)."""
-        hw, prog, grid = self.hw, self._prog, self.grid
-        op = prog.op
+        """The per-read effects' bit-line currents (engine.nonideal.READ_EFFECTS, in order: 1/f, read
+        fluctuation, thermal/shot, telegraph), engine units, shaped like the raw currents (I, G, t_r, P*M, Qraw)."""
+        prog = self._prog
+        ctx = self._read_context()
         noise = torch.zeros((), device=v.device, dtype=v.dtype)
-        if hw.drift.read_noise_1f:  # sum_r G_r(t) sigma_r z_r V_r: N(0, sum_r (G_r(t) sigma_r)^2 V_r^2)
-            var = op.apply(v * v, prog.flicker_sq)
-            noise = noise + var.clamp_min(0).sqrt() * self._randn(var.shape, var)
-        if hw.read_fluctuation.enabled:  # sum_r (sigma dG z_r) V_r on each column: N(0, sigma^2 sum_r V_r^2)
-            var = hw.read_fluctuation.sigma_delta_g**2 * op.apply(v * v, prog.row_ones)  # (I, G, t_r, P*M, 1)
-            q = grid.arrays * grid.t_c * grid.used_cols
-            noise = noise + var.sqrt() * self._randn((*var.shape[:-1], q), var)
-        if hw.read_noise.enabled:
-            dv = hw.input.v_read_v / prog.coding.max_chunk  # the DAC step in volts
-            c = ThermalShotCoefficients.for_read(hw.frequency_hz, hw.temperature_k, hw.device.delta_g_s, dv)
-            var = c.thermal * prog.g_colsum + c.shot * op.apply(v.abs(), prog.g_phys)
-            noise = noise + var.sqrt() * self._randn(var.shape, var)
-        if hw.rtn.enabled:
-            p = hw.rtn.occupancy
-            if prog.rtn_sq is None:  # exact: one Bernoulli state per cell and read
-                occupied = self._rand((*v.shape, prog.rtn.shape[-1]), v) < p  # (I,G,t_r,PM,R,Q)
-                noise = noise + torch.einsum("igtmr,igtmrq,igtrq->igtmq", v, occupied.to(v.dtype), prog.rtn)
-            else:  # exact mean and variance of the Bernoulli sum on each bit line
-                mean = p * op.apply(v, prog.rtn)
-                var = (p * (1 - p)) * op.apply(v * v, prog.rtn_sq)
-                noise = noise + mean + var.clamp_min(0).sqrt() * self._randn(var.shape, var)
+        for effect, ops in prog.read_effects:
+            noise = effect.add_noise(noise, v, ops, ctx)
         return noise

@@ -673,18 +673,16 @@ class HardwareSpec(_Section):
         return (self.crossbar.cols - self.slices) // self.slices
 
     @property
-    def per_read_cell_noise(self) -> bool:
-        """True when a read draws noise that depends on individual cells or inputs (eq. 1-3)."""
-        return self.read_noise.enabled or self.rtn.enabled or self.read_fluctuation.enabled or self.drift.read_noise_1f
-
-    @property
     def drift_time_factor(self) -> float:
         """t / t0 with t = time_s + t0 (1 when no time is set)."""
         return 1.0 if self.time_s is None else (self.time_s + self.drift.t0_s) / self.drift.t0_s
 
     @property
     def any_read_noise(self) -> bool:
-        return self.per_read_cell_noise or self.column_awgn.enabled
+        """True when a read draws noise: any per-read effect of ``engine.nonideal.READ_EFFECTS`` in use."""
+        from .nonideal import READ_EFFECTS  # the effects import this module
+
+        return any(e.used(self) for e in READ_EFFECTS)
 
     def mapping_key(self) -> dict:
         """The fields that fix quantisation, tiling and calibration (not the non-idealities)."""

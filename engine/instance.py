@@ -6,10 +6,10 @@ h = L, a cell stuck at G_max gives h = 2**b - 1, stuck at G_min h = 0. Keeping G
 ``h`` keeps the ideal path in exact integer arithmetic; the G_min term is added back where
 physics needs it (digital subtraction baselines, read noise).
 
-Random draws per (seed, layer): one 32-bit uniform per cell for faults, and one standard normal
-per cell for each variation term in use, absolute and relative, from the counter-based generator
-of :mod:`engine.counter_rng` on the layer's device (streams in :mod:`engine.seeding`; the
-physics in :mod:`engine.nonideal.faults` and :mod:`engine.nonideal.variation`). Streams a spec
+Random draws per (seed, layer): the streams the static effects of :data:`engine.nonideal.STATIC_EFFECTS`
+declare and use (faults: one 32-bit uniform per cell; variation: a standard normal per cell and term;
+drift: a normal per cell), from the counter-based generator of :mod:`engine.counter_rng` on the
+layer's device; the effects then change the programmed conductance in their order. Streams a spec
 does not use are not drawn; every draw is addressed by its own (stream, cell) counter, so skipping
 one never shifts another.
 
@@ -24,16 +24,15 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
 
-from . import counter_rng, seeding
-from .hardware import HardwareSpec, StuckAtFaults
-from .nonideal.drift import apply_drift
-from .nonideal.faults import apply_fault_weights_, codes_from_weights, fault_codes, fault_weights
-from .nonideal.variation import apply_variation
+from . import counter_rng
+from .hardware import HardwareSpec
+from .nonideal import STATIC_EFFECTS
+from .nonideal.faults import codes_from_weights
 
 
 @dataclass(frozen=True)
@@ -65,20 +64,20 @@ class LayerCells:
 
 @dataclass(frozen=True)
 class LayerDraws:
-    """The static draws of one layer for I instances: stuck cells and variation normals."""
+    """The static draws of one layer for I instances, (I, *cell_shape) each, by name: the streams of
+    the static effects in use (engine.nonideal.STATIC_EFFECTS) as their effects derive them - e.g.
+    ``healthy`` / ``at_gmax`` fault weights, ``z_abs`` / ``z_rel`` / ``z_drift`` normals."""
 
-    healthy: torch.Tensor | None  # (I, *cell_shape) float32: 1 healthy, 0 stuck (None: no faults)
-    at_gmax: torch.Tensor | None  # (I, *cell_shape) float32: 1 where stuck at G_max
-    z_abs: torch.Tensor | None  # (I, *cell_shape) float32
-    z_rel: torch.Tensor | None
-    z_drift: torch.Tensor | None = None  # the normal behind each cell's drift exponent (engine.nonideal.drift)
+    values: Mapping[str, torch.Tensor]
+
+    def get(self, name: str) -> torch.Tensor | None:
+        return self.values.get(name)
 
     @functools.cached_property
     def faults(self) -> torch.Tensor | None:
         """(I, *cell_shape) int8 codes (engine.nonideal.faults), made on first use (EC, remapping)."""
-        if self.healthy is None or self.at_gmax is None:
-            return None
-        return codes_from_weights(self.healthy, self.at_gmax)
+        healthy, at_gmax = self.get("healthy"), self.get("at_gmax")
+        return None if healthy is None or at_gmax is None else codes_from_weights(healthy, at_gmax)
 
 
 def _keys(seeds: Sequence[int], layers: Sequence[int], stream: int, device: torch.device) -> torch.Tensor:
@@ -99,66 +98,55 @@ def _split(flat: torch.Tensor, shapes: Sequence[tuple[int, ...]]) -> list[torch.
     return out
 
 
-def draw_faults(
-    seeds: Sequence[int], layer_index: int, shape: tuple[int, ...], spec: StuckAtFaults, device: torch.device
-) -> torch.Tensor:
-    """(I, *shape) int8 fault codes of one layer from its FAULTS stream (engine.nonideal.faults)."""
-    keys = _keys(seeds, [layer_index], seeding.FAULTS, device)
-    n = math.prod(shape)
-    return fault_codes(counter_rng.bits32(keys, [n]), spec)[:, :n].reshape(len(seeds), *shape)
-
-
 def draw_layers(
     seeds: Sequence[int], layers: Sequence[tuple[int, tuple[int, ...]]], hw: HardwareSpec, device: torch.device
 ) -> list[LayerDraws]:
-    """Static draws of several layers (layer index, cell shape) on ``device``: every stream of every
-    layer hashed in one pass (no Python loop over instances, layers' cells or tiles)."""
+    """Static draws of several layers (layer index, cell shape) on ``device``: each stream the static
+    effects use, every layer in one hashing pass (no Python loop over instances, layers' cells or
+    tiles); streams no effect uses are not drawn."""
     index = [li for li, _ in layers]
     shapes = [tuple(shape) for _, shape in layers]
     sizes = [math.prod(shape) for shape in shapes]
-    var = hw.variation
-    none: Sequence[torch.Tensor | None] = [None] * len(layers)
-    z_abs, z_rel, healthy, gmax, z_drift = none, none, none, none, none
-    if var.absolute:
-        z_abs = _split(counter_rng.normal(_keys(seeds, index, seeding.VARIATION, device), sizes), shapes)
-    if var.sigma_rel > 0:
-        z_rel = _split(counter_rng.normal(_keys(seeds, index, seeding.VARIATION_REL, device), sizes), shapes)
-    if hw.faults.enabled:
-        bits = counter_rng.bits32(_keys(seeds, index, seeding.FAULTS, device), sizes)
-        a, b = fault_weights(bits, hw.faults)
-        healthy, gmax = _split(a, shapes), _split(b, shapes)
-    if hw.drift.model != "none":
-        z_drift = _split(counter_rng.normal(_keys(seeds, index, seeding.DRIFT, device), sizes), shapes)
-    return [LayerDraws(*d) for d in zip(healthy, gmax, z_abs, z_rel, z_drift)]
+    per_layer: list[dict[str, torch.Tensor]] = [{} for _ in layers]
+    for effect in STATIC_EFFECTS:
+        raw = {}
+        for stream in effect.used(hw):
+            keys = _keys(seeds, index, stream.index, device)
+            draw = counter_rng.normal if stream.kind == "normal" else counter_rng.bits32
+            raw[stream.name] = draw(keys, sizes)
+        if raw:
+            for name, flat in effect.derive(raw, hw).items():
+                for values, part in zip(per_layer, _split(flat, shapes)):
+                    values[name] = part
+    return [LayerDraws(values) for values in per_layer]
 
 
 def program_levels(levels: torch.Tensor, draws: LayerDraws, hw: HardwareSpec, instances: int) -> torch.Tensor:
     """Programmed conductances h (I, A, G, t_r, t_c, R, C) of float target ``levels`` (A, ...) or
-    (I, A, ...) on drawn cells: variation of the programmed conductance, then stuck cells forced
-    (a pure function; a few in-place passes over one fresh tensor). Without static draws every
-    instance holds the targets, still one per instance (their per-read noise streams differ)."""
-    like = next((t for t in (draws.healthy, draws.z_rel, draws.z_abs, draws.z_drift) if t is not None), None)
+    (I, A, ...) on drawn cells: the static effects in order - conductance effects on g = h + G_min
+    (variation, drift), then level effects on h (stuck cells) - a pure function; a few in-place passes
+    over one fresh tensor. Without static draws every instance holds the targets, still one per
+    instance (their per-read noise streams differ)."""
+    like = next(iter(draws.values.values()), None)
     levels = levels.to(torch.float32)
     if levels.dim() == 6:
         levels = levels.unsqueeze(0)
     shape = (instances, *levels.shape[1:]) if like is None else like.shape
-    dev = hw.device
-    if draws.z_abs is not None or draws.z_rel is not None or draws.z_drift is not None:
-        g_min_n = dev.g_min_s / dev.delta_g_s
+    active = [e for e in STATIC_EFFECTS if e.used(hw)]
+    on_g = [e for e in active if e.acts_on == "conductance"]
+    if on_g:
+        g_min_n = hw.device.g_min_s / hw.device.delta_g_s
         g = torch.add(levels, g_min_n)
         g = g if g.shape == shape else g.expand(shape).clone()
-        if draws.z_abs is not None or draws.z_rel is not None:
-            g = apply_variation(
-                g, draws.z_abs, draws.z_rel, hw.variation, dev.delta_g_s, dev.g_max_s / dev.delta_g_s, inplace=True
-            )
-        if draws.z_drift is not None:  # at time_s: drift or relaxation from the target level
-            apply_drift(g, torch.add(levels, g_min_n), draws.z_drift, hw)
+        target = torch.add(levels, g_min_n) if any(e.needs_target for e in on_g) else g  # g: still the target
+        for effect in on_g:
+            g = effect.program(g, target, draws.values, hw)
         h = g.sub_(g_min_n)
     else:
         h = levels.expand(shape).clone()
-    if draws.healthy is not None:
-        assert draws.at_gmax is not None  # drawn together
-        apply_fault_weights_(h, draws.healthy, draws.at_gmax, dev.levels - 1)
+    for effect in active:
+        if effect.acts_on == "level":
+            h = effect.program(h, levels, draws.values, hw)
     return h
 
 

@@ -4,10 +4,10 @@ The derivation is documented because users must be able to reproduce any row by 
 
 * **Static draws** (made once per instance, when it is programmed): the counter-based generator of
   :mod:`engine.counter_rng`, keyed by (instance seed, layer index, stream) and indexed by the cell's
-  position in the layer's canonical layout (arrays, groups, t_r, t_c, rows, cols). Streams:
-  :data:`FAULTS` (one 32-bit uniform per cell), :data:`VARIATION` (absolute-variation normal per
-  cell), :data:`VARIATION_REL` (relative-variation normal per cell), :data:`DRIFT` (the normal behind
-  each cell's drift exponent). Evaluated on the model's
+  position in the layer's canonical layout (arrays, groups, t_r, t_c, rows, cols). Each static
+  effect declares its streams (``engine.nonideal``, ``StaticEffect.streams``): 0 faults (one 32-bit
+  uniform per cell), 1 absolute-variation normal, 4 relative-variation normal, 5 the normal behind
+  each cell's drift exponent. Evaluated on the model's
   device, with the same integer bits on every device; the draws of layer 3 do not depend on how
   many layers, instances or batches were sampled before it.
 * **Per-read noise** (:data:`READ_NOISE`) and training write noise (:data:`WRITE_NOISE`): a torch
@@ -27,12 +27,9 @@ import numpy as np
 if TYPE_CHECKING:
     import torch
 
-FAULTS = 0
-VARIATION = 1
+# Per-read and write-noise generator streams (the static streams 0, 1, 4, 5 are declared by their effects).
 READ_NOISE = 2
 WRITE_NOISE = 3
-VARIATION_REL = 4
-DRIFT = 5
 
 # Version of the static-draw derivation above; every sweep point id includes it, so rows drawn
 # under another scheme are never mixed into a resumed sweep. 2: one numpy stream per variation

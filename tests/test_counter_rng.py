@@ -12,13 +12,13 @@ import torch
 from scipy import stats
 
 from engine import counter_rng as cr
-from engine import seeding
 from engine.hardware import HardwareSpec
 from engine.instance import HardwareInstance, draw_layers
 from engine.nonideal.faults import (
     HEALTHY,
     STUCK_GMAX,
     STUCK_GMIN,
+    StuckAt,
     apply_fault_weights_,
     codes_from_weights,
     fault_codes,
@@ -171,7 +171,7 @@ def test_fault_weights_are_the_threshold_masks_and_programming_overwrites_exactl
     """The float 0/1 weights programming multiplies by are the integer-threshold masks (rates 0 and 1
     included), and h * healthy + top * at_gmax equals overwriting the stuck cells."""
     spec = HardwareSpec.model_validate({"faults": {"stuck_at_gmax_rate": p_max, "stuck_at_gmin_rate": p_min}}).faults
-    keys = cr.stream_keys([5, 6], 0, seeding.FAULTS)
+    keys = cr.stream_keys([5, 6], 0, StuckAt.streams[0].index)
     bits = cr.bits32(keys, 20_000)
     bits[0, :4] = torch.tensor([0, -1, -(2**31), 2**31 - 1], dtype=torch.int32)  # u = 0, 2**32-1, 2**31, 2**31-1
     stuck, gmax = stuck_masks(bits, spec)
@@ -196,3 +196,41 @@ def test_instance_draws_once_per_layer_and_reuses_programmed_cells():
     other = inst.cells(levels.flip(-1), 0)  # other targets on the same physical draws
     assert a is b and other is not a and inst.stats == {"draws": 1, "programs": 2, "solves": 0}
     assert torch.equal(a.faults, other.faults)
+
+
+def test_a_static_effect_is_one_object_the_engine_draws_and_applies(monkeypatch):
+    """The non-ideality protocol (issue 16): an effect declares its stream and one programming step; the
+    engine hashes the stream and applies the effects in STATIC_EFFECTS order, naming none of them. A
+    gain error added here (no engine edit) gets the counter normals of its own stream, multiplies the
+    variation's result by (1 + s z) on healthy cells, leaves stuck cells stuck and every other draw as it was."""
+    from engine import instance as instance_module
+    from engine.instance import program_levels
+    from engine.nonideal import STATIC_EFFECTS, StaticEffect, Stream
+
+    class Gain(StaticEffect):
+        name = "gain"
+        streams = (Stream("z_gain", 6, "normal"),)
+
+        def used(self, hw):
+            return self.streams
+
+        def program(self, g, target, draws, hw):
+            return g.mul_(1 + 0.1 * draws["z_gain"])
+
+    cpu = torch.device("cpu")
+    hw = HardwareSpec.model_validate({"faults": {"stuck_at_gmax_rate": 0.05}, "variation": {"sigma_rel": 0.1}})
+    shape = (2, 1, 2, 1, 8, 8)
+    levels = torch.randint(0, 256, shape, generator=torch.Generator().manual_seed(0)).float()
+    before = draw_layers([7], [(3, shape)], hw, cpu)[0]
+    base = program_levels(levels, before, hw, 1)
+    monkeypatch.setattr(instance_module, "STATIC_EFFECTS", (STATIC_EFFECTS[0], Gain(), *STATIC_EFFECTS[1:]))
+    after = draw_layers([7], [(3, shape)], hw, cpu)[0]
+    z = cr.normal(cr.stream_keys([7], 3, 6), math.prod(shape)).reshape(1, *shape)
+    assert torch.equal(after.get("z_gain"), z)
+    assert set(after.values) == set(before.values) | {"z_gain"}
+    assert all(torch.equal(after.get(k), v) for k, v in before.values.items())
+    got = program_levels(levels, after, hw, 1)
+    g_min = hw.device.g_min_s / hw.device.delta_g_s
+    healthy = before.get("healthy").bool()
+    torch.testing.assert_close(got[healthy] + g_min, (base[healthy] + g_min) * (1 + 0.1 * z[healthy]))
+    assert torch.equal(got[~healthy], base[~healthy]) and (~healthy).any()

@@ -189,3 +189,46 @@ def test_column_awgn_has_requested_sigma_per_sensed_column():
         y = layer(x)[:, 0].double() / (float(layer.delta_x) * layer.mapped.delta_w)  # MAC units
     # one sensed column pair (analog subtraction, one slice): sigma = 2 LSB
     assert abs(float(y.std()) / 2.0 - 1) < 4 / math.sqrt(2 * y.numel())
+
+
+def test_a_read_effect_is_one_object_the_read_adds(monkeypatch):
+    """The non-ideality protocol's read phase (issue 16): an effect builds its operands at programming
+    and adds its current to every read; the layer names no effect. A read-proportional gain error added
+    here (no engine edit) adds eps (v @ G_phys) to each raw bit-line current, so with analog subtraction
+    (G_min cancels) and an ideal ADC the layer's output is (1 + eps) times the noise-free one; the
+    effect is off until the hardware uses it (then the read is the plain folded read)."""
+    from engine import crossbar as crossbar_module
+    from engine.nonideal import READ_EFFECTS, ReadEffect
+
+    class Gain(ReadEffect):
+        name = "gain"
+        on = True
+
+        def used(self, hw):
+            return self.on
+
+        def operands(self, ctx):
+            return {"g": ctx.op.operand(ctx.g_phys)}
+
+        def add_noise(self, current, v, ops, ctx):
+            return current + 0.01 * ctx.op.apply(v, ops["g"])
+
+    torch.manual_seed(0)
+    lin = nn.Linear(100, 7)
+    hw = HardwareSpec.model_validate({"crossbar": {"rows": 32, "cols": 32}, "adc": {"kind": "ideal"}})
+    xm = convert(nn.Sequential(lin), hw)
+    x = torch.rand(16, 100)
+    xm.calibrate([x])
+    xm.program([0])
+    with torch.no_grad():
+        plain = xm(x)[0] - lin.bias
+        gain = Gain()
+        monkeypatch.setattr(crossbar_module, "READ_EFFECTS", (*READ_EFFECTS, gain))
+        monkeypatch.setattr(HardwareSpec, "any_read_noise", property(lambda hw: gain.used(hw)))
+        xm.program([0])
+        layer = xm.crossbar_layers()[0]
+        assert [e for e, _ in layer._prog.read_effects] == [gain]
+        torch.testing.assert_close(xm(x)[0] - lin.bias, 1.01 * plain, rtol=1e-5, atol=1e-6)
+        gain.on = False
+        xm.program([0])
+        assert layer._prog.read_effects == () and torch.equal(xm(x)[0] - lin.bias, plain)

@@ -18,10 +18,13 @@ ReRAM relaxation (aihwkit ``ReRamWan2022NoiseModel``, Wan et al., Nature 2022): 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 
 from ..hardware import RERAM_WAN2022_TIMES, DriftSpec, HardwareSpec
+from .base import Draws, ProgramContext, ReadContext, ReadEffect, StaticEffect, Stream
 
 _ZERO_CLIP = 1e-7
 
@@ -67,3 +70,41 @@ def apply_drift(g: torch.Tensor, g_target: torch.Tensor, z: torch.Tensor, hw: Ha
             g.addcmul_(relaxation_sigma_s(g_rel, hw.time_s, dev.g_max_s) / dev.delta_g_s, z).clamp_min_(0.0)
         return g
     return g.mul_(drift_factor(drift_exponents(g_rel, z, hw.drift), hw.drift_time_factor))
+
+
+class Drift(StaticEffect):
+    """Static effect: the state at ``hardware.time_s`` after programming (drift or relaxation, above),
+    from the target conductance and one normal per cell (stream 5)."""
+
+    name = "drift"
+    streams = (Stream("z_drift", 5, "normal"),)
+    needs_target = True
+
+    def used(self, hw: HardwareSpec) -> tuple[Stream, ...]:
+        return self.streams if hw.drift.model != "none" else ()
+
+    def program(self, g: torch.Tensor, target: torch.Tensor, draws: Draws, hw: HardwareSpec) -> torch.Tensor:
+        return apply_drift(g, target, draws["z_drift"], hw)
+
+
+class Flicker(ReadEffect):
+    """Read effect: the accumulated 1/f noise at ``hardware.time_s`` (aihwkit PCM, above): a read sees
+    G(t) (1 + sigma_1f z), sigma_1f from each cell's target level; on a bit line a Gaussian of variance
+    sum_r (G_r(t) sigma_r)^2 V_r^2."""
+
+    name = "read_noise_1f"
+
+    def used(self, hw: HardwareSpec) -> bool:
+        return hw.drift.read_noise_1f
+
+    def operands(self, ctx: ProgramContext) -> dict[str, Any]:
+        hw = ctx.hw
+        assert hw.time_s is not None  # validation: 1/f noise needs hardware.time_s
+        sigma = flicker_sigma(ctx.target_rel(), hw.drift, hw.time_s + hw.drift.t0_s)
+        return {"g_sigma_sq": ctx.op.operand((ctx.g_phys * sigma) ** 2)}
+
+    def add_noise(
+        self, current: torch.Tensor, v: torch.Tensor, ops: Mapping[str, Any], ctx: ReadContext
+    ) -> torch.Tensor:
+        var = ctx.op.apply(v * v, ops["g_sigma_sq"])
+        return current + var.clamp_min(0).sqrt() * ctx.randn(var.shape, var)

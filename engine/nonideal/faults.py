@@ -16,7 +16,8 @@ import math
 
 import torch
 
-from ..hardware import StuckAtFaults
+from ..hardware import HardwareSpec, StuckAtFaults
+from .base import Draws, StaticEffect, Stream
 
 HEALTHY = 0
 STUCK_GMAX = 1
@@ -89,3 +90,22 @@ def apply_fault_weights_(
     """In place: every stuck cell to G_min (h = 0), the G_max subset to the top level (h >= 0 is finite,
     so h * 0 = 0 and h * 1 + 0 = h exactly: the same values as overwriting the cells)."""
     return h.mul_(healthy).add_(at_gmax, alpha=float(full_level))
+
+
+class StuckAt(StaticEffect):
+    """Static effect: stuck cells read G_max or G_min whatever was programmed (after every conductance
+    effect), from one 32-bit draw per cell (stream 0)."""
+
+    name = "faults"
+    streams = (Stream("faults", 0, "bits32"),)
+    acts_on = "level"
+
+    def used(self, hw: HardwareSpec) -> tuple[Stream, ...]:
+        return self.streams if hw.faults.enabled else ()
+
+    def derive(self, raw: Draws, hw: HardwareSpec) -> Draws:
+        healthy, at_gmax = fault_weights(raw["faults"], hw.faults)
+        return {"healthy": healthy, "at_gmax": at_gmax}
+
+    def program(self, g: torch.Tensor, target: torch.Tensor, draws: Draws, hw: HardwareSpec) -> torch.Tensor:
+        return apply_fault_weights_(g, draws["healthy"], draws["at_gmax"], hw.device.levels - 1)

@@ -11,9 +11,15 @@ In the engine's units (conductance dG, voltage dV_DAC, current dG dV_DAC):
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
+import torch
 from scipy import constants
+
+from ..hardware import HardwareSpec
+from .base import ProgramContext, ReadContext, ReadEffect
 
 
 @dataclass(frozen=True)
@@ -35,3 +41,23 @@ class ThermalShotCoefficients:
 def cell_current_rms(g_s: float, v_v: float, frequency_hz: float, temperature_k: float) -> float:
     """PytorX eq. 1 for one cell, in amperes (reference for tests and docs)."""
     return (g_s * frequency_hz * (4 * constants.k * temperature_k + 2 * constants.e * abs(v_v))) ** 0.5
+
+
+class ThermalShot(ReadEffect):
+    """Read effect: the bit-line Gaussian of PytorX eq. 1 above, one draw per bit line and read."""
+
+    name = "read_noise"
+
+    def used(self, hw: HardwareSpec) -> bool:
+        return hw.read_noise.enabled
+
+    def operands(self, ctx: ProgramContext) -> dict[str, Any]:
+        return {"g": ctx.op.operand(ctx.g_phys), "g_colsum": ctx.g_phys.sum(-2, keepdim=True)}
+
+    def add_noise(
+        self, current: torch.Tensor, v: torch.Tensor, ops: Mapping[str, Any], ctx: ReadContext
+    ) -> torch.Tensor:
+        hw = ctx.hw
+        c = ThermalShotCoefficients.for_read(hw.frequency_hz, hw.temperature_k, hw.device.delta_g_s, ctx.delta_v_v)
+        var = c.thermal * ops["g_colsum"] + c.shot * ctx.op.apply(v.abs(), ops["g"])
+        return current + var.sqrt() * ctx.randn(var.shape, var)

@@ -22,7 +22,8 @@ import math
 
 import torch
 
-from ..hardware import ProgrammingVariation
+from ..hardware import HardwareSpec, ProgrammingVariation
+from .base import Draws, StaticEffect, Stream
 
 
 def apply_variation(
@@ -71,3 +72,20 @@ def poly_sigma(g_t: torch.Tensor, spec: ProgrammingVariation, g_max_s: float) ->
     for c in reversed(spec.sigma_poly_us):  # Horner over the (few) coefficients
         sigma = sigma * g_t + c
     return sigma * (g_max_s / spec.poly_g_max_ref_us)  # uS x (G_max / G_ref, both in uS) x 1e-6 S/uS
+
+
+class Variation(StaticEffect):
+    """Static effect: programming variation (above), one normal per cell and term - absolute (stream 1)
+    and relative (stream 4) - each drawn only when its sigma is non-zero."""
+
+    name = "variation"
+    streams = (Stream("z_abs", 1, "normal"), Stream("z_rel", 4, "normal"))
+
+    def used(self, hw: HardwareSpec) -> tuple[Stream, ...]:
+        z_abs, z_rel = self.streams
+        return tuple(s for s, on in ((z_abs, hw.variation.absolute), (z_rel, hw.variation.sigma_rel > 0)) if on)
+
+    def program(self, g: torch.Tensor, target: torch.Tensor, draws: Draws, hw: HardwareSpec) -> torch.Tensor:
+        dev = hw.device
+        z_abs, z_rel = draws.get("z_abs"), draws.get("z_rel")
+        return apply_variation(g, z_abs, z_rel, hw.variation, dev.delta_g_s, dev.g_max_s / dev.delta_g_s, inplace=True)

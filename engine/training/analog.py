@@ -139,7 +139,7 @@ class AnalogLayer(nn.Module):
             codes = per_weight(d.faults)
             assert codes is not None
             stuck = codes == STUCK_GMAX, codes == STUCK_GMIN
-        return stuck, (per_weight(d.z_abs), per_weight(d.z_rel))
+        return stuck, (per_weight(d.get("z_abs")), per_weight(d.get("z_rel")))
 
     def _apply_stuck(self) -> None:
         if self._stuck is not None:
