@@ -709,6 +709,14 @@ TRAINING_FIELDS = (
     "variation.",
     "ir_drop.",
     "update.",
+    # per-read effects on the forward reads, through the inference read's effect objects
+    "read_noise.",
+    "rtn.",
+    "read_fluctuation.",
+    "column_awgn.",
+    "frequency_hz",
+    "temperature_k",
+    "input.v_read_v",
 )
 INFERENCE_ONLY_REASON = "crossbar training (kind: train) does not model it"
 

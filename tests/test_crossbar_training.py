@@ -185,8 +185,9 @@ def test_training_spec_is_validated():
     )
     with pytest.raises(SpecError, match="hardware.update.write_granularity: it shapes the write noise only"):
         validate({**base, "training": {"momentum": 0.0}, "hardware": {"update": {"write_granularity": "batch"}}})
-    with pytest.raises(SpecError, match="hardware.rtn.enabled: crossbar training"):
-        validate({**base, "training": {}, "hardware": {"rtn": {"enabled": True}}})
+    with pytest.raises(SpecError, match="hardware.dac_loading.enabled: crossbar training"):
+        validate({**base, "training": {}, "hardware": {"dac_loading": {"enabled": True}}})
+    assert validate({**base, "training": {}, "hardware": {"rtn": {"enabled": True}}})  # modelled since the read effects
     infer = {"name": "inf", "model": {"name": "lenet5", "train": {}}, "trials": 1, "output": {"dir": "x"}}
     with pytest.raises(SpecError, match="hardware.update.write_noise: device writes only happen in crossbar training"):
         validate({**infer, "hardware": {"update": {"write_noise": 1.0}}})
@@ -298,3 +299,43 @@ def test_per_example_write_noise_is_the_sum_of_the_examples_noises():
         assert differs.any() and ((std / (noise_unit * step.abs()) - 1).abs() > 0.15)[differs].all()
     with pytest.raises(ValueError, match="write_granularity: 'example'.*needs training.momentum"):
         train_on_crossbar("lenet5", None, hw, 1, 16, 0.1, 0, 0, momentum=0.9, weight_ranges=[1.0] * 5)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("effect", ["read_noise", "column_awgn"])
+def test_forward_reads_carry_the_inference_read_effects_with_their_closed_form_variance(effect):
+    """Crossbar training's forward reads add the per-read effects through the inference read's objects
+    (engine.nonideal.READ_EFFECTS) on both arrays' bit lines, then sense I+ - I-. One tile, ideal ADC,
+    the same input read 4,000 times: the spread of each output equals PytorX eq. 1 summed over the
+    column's cells of both arrays (thermal: sum_r G; shot: sum_r |V_r| G; padding rows at G_min), or
+    Yu's column AWGN sigma, times the read's scale dx / S - within 6 % (4,000 draws: ~2.2 % per std)."""
+    from engine.nonideal.thermal_shot import ThermalShotCoefficients
+
+    extra = (
+        {"read_noise": {"enabled": True}, "frequency_hz": 1e10}
+        if effect == "read_noise"
+        else {"column_awgn": {"sigma_lsb": 3.0}}
+    )
+    hw = HardwareSpec.model_validate({"adc": {"kind": "ideal"}, **extra})
+    torch.manual_seed(0)
+    net = to_analog(nn.Sequential(nn.Linear(40, 6)), hw, 3, [0.5])
+    layer = analog_layers(net)[0]
+    x = torch.rand(1, 40).expand(4000, 40)
+    with torch.no_grad():
+        net.train()  # training reads: each batch quantised with its own range (the same batch every time)
+        y = net(x)
+    dx = layer.ranges["x"].batch_step(x)
+    codes = layer.ranges["x"].coding().quantise(x[0], dx)
+    dev = hw.device
+    g = (
+        torch.nn.functional.pad(layer._pair.double(), (0, 0, 0, 64 - 40), value=dev.g_min_s) / dev.delta_g_s
+    )  # (2, R, n)
+    if effect == "read_noise":
+        dv = hw.input.v_read_v / layer.ranges["x"].coding().max_chunk
+        c = ThermalShotCoefficients.for_read(hw.frequency_hz, hw.temperature_k, dev.delta_g_s, dv)
+        v = torch.nn.functional.pad(codes.double().abs(), (0, 64 - 40))
+        var = (c.thermal * g.sum(1) + c.shot * torch.einsum("r,arn->an", v, g)).sum(0)  # both arrays' bit lines
+    else:
+        var = torch.full((6,), 3.0**2, dtype=torch.float64)
+    expected = var.sqrt() * dev.delta_g_s * dx / layer.scale
+    measured = y.double().std(0)
+    assert expected.min() > 0 and ((measured / expected - 1).abs() < 0.06).all(), (measured, expected)

@@ -110,13 +110,14 @@ def test_read_fluctuation_is_pytorx_eq2_read_to_read_and_static_variation_is_not
 def test_each_kind_refuses_the_fields_it_would_ignore():
     hw = HardwareSpec.model_validate(
         {
+            "dac_loading": {"enabled": True},
             "rtn": {"enabled": True},
             "variation": {"sigma_rel": 0.1},
             "update": {"write_noise": 1.0},
             "adc": {"subtract": "digital"},
         }
     )
-    assert [n for n, _ in unused_fields(hw, "train")] == ["adc.subtract", "rtn.enabled"]
+    assert [n for n, _ in unused_fields(hw, "train")] == ["adc.subtract", "dac_loading.enabled"]
     assert [n for n, _ in unused_fields(hw, "inference")] == ["update.write_noise"]
 
 
@@ -247,6 +248,10 @@ TRAIN_BASE = {
     "variation": {"sigma_rel": 0.3, "sigma_abs_delta_g": 0.2},
     "ir_drop": {"enabled": True, "r_row_ohm": 50.0, "r_col_ohm": 50.0},
     "update": {"nonlinearity": 0.5, "write_noise": 1.0},
+    "read_noise": {"enabled": True},
+    "rtn": {"enabled": True},
+    "read_fluctuation": {"sigma_delta_g": 0.2},
+    "column_awgn": {"sigma_lsb": 0.5},
 }
 
 
@@ -345,10 +350,11 @@ def test_every_hardware_field_changes_the_result_or_is_refused(kind):
     if kind == "inference":
         assert all(p.startswith("update.") for p in refused) and len(refused) == len(_HW().update.model_dump())
     else:
-        assert {"read_noise.enabled", "rtn.enabled", "adc.subtract", "device.bits_per_cell"} <= set(refused)
+        assert {"adc.subtract", "device.bits_per_cell", "input.dac_bits", "dac_loading.enabled"} <= set(refused)
         assert {"variation.sigma_rel", "faults.stuck_at_gmax_rate", "ir_drop.r_row_ohm", "update.write_noise"} <= set(
             acted
         )
+        assert {"read_noise.enabled", "rtn.sampling", "read_fluctuation.sigma_delta_g", "frequency_hz"} <= set(acted)
 
 
 def _flat_names(hw: _HW) -> list[str]:

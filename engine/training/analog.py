@@ -11,7 +11,9 @@ negative crossbars); ``balanced`` starts both devices around the mid conductance
 * Forward: inputs quantised by the DAC (PytorX Alg. 1: dx = max|x| / 2^(N-1) per training batch,
   the mean over the last epoch's batches at test time), every tile read as v @ G_eff (IR drop:
   the exact network, re-solved every ``refresh_every`` updates with the distortion reused in
-  between - TxSim's interpolated FCM), I+ - I- digitised per tile column (ADC range as Alg. 1),
+  between - TxSim's interpolated FCM), the per-read effects in use added through the inference
+  read's objects (``engine.nonideal.READ_EFFECTS``: thermal/shot, RTN, read fluctuation on both
+  arrays' bit lines, then column AWGN), I+ - I- digitised per tile column (ADC range as Alg. 1),
   partial sums added digitally.
 * Backward: the activation gradient is read through the same tiles transposed - errors driven
   onto the columns, currents sensed on the rows, with their own DAC and ADC ranges. By
@@ -36,11 +38,21 @@ from ..hardware import HardwareSpec, check_write_granularity
 from ..instance import draw_layers
 from ..irdrop import TileWires, effective_conductance, fcm_distortion, fcm_interpolate, path_model
 from ..layers import conv_output_size
+from ..nonideal import READ_EFFECTS, ProgramContext, ReadContext
 from ..nonideal.faults import STUCK_GMAX, STUCK_GMIN
 from ..nonideal.variation import apply_variation
 from ..periphery import RangeTracker
+from ..tile_ops import MatmulTiles
 from ..tiling import TileGrid
 from .update import UpdateModel
+
+
+def _no_matrix(codes: torch.Tensor, instances: int) -> torch.Tensor:
+    raise AssertionError("training builds its read voltages itself")
+
+
+def _no_targets() -> torch.Tensor:
+    raise ValueError("1/f read noise (hardware.drift) is not modelled in crossbar training")
 
 
 def _pad_to(t: torch.Tensor, width: int) -> torch.Tensor:
@@ -103,6 +115,12 @@ class AnalogLayer(nn.Module):
         self.delta = nn.Parameter(torch.zeros(k, n, device=w.device))  # receives dL/dW from the crossbar backward
         self._stuck, self._z = self._sample_cells(seed, w.device)
         self._apply_stuck()
+        # per-read effects (engine.nonideal.READ_EFFECTS: the inference read's objects) on the forward reads
+        self.read_effects = [e for e in READ_EFFECTS if e.used(hw)]
+        self.read_gen = (
+            seeding.torch_generator(seed, layer_index, seeding.READ_NOISE, w.device) if self.read_effects else None
+        )
+        self._read_ops: list | None = None
         self.write_gen = torch.Generator(device=w.device)
         self.write_gen.manual_seed(
             int(seeding.stream(seed, layer_index, seeding.WRITE_NOISE).generate_state(1)[0]) & (2**63 - 1)
@@ -121,6 +139,7 @@ class AnalogLayer(nn.Module):
         self.write_sq: torch.Tensor | None = None
         self._momentum: torch.Tensor | None = None
         self._geff: torch.Tensor | None = None
+        self._pair: torch.Tensor | None = None  # (2, k, n) siemens as the forward reads them (G_eff with wires)
         self._distortion: torch.Tensor | None = None
 
     # cells -------------------------------------------------------------------------------------------
@@ -178,6 +197,7 @@ class AnalogLayer(nn.Module):
         pad = (0, grid.t_c * grid.wcols - grid.n, 0, grid.t_r * grid.rows - grid.k)
         g = self.read_conductance()
         if not ir.enabled:
+            self._pair = g
             self._geff = F.pad((g[0] - g[1]).float(), pad)
             return self._geff
         cells = grid.place(g.unsqueeze(1).unsqueeze(-1) - dev.g_min_s, None)[:, 0] + dev.g_min_s
@@ -189,8 +209,53 @@ class AnalogLayer(nn.Module):
             geff = effective_conductance(cells, wires, dtype=dtype) if ir.model == "exact" else path_model(cells, wires)
             self._distortion = fcm_distortion(cells, geff)
         per_weight = grid.unplace(geff.unsqueeze(1))[:, 0, :, :, 0]  # (2, k, n)
+        self._pair = per_weight
         self._geff = F.pad((per_weight[0] - per_weight[1]).float(), pad)
         return self._geff
+
+    def _noise_operands(self) -> list:
+        """The bit-line read effects' operands for the pair as read (rebuilt after every update): the
+        physical conductances of both arrays in the inference layout (1, 1, t_r, R, 2 t_c wcols), dG
+        units, padded cells at G_min."""
+        if self._read_ops is None:
+            grid, dev = self.grid, self.hw.device
+            self.effective_difference()
+            pad = (0, grid.t_c * grid.wcols - grid.n, 0, grid.t_r * grid.rows - grid.k)
+            assert self._pair is not None  # set with _geff
+            pair = F.pad(self._pair.float() / dev.delta_g_s, pad, value=dev.g_min_s / dev.delta_g_s)
+            g_phys = pair.reshape(2, grid.t_r, grid.rows, grid.t_c, grid.wcols).permute(1, 2, 0, 3, 4)
+            g_phys = g_phys.reshape(1, 1, grid.t_r, grid.rows, -1)
+            ctx = ProgramContext(g_phys, MatmulTiles(grid, _no_matrix), _no_targets, self.hw)
+            self._read_ops = [(e, e.operands(ctx)) for e in self.read_effects if e.stage == "bit_line"]
+        return self._read_ops
+
+    def _read_noise(self, v: torch.Tensor) -> torch.Tensor:
+        """Per-read effects' currents on every tile column, (M, t_r, t_c wcols) siemens x code, for the
+        row codes ``v`` (M, t_r, R): bit-line currents on both arrays, sensed I+ - I-, then the column
+        effects - the same effect objects and draws as an inference read of these conductances."""
+        grid, hw = self.grid, self.hw
+        gen = self.read_gen
+        assert gen is not None
+
+        def randn(shape, like):
+            return torch.randn(shape[1:], generator=gen, device=like.device, dtype=like.dtype).unsqueeze(0)
+
+        def rand(shape, like):
+            return torch.rand(shape[1:], generator=gen, device=like.device, dtype=like.dtype).unsqueeze(0)
+
+        coding = self.ranges["x"].coding()
+        ctx = ReadContext(MatmulTiles(grid, _no_matrix), randn, rand, hw.input.v_read_v / coding.max_chunk, hw)
+        v5 = v.transpose(0, 1).unsqueeze(0).unsqueeze(0)  # (1, 1, t_r, M, R)
+        noise = torch.zeros((), device=v.device, dtype=v.dtype)
+        for effect, ops in self._noise_operands():
+            noise = effect.add_noise(noise, v5, ops, ctx)
+        noise = noise.expand(1, 1, grid.t_r, v.shape[0], 2 * grid.t_c * grid.wcols)
+        cols = noise.reshape(grid.t_r, v.shape[0], 2, grid.t_c * grid.wcols)
+        sensed = cols[:, :, 0] - cols[:, :, 1]  # analog subtraction of the pair
+        for effect in self.read_effects:
+            if effect.stage == "column":
+                sensed = effect.add_noise(sensed.unsqueeze(0), v5, {}, ctx)[0]
+        return sensed.transpose(0, 1) * hw.device.delta_g_s
 
     # reads -------------------------------------------------------------------------------------------
     def read(self, codes: torch.Tensor, transpose: bool, adc: RangeTracker) -> torch.Tensor:
@@ -201,6 +266,8 @@ class AnalogLayer(nn.Module):
         if not transpose:
             v = _pad_to(codes, grid.t_r * grid.rows).reshape(-1, grid.t_r, grid.rows)
             cur = torch.einsum("mtr,trn->mtn", v, diff.view(grid.t_r, grid.rows, -1))  # per row tile
+            if self.read_effects:  # per-read noise on the forward reads (the backward's are noise-free)
+                cur = cur + self._read_noise(v)
             out = grid.n
         else:
             v = _pad_to(codes, grid.t_c * grid.wcols).reshape(-1, grid.t_c, grid.wcols)
@@ -255,7 +322,7 @@ class AnalogLayer(nn.Module):
         self._apply_stuck()
         self.delta.grad = None
         self.updates += 1
-        self._geff = None
+        self._geff, self._read_ops = None, None
 
     def _split(self, dg: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Ideal changes of G+ and G- for a weight change dg (siemens): half each, and the part a
