@@ -757,7 +757,23 @@ def unused_fields(hw: HardwareSpec, kind: str) -> list[tuple[str, str]]:
             out.append((name, "device writes only happen in crossbar training (kind: train)"))
         elif name in ("update.write_granularity", "update.write_noise_units") and hw.update.write_noise == 0:
             out.append((name, "it shapes the write noise only: set update.write_noise > 0"))
+        elif (why := _inert_without_its_effect(hw, name)) is not None:
+            out.append((name, why))
     return out
+
+
+def _inert_without_its_effect(hw: HardwareSpec, name: str) -> str | None:
+    """Why a per-read noise parameter changes nothing on this hardware (None: it acts). They are read
+    only by their effect (engine.nonideal.READ_EFFECTS); the DAC voltage also sets the sinh I-V's scale
+    and a given ADC full scale in amperes."""
+    if name.startswith("rtn.") and name != "rtn.enabled" and not hw.rtn.enabled:
+        return "it shapes telegraph noise only: set rtn.enabled: true"
+    if name in ("frequency_hz", "temperature_k") and not hw.read_noise.enabled:
+        return "it sets thermal/shot read noise only: set read_noise.enabled: true"
+    volts = hw.read_noise.enabled or hw.iv.model == "sinh" or hw.adc.full_scale_a is not None
+    if name == "input.v_read_v" and not volts:
+        return "volts matter only to read noise, the sinh I-V and adc.full_scale_a: none is set"
+    return None
 
 
 def check_write_granularity(hw: HardwareSpec, momentum: float) -> None:

@@ -119,6 +119,14 @@ def test_each_kind_refuses_the_fields_it_would_ignore():
     )
     assert [n for n, _ in unused_fields(hw, "train")] == ["adc.subtract", "dac_loading.enabled"]
     assert [n for n, _ in unused_fields(hw, "inference")] == ["update.write_noise"]
+    # a noise parameter whose effect is off changes nothing in either kind: refused until the effect is on
+    idle = HardwareSpec.model_validate({"frequency_hz": 1e9, "rtn": {"occupancy": 0.3}, "input": {"v_read_v": 0.5}})
+    for kind in ("inference", "train"):
+        assert {n for n, _ in unused_fields(idle, kind)} == {"input.v_read_v", "rtn.occupancy", "frequency_hz"}
+    on = HardwareSpec.model_validate(
+        {"frequency_hz": 1e9, "read_noise": {"enabled": True}, "rtn": {"enabled": True, "occupancy": 0.3}}
+    )
+    assert unused_fields(on, "inference") == unused_fields(on, "train") == []
 
 
 # PytorX Alg. 1 by hand ------------------------------------------------------------------------

@@ -27,6 +27,7 @@ def plan_of(extra: dict):
 def test_grid_times_zip_points_and_row_count():
     plan = plan_of(
         {
+            "hardware": {"read_noise": {"enabled": True}},  # the frequency acts through read noise
             "sweep": {
                 "grid": {"hardware.frequency_hz": [1e7, 1e8, 1e9]},
                 "zip": [
