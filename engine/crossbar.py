@@ -474,12 +474,11 @@ class CrossbarLayer(nn.Module):
         built once per programmed state, scale and gain (every read of an evaluation shares it)."""
         prog = self._prog
         assert prog is not None and prog.w_eff is not None
-        key = (scale, gain)
         if prog.w_native is None or prog.w_native[0] != scale or prog.w_native[1] is not gain:
             w = prog.w_eff * scale
             if gain is not None:
                 w = w * gain.view(gain.shape[0], self.grid.groups, 1, self.grid.n)
-            prog.w_native = (*key, self.fold_layout(w))
+            prog.w_native = (scale, gain, self.fold_layout(w))
         return prog.w_native[2]
 
     def float_forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -530,8 +529,10 @@ class CrossbarLayer(nn.Module):
         else:
             cur = cur.reshape(*lead, grid.arrays, grid.t_c, grid.used_cols)
             sensed = cur if hw.adc.subtract == "digital" else self.sense(cur)
-        for effect in prog.column_effects:
-            sensed = effect.add_noise(sensed, v, {}, self._read_context())
+        if prog.column_effects:
+            ctx = self._read_context()
+            for effect in prog.column_effects:
+                sensed = effect.add_noise(sensed, v, {}, ctx)
         recording = self.mode in ("calibrate_adc", "record_moments")
         if self.mode == "calibrate_adc":  # per-slice max|I| (slices are the fastest column axis)
             per_slice = sensed.detach().reshape(-1, grid.slices).abs().amax(0).double()

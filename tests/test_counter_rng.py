@@ -23,7 +23,6 @@ from engine.nonideal.faults import (
     codes_from_weights,
     fault_codes,
     fault_weights,
-    stuck_masks,
     thresholds,
 )
 from sweep.plan import instance_seed
@@ -168,19 +167,21 @@ def test_fault_map_rates_are_exact_in_probability_and_coupled_across_rates():
 
 @pytest.mark.parametrize("p_max,p_min", [(0.0, 0.0), (0.0175, 0.0904), (0.0, 1.0), (1.0, 0.0), (0.3, 0.7), (1e-9, 0.0)])
 def test_fault_weights_are_the_threshold_masks_and_programming_overwrites_exactly(p_max, p_min):
-    """The float 0/1 weights programming multiplies by are the integer-threshold masks (rates 0 and 1
-    included), and h * healthy + top * at_gmax equals overwriting the stuck cells."""
+    """The float 0/1 weights programming multiplies by are the integer-threshold masks of the unsigned
+    draws (rates 0 and 1 and the int32 sign boundary included), the codes follow them, and
+    h * healthy + top * at_gmax equals overwriting the stuck cells."""
     spec = HardwareSpec.model_validate({"faults": {"stuck_at_gmax_rate": p_max, "stuck_at_gmin_rate": p_min}}).faults
     keys = cr.stream_keys([5, 6], 0, StuckAt.streams[0].index)
     bits = cr.bits32(keys, 20_000)
     bits[0, :4] = torch.tensor([0, -1, -(2**31), 2**31 - 1], dtype=torch.int32)  # u = 0, 2**32-1, 2**31, 2**31-1
-    stuck, gmax = stuck_masks(bits, spec)
-    u = bits.to(torch.int64) & 0xFFFFFFFF
+    u = bits.to(torch.int64) & 0xFFFFFFFF  # the unsigned draws, compared in int64 (the reference)
     t_max, t_all = thresholds(spec)
-    assert torch.equal(stuck, u < t_all) and torch.equal(gmax, u < t_max)
+    stuck, gmax = u < t_all, u < t_max
     healthy, at_gmax = fault_weights(bits, spec)
     assert torch.equal(healthy, (~stuck).float()) and torch.equal(at_gmax, gmax.float())
-    assert torch.equal(codes_from_weights(healthy, at_gmax), fault_codes(bits, spec))
+    assert torch.equal(fault_weights(u, spec)[0], healthy)  # int64 draws give the same map
+    codes = torch.where(gmax, STUCK_GMAX, torch.where(stuck, STUCK_GMIN, HEALTHY)).to(torch.int8)
+    assert torch.equal(codes_from_weights(healthy, at_gmax), codes) and torch.equal(fault_codes(bits, spec), codes)
     h = torch.rand(bits.shape) * 255
     assert torch.equal(
         apply_fault_weights_(h.clone(), healthy, at_gmax, 255), h.masked_fill(stuck, 0).masked_fill(gmax, 255)

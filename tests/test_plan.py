@@ -33,7 +33,7 @@ def test_grid_times_zip_points_and_row_count():
                 "zip": [
                     {"hardware.faults.stuck_at_gmax_rate": [0, 0.01], "hardware.faults.stuck_at_gmin_rate": [0, 0.05]}
                 ],
-            }
+            },
         }
     )
     assert len(plan.points) == 6 and plan.rows_total == 6 * 3 * 2

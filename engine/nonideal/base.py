@@ -93,9 +93,8 @@ class ReadContext:
 
 class ReadEffect:
     """An effect of every read: operands built once per programmed state (:meth:`operands`), and a
-    current added to the raw bit-line currents of each read (:meth:`noise`), drawn from the instance's
-    per-read stream (``engine.seeding.READ_NOISE``) in :data:`engine.nonideal.READ_EFFECTS` order
-    (:meth:`add_noise`)."""
+    current added on each read (:meth:`add_noise`), drawn from the instance's per-read stream
+    (``engine.seeding.READ_NOISE``) in :data:`engine.nonideal.READ_EFFECTS` order."""
 
     name: ClassVar[str]
     # where its current joins: the raw bit-line currents of the cells (before sensing and subtraction),

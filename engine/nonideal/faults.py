@@ -30,34 +30,15 @@ def thresholds(spec: StuckAtFaults) -> tuple[int, int]:
     return math.floor(p_max * 2.0**32), math.floor(min(p_max + p_min, 1.0) * 2.0**32)
 
 
-def _signed_order(u32: torch.Tensor, t_max: int, t_all: int) -> tuple[torch.Tensor, int, int]:
-    """The raw int32 bits of :func:`engine.counter_rng.bits32` (or int64 values in [0, 2**32)) and
-    thresholds in an order where signed comparison is unsigned comparison of the 32-bit draws."""
-    if u32.dtype == torch.int32:  # u < t  <=>  (bits ^ -2**31) < t - 2**31 as signed int32
-        return u32 ^ -(2**31), t_max - 2**31, t_all - 2**31
-    return u32, t_max, t_all
-
-
-def stuck_masks(u32: torch.Tensor, spec: StuckAtFaults) -> tuple[torch.Tensor, torch.Tensor]:
-    """(stuck at all, stuck at G_max) boolean masks from 32-bit uniform draws: int64 values in
-    [0, 2**32), or the raw int32 bits of :func:`engine.counter_rng.bits32` (compared in unsigned
-    order without widening). The G_max set is a subset of the stuck set."""
-    u32, t_max, t_all = _signed_order(u32, *thresholds(spec))
-
-    def below(t: int) -> torch.Tensor:
-        if t > torch.iinfo(u32.dtype).max:  # p = 1 (threshold 2**32): every cell
-            return torch.ones_like(u32, dtype=torch.bool)
-        return u32 < t
-
-    return below(t_all), below(t_max)
-
-
 def fault_weights(u32: torch.Tensor, spec: StuckAtFaults) -> tuple[torch.Tensor, torch.Tensor]:
-    """The same fault map as :func:`stuck_masks` as float32 0/1 weights (healthy, stuck at G_max), so
-    that programming applies it in two arithmetic passes, h * healthy + (levels - 1) * at_gmax
-    (:func:`apply_fault_weights_`). ``u < t`` is computed as ``t - clamp(u, t - 1, t)`` in integers:
-    boolean masks cost several times more per cell on a CPU."""
-    u32, t_max, t_all = _signed_order(u32, *thresholds(spec))
+    """The fault map as float32 0/1 weights (healthy, stuck at G_max) from 32-bit uniform draws: int64
+    values in [0, 2**32), or the raw int32 bits of :func:`engine.counter_rng.bits32` (compared in
+    unsigned order without widening). Programming applies them in two arithmetic passes,
+    h * healthy + (levels - 1) * at_gmax (:func:`apply_fault_weights_`). ``u < t`` is computed as
+    ``t - clamp(u, t - 1, t)`` in integers: boolean masks cost several times more per cell on a CPU."""
+    t_max, t_all = thresholds(spec)
+    if u32.dtype == torch.int32:  # u < t  <=>  (bits ^ -2**31) < t - 2**31 as signed int32
+        u32, t_max, t_all = u32 ^ -(2**31), t_max - 2**31, t_all - 2**31
     lo, hi = torch.iinfo(u32.dtype).min, torch.iinfo(u32.dtype).max
 
     def below(t: int) -> torch.Tensor:  # 1 where u < t, else 0, float32
@@ -74,14 +55,9 @@ def codes_from_weights(healthy: torch.Tensor, at_gmax: torch.Tensor) -> torch.Te
     return (1.0 - healthy).mul_(STUCK_GMIN).sub_(at_gmax).to(torch.int8)
 
 
-def codes_from_masks(stuck: torch.Tensor, stuck_gmax: torch.Tensor) -> torch.Tensor:
-    """int8 codes: STUCK_GMIN (2) for stuck cells, less 1 (STUCK_GMAX) where stuck at G_max."""
-    return stuck.to(torch.int8).mul_(STUCK_GMIN).sub_(stuck_gmax.to(torch.int8))
-
-
 def fault_codes(u32: torch.Tensor, spec: StuckAtFaults) -> torch.Tensor:
-    """int8 fault code per cell from its 32-bit uniform draw (see :func:`stuck_masks`)."""
-    return codes_from_masks(*stuck_masks(u32, spec))
+    """int8 fault code per cell from its 32-bit uniform draw (see :func:`fault_weights`)."""
+    return codes_from_weights(*fault_weights(u32, spec))
 
 
 def apply_fault_weights_(
