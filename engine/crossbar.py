@@ -26,7 +26,7 @@ runs the native matmul/convolution kernel on the input codes (``folded`` path).
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
@@ -251,9 +251,16 @@ class CrossbarLayer(nn.Module):
         """How reads meet tiles; ``cell_draws``: per-cell per-read draws are needed."""
         raise NotImplementedError
 
-    def program_cells(self, cells: LayerCells, reuse_ir_distortion: bool = False) -> None:
+    def program_cells(
+        self,
+        cells: LayerCells,
+        reuse_ir_distortion: bool = False,
+        read_streams: list[torch.Generator] | None = None,
+    ) -> None:
         """Program given cells (a mitigation may have edited them) and precompute read operands
-        (``reuse_ir_distortion``: see :meth:`program`)."""
+        (``reuse_ir_distortion``: see :meth:`program`). ``read_streams``: per-instance generators the
+        per-read noise continues from (crossbar training re-programs after every update; default: the
+        instances' streams from their start)."""
         hw, grid = self.hw, self.grid
         noisy = cells.seeds is not None and hw.any_read_noise
         effects = [e for e in READ_EFFECTS if e.used(hw)] if noisy else []
@@ -268,13 +275,12 @@ class CrossbarLayer(nn.Module):
                 f"drop (the network is solved on physical rows)"
             )
         dev = cells.h.device
-        adc = self.adc if self.mode == "crossbar" else None
         prog = _Programmed(
             cells=cells,
             noisy=noisy,
             op=self.tile_operator(cell_draws or loaded or network),
             delta_x=float(self.delta_x),
-            adc=adc,
+            adc=None,  # built from the fitted range on the first crossbar-mode read
             coding=self.coding,
             plane_coef=_coefficients(self.coding.planes, self.coding.dac_bits, dev),
             slice_coef=_coefficients(grid.slices, hw.device.bits_per_cell, dev),
@@ -349,7 +355,9 @@ class CrossbarLayer(nn.Module):
             prog.read_effects = tuple((e, e.operands(ctx)) for e in read_effects)
         prog.column_effects = tuple(e for e in effects if e.stage == "column")
         if noisy:
-            prog.gens = [seeding.torch_generator(s, self.layer_index, seeding.READ_NOISE, dev) for s in cells.seeds]
+            prog.gens = read_streams or [
+                seeding.torch_generator(s, self.layer_index, seeding.READ_NOISE, dev) for s in cells.seeds
+            ]
         self._prog = prog
 
     @staticmethod
@@ -500,15 +508,19 @@ class CrossbarLayer(nn.Module):
     def add_bias(self, y: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def read(self, codes: torch.Tensor) -> torch.Tensor:
-        """Tiled read of input codes -> (I, M, groups * n) in units of dx * dw."""
+    def read(self, codes: torch.Tensor, fit_adc: Callable[[torch.Tensor], ADC] | None = None) -> torch.Tensor:
+        """Tiled read of input codes -> (I, M, groups * n) in units of dx * dw. ``fit_adc``: the column
+        ADC as a function of the values it converts (crossbar training: PytorX Alg. 1's range of each
+        training batch); default: the layer's fitted ADC."""
         grid, hw, prog = self.grid, self.hw, self._prog
         v_rows, _ = prog.op.voltages(codes, prog.coding, self.n_instances)
         # cells' currents as linear cells at V_0 sinh(V / V_0) would carry them (sinh I-V, no wires)
         v = v_rows if prog.iv_v0 is None else sinh_voltage(v_rows, prog.iv_v0)
-        if self.mode == "crossbar" and prog.adc is None and hw.adc.kind != "ideal":
-            prog.adc = self.adc  # programmed in a calibration mode, read in crossbar mode
-        adc = prog.adc if self.mode == "crossbar" else None
+        adc = None
+        if fit_adc is None and self.mode == "crossbar":
+            if prog.adc is None and hw.adc.kind != "ideal":
+                prog.adc = self.adc  # the fitted range, on the layer's device: built once per programmed state
+            adc = prog.adc
         if adc is not None and prog.sensed_matrix is not None and not prog.noisy and self.mmse is None:
             return self._digitised_read(v, adc)
         if prog.network_g is not None:
@@ -533,6 +545,8 @@ class CrossbarLayer(nn.Module):
             ctx = self._read_context()
             for effect in prog.column_effects:
                 sensed = effect.add_noise(sensed, v, {}, ctx)
+        if fit_adc is not None:
+            adc = fit_adc(sensed)
         recording = self.mode in ("calibrate_adc", "record_moments")
         if self.mode == "calibrate_adc":  # per-slice max|I| (slices are the fastest column axis)
             per_slice = sensed.detach().reshape(-1, grid.slices).abs().amax(0).double()
@@ -592,6 +606,12 @@ class CrossbarLayer(nn.Module):
         cur = (amps / (hw.device.delta_g_s * dv)).to(v.dtype).reshape(i, a, gg, tr, tc, pm, c)
         cur = cur[..., : grid.used_cols].permute(0, 2, 3, 5, 1, 4, 6)  # (I, G, t_r, P*M, A, t_c, used)
         return cur.reshape(i, gg, tr, pm, -1)
+
+    @property
+    def effective_cells(self) -> torch.Tensor | None:
+        """G_eff of the programmed state above G_min (dG units, logical rows), shaped like the cells:
+        what the read's tile contraction uses (None: not programmed)."""
+        return None if self._prog is None else self._prog.h_eff
 
     @property
     def newton_report(self) -> NewtonReport | None:

@@ -696,29 +696,29 @@ class HardwareSpec(_Section):
 
 
 # Which fields each kind of trial honours -------------------------------------------------------
-# Crossbar training (engine.training, TxSim) reads continuous conductance pairs through the tiles:
-# these prefixes are what it models; everything else is refused for kind: train rather than ignored.
-TRAINING_FIELDS = (
-    "crossbar.",
-    "device.g_min_s",
-    "device.g_max_s",
-    "input.input_bits",
-    "adc.kind",
-    "adc.bits",
-    "faults.",
-    "variation.",
-    "ir_drop.",
-    "update.",
-    # per-read effects on the forward reads, through the inference read's effect objects
-    "read_noise.",
-    "rtn.",
-    "read_fluctuation.",
-    "column_awgn.",
-    "frequency_hz",
-    "temperature_k",
-    "input.v_read_v",
+# Crossbar training (engine.training, TxSim) programs continuous conductance pairs and reads them with
+# the inference read (engine.crossbar.CrossbarLayer.read): every hardware field acts on it except these
+# (prefixes end with "."), refused for kind: train with the reason rather than ignored.
+_ONE_PAIR = (
+    "crossbar training holds each weight as one analog conductance pair (TxSim Sec. IV); weight slices "
+    "and conductance levels have no update rule"
 )
-INFERENCE_ONLY_REASON = "crossbar training (kind: train) does not model it"
+_NO_DRIFT = "crossbar training writes the devices continuously; drift acts after programming, at inference"
+NOT_TRAINED = {
+    "device.bits_per_cell": _ONE_PAIR,
+    "mapping.weight_bits": _ONE_PAIR,
+    "mapping.realisation": "crossbar training writes a differential pair per weight (TxSim's positive and negative "
+    "crossbars)",
+    "adc.calibration_batches": "crossbar training fits the ADC range to each training batch (PytorX Alg. 1), "
+    "not to calibration batches",
+    "iv.": "crossbar training reads linear cells: the transposed backward read of a non-linear network is not modelled",
+    "time_s": _NO_DRIFT,
+    "drift.": _NO_DRIFT,
+}
+
+
+def _not_trained(name: str) -> str | None:
+    return next((why for p, why in NOT_TRAINED.items() if (name.startswith(p) if p.endswith(".") else name == p)), None)
 
 
 def _flat(d: dict, prefix: str = "") -> dict[str, object]:
@@ -751,8 +751,8 @@ def unused_fields(hw: HardwareSpec, kind: str) -> list[tuple[str, str]]:
     use: a setting that cannot change a result is refused, never silently accepted."""
     out = []
     for name in changed_fields(hw):
-        if kind == "train" and not any(name.startswith(p) if p.endswith(".") else name == p for p in TRAINING_FIELDS):
-            out.append((name, INFERENCE_ONLY_REASON))
+        if kind == "train" and (why := _not_trained(name)) is not None:
+            out.append((name, why))
         elif kind != "train" and name.startswith("update."):
             out.append((name, "device writes only happen in crossbar training (kind: train)"))
         elif name in ("update.write_granularity", "update.write_noise_units") and hw.update.write_noise == 0:
@@ -770,6 +770,8 @@ def _inert_without_its_effect(hw: HardwareSpec, name: str) -> str | None:
         return "it shapes telegraph noise only: set rtn.enabled: true"
     if name in ("frequency_hz", "temperature_k") and not hw.read_noise.enabled:
         return "it sets thermal/shot read noise only: set read_noise.enabled: true"
+    if name == "adc.range_scope" and hw.slices == 1:
+        return "with one weight slice the per-slice range is the layer range: it acts with several slices"
     volts = hw.read_noise.enabled or hw.iv.model == "sinh" or hw.adc.full_scale_a is not None
     if name == "input.v_read_v" and not volts:
         return "volts matter only to read noise, the sinh I-V and adc.full_scale_a: none is set"

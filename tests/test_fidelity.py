@@ -108,17 +108,39 @@ def test_read_fluctuation_is_pytorx_eq2_read_to_read_and_static_variation_is_not
 
 
 def test_each_kind_refuses_the_fields_it_would_ignore():
+    """Crossbar training reads through the inference read (DAC loading, digital subtraction act), and
+    refuses, naming why, what has no meaning for one trained conductance pair per weight. Catches a
+    refusal list that drifts from what training models (either way: a field refused that acts, or one
+    accepted that does nothing - the schema walk below then fails too)."""
     hw = HardwareSpec.model_validate(
         {
             "dac_loading": {"enabled": True},
             "rtn": {"enabled": True},
             "variation": {"sigma_rel": 0.1},
             "update": {"write_noise": 1.0},
-            "adc": {"subtract": "digital"},
+            "adc": {"subtract": "digital", "full_scale_a": 1e-4},
+            "input": {"dac_bits": 2},
         }
     )
-    assert [n for n, _ in unused_fields(hw, "train")] == ["adc.subtract", "dac_loading.enabled"]
+    assert unused_fields(hw, "train") == []
     assert [n for n, _ in unused_fields(hw, "inference")] == ["update.write_noise"]
+    slices = HardwareSpec.model_validate(
+        {"device": {"bits_per_cell": 4}, "iv": {"model": "sinh"}, "adc": {"calibration_batches": 2}}
+    )
+    why = dict(unused_fields(slices, "train"))
+    assert set(why) == {"device.bits_per_cell", "iv.model", "adc.calibration_batches"}
+    assert (
+        "one analog conductance pair" in why["device.bits_per_cell"]
+        and "PytorX Alg. 1" in why["adc.calibration_batches"]
+    )
+    assert unused_fields(slices, "inference") == []
+    # one slice: the per-slice ADC range is the layer's, in both kinds
+    one = HardwareSpec.model_validate({"adc": {"range_scope": "slice"}})
+    assert (
+        [n for n, _ in unused_fields(one, "inference")]
+        == [n for n, _ in unused_fields(one, "train")]
+        == ["adc.range_scope"]
+    )
     # a noise parameter whose effect is off changes nothing in either kind: refused until the effect is on
     idle = HardwareSpec.model_validate({"frequency_hz": 1e9, "rtn": {"occupancy": 0.3}, "input": {"v_read_v": 0.5}})
     for kind in ("inference", "train"):
@@ -255,6 +277,7 @@ TRAIN_BASE = {
     "faults": {"stuck_at_gmax_rate": 0.02, "stuck_at_gmin_rate": 0.02},
     "variation": {"sigma_rel": 0.3, "sigma_abs_delta_g": 0.2},
     "ir_drop": {"enabled": True, "r_row_ohm": 50.0, "r_col_ohm": 50.0},
+    "dac_loading": {"enabled": True},
     "update": {"nonlinearity": 0.5, "write_noise": 1.0},
     "read_noise": {"enabled": True},
     "rtn": {"enabled": True},
@@ -344,7 +367,7 @@ def test_every_hardware_field_changes_the_result_or_is_refused(kind):
         raw = _merge(base_raw, CONTEXT.get(path, {}))
         changed = _set(raw, path, _perturbed(path, info, _current(raw, path)))
         hw = _HW.model_validate(changed)
-        if any(name == path for name, _ in unused_fields(hw, kind)):
+        if unused_fields(hw, kind):  # validation refuses the field, or the context it needs to act
             refused.append(path)
             continue
         assert path in [n for n in _flat_names(hw)], path
@@ -358,10 +381,13 @@ def test_every_hardware_field_changes_the_result_or_is_refused(kind):
     if kind == "inference":
         assert all(p.startswith("update.") for p in refused) and len(refused) == len(_HW().update.model_dump())
     else:
-        assert {"adc.subtract", "device.bits_per_cell", "input.dac_bits", "dac_loading.enabled"} <= set(refused)
+        assert {"device.bits_per_cell", "mapping.weight_bits", "iv.model", "time_s", "adc.range_scope"} <= set(refused)
         assert {"variation.sigma_rel", "faults.stuck_at_gmax_rate", "ir_drop.r_row_ohm", "update.write_noise"} <= set(
             acted
         )
+        # through the inference read: DAC chunks and loading, digital subtraction, a given ADC range
+        assert {"input.dac_bits", "dac_loading.enabled", "dac_loading.r_pd_ohm", "adc.subtract"} <= set(acted)
+        assert "adc.full_scale_a" in acted
         assert {"read_noise.enabled", "rtn.sampling", "read_fluctuation.sigma_delta_g", "frequency_hz"} <= set(acted)
 
 

@@ -9,15 +9,19 @@ weight on the array of its sign with the other device at G_min (TxSim's separate
 negative crossbars); ``balanced`` starts both devices around the mid conductance.
 
 * Forward: inputs quantised by the DAC (PytorX Alg. 1: dx = max|x| / 2^(N-1) per training batch,
-  the mean over the last epoch's batches at test time), every tile read as v @ G_eff (IR drop:
-  the exact network, re-solved every ``refresh_every`` updates with the distortion reused in
-  between - TxSim's interpolated FCM), the per-read effects in use added through the inference
-  read's objects (``engine.nonideal.READ_EFFECTS``: thermal/shot, RTN, read fluctuation on both
-  arrays' bit lines, then column AWGN), I+ - I- digitised per tile column (ADC range as Alg. 1),
-  partial sums added digitally.
+  the mean over the last epoch's batches at test time), then the inference read itself
+  (:meth:`engine.crossbar.CrossbarLayer.read` of a twin programmed with the pair as stored): the
+  instance's static effects (variation as TxSim's non-ideal conductance generator, stuck cells), G_eff
+  (IR drop: the exact network, re-solved every ``refresh_every`` updates with the distortion reused in
+  between - TxSim's interpolated FCM), DAC chunks (``dac_bits``) and DAC loading, the per-read effects
+  (thermal/shot, RTN, read fluctuation, column AWGN) from a stream that continues across updates,
+  sensing (analog I+ - I-, or each array digitised with ``adc.subtract: digital``), the column ADC
+  with the range of each training batch (PytorX Alg. 1; ``adc.full_scale_a``: a given range), and the
+  digital shift-and-add of chunks and row tiles. One copy of the read, not a training variant of it.
 * Backward: the activation gradient is read through the same tiles transposed - errors driven
   onto the columns, currents sensed on the rows, with their own DAC and ADC ranges. By
-  reciprocity of the linear resistive network the transposed read is exactly G_eff^T.
+  reciprocity of the linear resistive network the transposed read is exactly G_eff^T (the forward's
+  G_eff, static effects included); per-read noise, DAC chunks and loading act on the forward reads only.
 * Update: dW = -lr x^T delta from the quantised inputs and errors (optionally averaged with
   momentum in a digital accumulator), dG_ideal = dW S / W_max, split
   +dG/2 on G+ and -dG/2 on G- (a device's share that would cross its bound goes to its partner),
@@ -35,24 +39,11 @@ from torch import nn
 
 from .. import seeding
 from ..hardware import HardwareSpec, check_write_granularity
-from ..instance import draw_layers
-from ..irdrop import TileWires, effective_conductance, fcm_distortion, fcm_interpolate, path_model
-from ..layers import conv_output_size
-from ..nonideal import READ_EFFECTS, ProgramContext, ReadContext
+from ..instance import HardwareInstance
+from ..layers import CrossbarLinear, conv_output_size
 from ..nonideal.faults import STUCK_GMAX, STUCK_GMIN
-from ..nonideal.variation import apply_variation
-from ..periphery import RangeTracker
-from ..tile_ops import MatmulTiles
-from ..tiling import TileGrid
+from ..periphery import ADC, InputCoding, RangeTracker
 from .update import UpdateModel
-
-
-def _no_matrix(codes: torch.Tensor, instances: int) -> torch.Tensor:
-    raise AssertionError("training builds its read voltages itself")
-
-
-def _no_targets() -> torch.Tensor:
-    raise ValueError("1/f read noise (hardware.drift) is not modelled in crossbar training")
 
 
 def _pad_to(t: torch.Tensor, width: int) -> torch.Tensor:
@@ -65,6 +56,19 @@ def _quantise(t: torch.Tensor, tracker: RangeTracker, training: bool) -> tuple[t
     return tracker.coding().quantise(t, step), step
 
 
+def check_trainable(hw: HardwareSpec) -> None:
+    """Crossbar training stores each weight as one analog conductance pair (TxSim Sec. IV): one slice,
+    two arrays, linear cells. Validation refuses the other settings for ``kind: train``; this guards
+    direct use of :func:`to_analog`."""
+    if hw.slices != 1 or hw.arrays != 2 or hw.mapping.realisation != "differential":
+        raise ValueError(
+            "crossbar training holds each weight as one differential conductance pair: hardware.device."
+            "bits_per_cell must cover mapping.weight_bits - 1 (one slice) with mapping.realisation: differential"
+        )
+    if hw.iv.model != "linear" or hw.drift.model != "none":
+        raise ValueError("crossbar training models linear cells at programming time: hardware.iv and drift are off")
+
+
 class AnalogLayer(nn.Module):
     g: torch.Tensor  # (2, k, n) siemens, a registered buffer
     conv: dict | None
@@ -75,6 +79,7 @@ class AnalogLayer(nn.Module):
         super().__init__()
         if not isinstance(module, (nn.Linear, nn.Conv2d)):
             raise TypeError(f"crossbar training converts Linear and Conv2d layers (got {type(module).__name__})")
+        check_trainable(hw)
         if isinstance(module, nn.Conv2d):
             if module.groups != 1 or module.padding_mode != "zeros" or isinstance(module.padding, str):
                 raise ValueError("crossbar training supports ungrouped, zero-padded convolutions")
@@ -87,18 +92,15 @@ class AnalogLayer(nn.Module):
             self.conv = None
             w = module.weight.detach().t()
         k, n = w.shape
-        self.hw, self.layer_index = hw, layer_index
-        self.grid = TileGrid(
-            groups=1,
-            k=k,
-            n=n,
-            rows=hw.crossbar.rows,
-            cols=hw.crossbar.cols,
-            slices=1,
-            arrays=2,
-            wcols=min(hw.crossbar.cols, n),
-            offset=False,
+        self.hw, self.layer_index, self.seed = hw, layer_index, seed
+        # the inference read's layer, programmed with this pair's cells (its float weight is never read)
+        self.xbar = CrossbarLinear(
+            torch.empty(0, device=w.device), None, 1, k, n, hw, f"analog{layer_index}", layer_index
         )
+        self.xbar.weight.requires_grad_(False)
+        self.xbar.allow_fold = False  # the ADC range is fitted per read: always the tiled read
+        self.grid = self.xbar.grid
+        self.instance = HardwareInstance([seed], hw)  # this trial's chip: the inference instance's static draws
         dev, up = hw.device, hw.update
         self.update_model = UpdateModel(up.nonlinearity, up.write_noise, dev.g_min_s, dev.g_max_s, up.write_noise_units)
         self.w_max = up.weight_range * (float(w.abs().max()) if w_max is None else w_max)
@@ -113,14 +115,8 @@ class AnalogLayer(nn.Module):
         self.register_buffer("g", g.clamp(dev.g_min_s, dev.g_max_s))  # (2, k, n) siemens
         self.bias = None if module.bias is None else nn.Parameter(module.bias.detach().clone())
         self.delta = nn.Parameter(torch.zeros(k, n, device=w.device))  # receives dL/dW from the crossbar backward
-        self._stuck, self._z = self._sample_cells(seed, w.device)
+        self._stuck: tuple[str, tuple[torch.Tensor, torch.Tensor] | None] | None = None  # (device, masks)
         self._apply_stuck()
-        # per-read effects (engine.nonideal.READ_EFFECTS: the inference read's objects) on the forward reads
-        self.read_effects = [e for e in READ_EFFECTS if e.used(hw)]
-        self.read_gen = (
-            seeding.torch_generator(seed, layer_index, seeding.READ_NOISE, w.device) if self.read_effects else None
-        )
-        self._read_ops: list | None = None
         self.write_gen = torch.Generator(device=w.device)
         self.write_gen.manual_seed(
             int(seeding.stream(seed, layer_index, seeding.WRITE_NOISE).generate_state(1)[0]) & (2**63 - 1)
@@ -138,146 +134,109 @@ class AnalogLayer(nn.Module):
         self.write_granularity = hw.update.write_granularity
         self.write_sq: torch.Tensor | None = None
         self._momentum: torch.Tensor | None = None
-        self._geff: torch.Tensor | None = None
-        self._pair: torch.Tensor | None = None  # (2, k, n) siemens as the forward reads them (G_eff with wires)
-        self._distortion: torch.Tensor | None = None
+        self._programmed: tuple[int, bool] | None = None  # (updates, input signed) the twin was programmed for
+        self._read_streams: list[torch.Generator] | None = None  # per-read noise: one stream over all updates
+
+    def _apply(self, fn, recurse: bool = True):
+        """Moving the layer re-programs its twin on the new device (derived state only)."""
+        out = super()._apply(fn, recurse)
+        self._programmed, self._read_streams, self._stuck = None, None, None
+        return out
 
     # cells -------------------------------------------------------------------------------------------
-    def _sample_cells(
-        self, seed: int, device
-    ) -> tuple[tuple[torch.Tensor, torch.Tensor] | None, tuple[torch.Tensor | None, torch.Tensor | None]]:
-        """Stuck cells and variation normals, (2, k, n) each: the same physical draws as inference
-        instances of this layer (engine.instance), so an instance's stuck cells are the same cells."""
-        hw = self.hw
-        if not (hw.faults.enabled or hw.variation.enabled):
-            return None, (None, None)
-        d = draw_layers([seed], [(self.layer_index, self.grid.cell_shape)], hw, device)[0]
-        per_weight = lambda t: None if t is None else self.grid.unplace(t[0])[:, 0, :, :, 0]  # noqa: E731
-        stuck = None
-        if d.faults is not None:
-            codes = per_weight(d.faults)
-            assert codes is not None
-            stuck = codes == STUCK_GMAX, codes == STUCK_GMIN
-        return stuck, (per_weight(d.get("z_abs")), per_weight(d.get("z_rel")))
+    def _stuck_masks(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(at G_max, at G_min) per weight and device, (2, k, n): the instance's fault map, the same
+        physical cells as an inference instance of this layer (engine.instance)."""
+        dev = self.g.device
+        if self._stuck is None or self._stuck[0] != str(dev):
+            masks = None
+            if self.hw.faults.enabled:
+                codes = self.instance.draws(self.layer_index, self.grid.cell_shape, dev).faults
+                assert codes is not None
+                per_weight = self.grid.unplace(codes[0])[:, 0, :, :, 0]
+                masks = per_weight == STUCK_GMAX, per_weight == STUCK_GMIN
+            self._stuck = (str(dev), masks)
+        return self._stuck[1]
 
     def _apply_stuck(self) -> None:
-        if self._stuck is not None:
-            hi, lo = self._stuck
+        masks = self._stuck_masks()
+        if masks is not None:
+            hi, lo = masks
             self.g.masked_fill_(hi, self.hw.device.g_max_s).masked_fill_(lo, self.hw.device.g_min_s)
 
-    def read_conductance(self) -> torch.Tensor:
-        """The pair as the forward reads it, (2, k, n) siemens: TxSim's non-ideal conductance generator
-        applies process variation (engine.nonideal.variation, this instance's static draws) to the
-        stored conductances; stuck cells read their stuck value."""
-        if not self.hw.variation.enabled:
-            return self.g
-        dg = self.hw.device.delta_g_s
-        g = (
-            apply_variation(self.g / dg, *self._z, self.hw.variation, dg, self.hw.device.g_max_s / dg, inplace=True)
-            * dg
-        )
-        if self._stuck is not None:
-            hi, lo = self._stuck
-            g.masked_fill_(hi, self.hw.device.g_max_s).masked_fill_(lo, self.hw.device.g_min_s)
-        return g
+    def programmed(self) -> CrossbarLinear:
+        """The read twin programmed with the pair as stored now: static effects of the instance on the
+        cells (engine.instance.program_levels), G_eff (exact IR drop every ``refresh_every`` updates,
+        TxSim's interpolated FCM in between), read operands. Once per update."""
+        signed = self.ranges["x"].signed
+        if self._programmed != (self.updates, signed):
+            dev, grid = self.hw.device, self.grid
+            h = ((self.g - dev.g_min_s) / dev.delta_g_s).float()  # dG above G_min
+            levels = grid.place(h.unsqueeze(1).unsqueeze(-1))  # (2, 1, t_r, t_c, R, C), unused cells at G_min
+            if self._read_streams is None and self.hw.any_read_noise:
+                self._read_streams = [
+                    seeding.torch_generator(self.seed, self.layer_index, seeding.READ_NOISE, h.device)
+                ]
+            self.xbar.x_signed.fill_(signed)
+            self.xbar.program_cells(
+                self.instance.cells(levels, self.layer_index),
+                reuse_ir_distortion=self.updates % self.hw.update.refresh_every != 0,
+                read_streams=self._read_streams,
+            )
+            self._programmed = (self.updates, signed)
+        return self.xbar
+
+    def _fit_adc(self, sensed: torch.Tensor) -> ADC:
+        """The column ADC of a forward read (PytorX Alg. 1): the range of this training batch's values
+        (the mean of the last epoch's at evaluation), or the given ``adc.full_scale_a``."""
+        a, tracker = self.hw.adc, self.ranges["y"]
+        step = tracker.batch_step(sensed) if self.training else tracker.fitted_step()
+        if a.full_scale_a is not None:
+            max_abs = a.full_scale_a / (self.hw.device.delta_g_s * self.xbar.delta_v_v)
+            return ADC.calibrated(a.bits, torch.full((1,), max_abs, device=sensed.device), tracker.signed)
+        code = InputCoding(a.bits, a.bits, tracker.signed)
+        return ADC(torch.full((1,), step, dtype=torch.float32, device=sensed.device), code.lo, code.hi)
+
+    def read_pair(self) -> torch.Tensor:
+        """(G+_eff, G-_eff) of every weight as the reads see them, (2, k, n) siemens."""
+        dev = self.hw.device
+        h_eff = self.programmed().effective_cells
+        assert h_eff is not None
+        return (self.grid.unplace(h_eff[0].double())[:, 0, :, :, 0] + dev.g_min_s / dev.delta_g_s) * dev.delta_g_s
 
     def weight(self) -> torch.Tensor:
         """The weight the conductances represent, (k, n)."""
         return ((self.g[0] - self.g[1]) / self.scale).float()
 
     def effective_difference(self) -> torch.Tensor:
-        """G+_eff - G-_eff of every weight (siemens), padded to whole tiles: (t_r R, t_c wcols).
-
-        Without wire resistance the pair is read as stored. With IR drop, the whole physical tiles
-        (unused cells at G_min) go through the exact network (re-solved every ``refresh_every``
-        updates, the distortion reused in between - TxSim's interpolated FCM)."""
-        if self._geff is not None:
-            return self._geff
-        grid, dev, ir = self.grid, self.hw.device, self.hw.ir_drop
-        pad = (0, grid.t_c * grid.wcols - grid.n, 0, grid.t_r * grid.rows - grid.k)
-        g = self.read_conductance()
-        if not ir.enabled:
-            self._pair = g
-            self._geff = F.pad((g[0] - g[1]).float(), pad)
-            return self._geff
-        cells = grid.place(g.unsqueeze(1).unsqueeze(-1) - dev.g_min_s, None)[:, 0] + dev.g_min_s
-        if self._distortion is not None and self.updates % self.hw.update.refresh_every != 0:
-            geff = fcm_interpolate(cells, self._distortion)
-        else:
-            wires = TileWires(ir.r_row_ohm, ir.r_col_ohm, ir.r_sense_ohm, ir.r_driver_ohm)
-            dtype = torch.float32 if ir.solver_dtype == "float32" else torch.float64
-            geff = effective_conductance(cells, wires, dtype=dtype) if ir.model == "exact" else path_model(cells, wires)
-            self._distortion = fcm_distortion(cells, geff)
-        per_weight = grid.unplace(geff.unsqueeze(1))[:, 0, :, :, 0]  # (2, k, n)
-        self._pair = per_weight
-        self._geff = F.pad((per_weight[0] - per_weight[1]).float(), pad)
-        return self._geff
-
-    def _noise_operands(self) -> list:
-        """The bit-line read effects' operands for the pair as read (rebuilt after every update): the
-        physical conductances of both arrays in the inference layout (1, 1, t_r, R, 2 t_c wcols), dG
-        units, padded cells at G_min."""
-        if self._read_ops is None:
-            grid, dev = self.grid, self.hw.device
-            self.effective_difference()
-            pad = (0, grid.t_c * grid.wcols - grid.n, 0, grid.t_r * grid.rows - grid.k)
-            assert self._pair is not None  # set with _geff
-            pair = F.pad(self._pair.float() / dev.delta_g_s, pad, value=dev.g_min_s / dev.delta_g_s)
-            g_phys = pair.reshape(2, grid.t_r, grid.rows, grid.t_c, grid.wcols).permute(1, 2, 0, 3, 4)
-            g_phys = g_phys.reshape(1, 1, grid.t_r, grid.rows, -1)
-            ctx = ProgramContext(g_phys, MatmulTiles(grid, _no_matrix), _no_targets, self.hw)
-            self._read_ops = [(e, e.operands(ctx)) for e in self.read_effects if e.stage == "bit_line"]
-        return self._read_ops
-
-    def _read_noise(self, v: torch.Tensor) -> torch.Tensor:
-        """Per-read effects' currents on every tile column, (M, t_r, t_c wcols) siemens x code, for the
-        row codes ``v`` (M, t_r, R): bit-line currents on both arrays, sensed I+ - I-, then the column
-        effects - the same effect objects and draws as an inference read of these conductances."""
-        grid, hw = self.grid, self.hw
-        gen = self.read_gen
-        assert gen is not None
-
-        def randn(shape, like):
-            return torch.randn(shape[1:], generator=gen, device=like.device, dtype=like.dtype).unsqueeze(0)
-
-        def rand(shape, like):
-            return torch.rand(shape[1:], generator=gen, device=like.device, dtype=like.dtype).unsqueeze(0)
-
-        coding = self.ranges["x"].coding()
-        ctx = ReadContext(MatmulTiles(grid, _no_matrix), randn, rand, hw.input.v_read_v / coding.max_chunk, hw)
-        v5 = v.transpose(0, 1).unsqueeze(0).unsqueeze(0)  # (1, 1, t_r, M, R)
-        noise = torch.zeros((), device=v.device, dtype=v.dtype)
-        for effect, ops in self._noise_operands():
-            noise = effect.add_noise(noise, v5, ops, ctx)
-        noise = noise.expand(1, 1, grid.t_r, v.shape[0], 2 * grid.t_c * grid.wcols)
-        cols = noise.reshape(grid.t_r, v.shape[0], 2, grid.t_c * grid.wcols)
-        sensed = cols[:, :, 0] - cols[:, :, 1]  # analog subtraction of the pair
-        for effect in self.read_effects:
-            if effect.stage == "column":
-                sensed = effect.add_noise(sensed.unsqueeze(0), v5, {}, ctx)[0]
-        return sensed.transpose(0, 1) * hw.device.delta_g_s
+        """G+_eff - G-_eff of every weight (siemens), padded to whole tiles: (t_r R, t_c wcols) - the
+        forward's G_eff (analog subtraction cancels G_min), which the transposed backward read uses."""
+        grid = self.grid
+        h_eff = self.programmed().effective_cells
+        assert h_eff is not None
+        diff = (h_eff[0, 0, 0] - h_eff[0, 1, 0])[..., : grid.wcols]  # (t_r, t_c, R, wcols)
+        diff = diff.permute(0, 2, 1, 3).reshape(grid.t_r * grid.rows, grid.t_c * grid.wcols)
+        return diff * self.hw.device.delta_g_s
 
     # reads -------------------------------------------------------------------------------------------
-    def read(self, codes: torch.Tensor, transpose: bool, adc: RangeTracker) -> torch.Tensor:
-        """Tile reads of input codes, (M, k) -> (M, n); transposed: (M, n) -> (M, k). Units: code x S.
-        The pair is subtracted in analog; every tile column's (row's, transposed) current is digitised
-        and the tiles' partial sums are added digitally."""
+    def read(self, codes: torch.Tensor) -> torch.Tensor:
+        """Forward read of input codes (M, k) -> (M, n), units code x S: the inference read
+        (CrossbarLayer.read) with the column ADC fitted per training batch."""
+        quantized = self.hw.adc.kind == "quantized"
+        y = self.programmed().read(codes, self._fit_adc if quantized else None)
+        return y[0] * self.hw.device.delta_g_s
+
+    def read_transposed(self, codes: torch.Tensor, adc: RangeTracker) -> torch.Tensor:
+        """Backward read of error codes (M, n) -> (M, k), units code x S: every column tile driven with
+        its errors, the rows' currents digitised per tile (their own Alg. 1 range) and added digitally."""
         grid, diff = self.grid, self.effective_difference()
-        if not transpose:
-            v = _pad_to(codes, grid.t_r * grid.rows).reshape(-1, grid.t_r, grid.rows)
-            cur = torch.einsum("mtr,trn->mtn", v, diff.view(grid.t_r, grid.rows, -1))  # per row tile
-            if self.read_effects:  # per-read noise on the forward reads (the backward's are noise-free)
-                cur = cur + self._read_noise(v)
-            out = grid.n
-        else:
-            v = _pad_to(codes, grid.t_c * grid.wcols).reshape(-1, grid.t_c, grid.wcols)
-            rows = diff[: grid.k].reshape(grid.k, grid.t_c, grid.wcols)  # only the rows that hold weights
-            cur = torch.einsum("mcj,kcj->mck", v, rows)  # per column tile
-            out = grid.k
+        v = _pad_to(codes, grid.t_c * grid.wcols).reshape(-1, grid.t_c, grid.wcols)
+        rows = diff[: grid.k].reshape(grid.k, grid.t_c, grid.wcols)  # only the rows that hold weights
+        cur = torch.einsum("mcj,kcj->mck", v, rows)  # per column tile
         if self.hw.adc.kind == "quantized":
             cur, step = _quantise(cur, adc, self.training)
-            return cur.sum(1)[:, :out] * step  # the digital sum of the tiles' codes, times the ADC step
-        return cur.sum(1)[:, :out]
+            return cur.sum(1) * step  # the digital sum of the tiles' codes, times the ADC step
+        return cur.sum(1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.conv is None:
@@ -321,8 +280,7 @@ class AnalogLayer(nn.Module):
         self.write_sq = None
         self._apply_stuck()
         self.delta.grad = None
-        self.updates += 1
-        self._geff, self._read_ops = None, None
+        self.updates += 1  # the next read programs the twin with the new conductances
 
     def _split(self, dg: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Ideal changes of G+ and G- for a weight change dg (siemens): half each, and the part a
@@ -350,7 +308,7 @@ class _AnalogMVM(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, delta: torch.Tensor, layer: AnalogLayer) -> torch.Tensor:
         codes, dx = _quantise(x, layer.ranges["x"], layer.training)
-        y = layer.read(codes, transpose=False, adc=layer.ranges["y"]) * (dx / layer.scale)
+        y = layer.read(codes) * (dx / layer.scale)
         ctx.layer, ctx.dx = layer, dx
         ctx.save_for_backward(codes)
         return y
@@ -360,7 +318,7 @@ class _AnalogMVM(torch.autograd.Function):
         layer = ctx.layer
         (codes,) = ctx.saved_tensors
         ecodes, de = _quantise(grad_y, layer.ranges["e"], True)
-        grad_x = layer.read(ecodes, transpose=True, adc=layer.ranges["ex"]) * (de / layer.scale)
+        grad_x = layer.read_transposed(ecodes, layer.ranges["ex"]) * (de / layer.scale)
         grad_w = (codes.t() @ ecodes) * (ctx.dx * de)
         if layer.update_model.write_noise > 0 and layer.write_granularity == "example":
             # sum over rank-1 writes b (one per input row: sample, or sample x position in a conv) of
@@ -384,4 +342,4 @@ def to_analog(model: nn.Module, hw: HardwareSpec, seed: int, weight_ranges: list
     return model
 
 
-__all__ = ["AnalogLayer", "analog_layers", "to_analog"]
+__all__ = ["AnalogLayer", "analog_layers", "check_trainable", "to_analog"]

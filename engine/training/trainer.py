@@ -87,7 +87,7 @@ def train_on_crossbar(
     model = build_model(model_name, data.in_channels, data.num_classes, data.input_size)
     model = to_analog(model, hw, instance_seed, weight_ranges).to(device)
     layers = analog_layers(model)
-    digital = [p for n, p in model.named_parameters() if not n.endswith(".delta")]
+    digital = [p for n, p in model.named_parameters() if p.requires_grad and not n.endswith(".delta")]
     opt = torch.optim.SGD(digital, lr=lr, momentum=momentum) if digital else None  # biases stay digital
     train = loader(data.train, batch_size, shuffle=True, seed=recipe_seed)
     test = loader(data.test, eval_batch)
