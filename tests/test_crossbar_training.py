@@ -381,3 +381,52 @@ def test_forward_is_the_inference_read_with_dac_chunks_and_loading():
     assert torch.allclose(y, ref, rtol=1e-5, atol=1e-6 * float(ref.abs().max())), (y - ref).abs().max()
     plain = (coding.quantise(x, dx).double() @ (g[0] - g[1])) * dx / layer.scale
     assert float((plain - ref).abs().max()) > 1e-3 * float(ref.abs().max())
+
+
+def test_backward_is_the_same_read_on_the_transposed_tiles_with_column_driver_loading():
+    """The backward read is the inference read on the tiles transposed: error codes (2-bit DAC chunks)
+    drive the columns through RxNN's divider, each column driver loaded by its column's conductance
+    over the whole tile, V'_j = c_j / (1 + R_PD G_col_j (1 - |c_j| / c_max)) (unused rows at G_min), and
+    the rows are sensed: dL/dx_i = sum_p 4^p sum_j (V'+_j G+_ij - V'-_j G-_ij) de / (S / W_max) - a float64
+    reference written here. With column AWGN the same backward pass differs draw to draw by sigma x the
+    read's scale x sqrt(sum_p 16^p) (each chunk's read has its own noise; 4,000 rows, within 6 %).
+    Catches a backward read that is a second, unloaded or noise-free copy (the pre-twin transposed
+    einsum fails both parts)."""
+    from engine.periphery import InputCoding, RangeTracker
+
+    base = {"crossbar": {"rows": 16, "cols": 8}, "adc": {"kind": "ideal"}, "input": {"dac_bits": 2}}
+    hw = HardwareSpec.model_validate({**base, "dac_loading": {"enabled": True, "r_pd_ohm": 3000.0}})
+    torch.manual_seed(0)
+    net = to_analog(nn.Sequential(nn.Linear(12, 6, bias=False)), hw, 3, [0.5])
+    layer = analog_layers(net)[0]
+    net.train()
+    x = torch.randn(5, 12, requires_grad=True)
+    grad_y = torch.randn(5, 6)
+    net(x).backward(grad_y)
+    de = RangeTracker(8).batch_step(grad_y)
+    coding = InputCoding(8, 2, True)
+    chunks = coding.split(coding.quantise(grad_y, de)).double()  # (planes, 5, 6)
+    g = layer.read_pair()  # (2, 12, 6) siemens
+    g_col = g.sum(1) + (16 - 12) * hw.device.g_min_s  # (2, 6): each array column over the whole tile
+    v = chunks.unsqueeze(1) / (1 + 3000.0 * g_col.unsqueeze(1) * (1 - chunks.abs().unsqueeze(1) / coding.max_chunk))
+    cur = torch.einsum("paij,akj->paik", v, g)  # (planes, arrays, 5, 12)
+    ref = ((cur[:, 0] - cur[:, 1]) * (4.0 ** torch.arange(4, dtype=torch.float64)).view(-1, 1, 1)).sum(0)
+    ref = ref * de / layer.scale
+    got = x.grad.double()
+    assert torch.allclose(got, ref, rtol=1e-5, atol=1e-6 * float(ref.abs().max())), (got - ref).abs().max()
+    plain = (coding.quantise(grad_y, de).double() @ (g[0] - g[1]).t()) * de / layer.scale
+    assert float((plain - ref).abs().max()) > 1e-3 * float(ref.abs().max())
+
+    noisy = HardwareSpec.model_validate({**base, "column_awgn": {"sigma_lsb": 3.0}})
+    torch.manual_seed(0)
+    net = to_analog(nn.Sequential(nn.Linear(12, 6, bias=False)), noisy, 3, [0.5])
+    layer = analog_layers(net)[0]
+    net.train()
+    x = torch.randn(1, 12).expand(4000, 12).clone().requires_grad_(True)
+    grad_y = torch.randn(1, 6).expand(4000, 6)
+    net(x).backward(grad_y)
+    de = RangeTracker(8).batch_step(grad_y)
+    # one row tile; each of the 4 DAC chunks' reads draws its own noise, shifted by 4^p and added
+    chunk_gain = math.sqrt(sum(16.0**p for p in range(4)))
+    expected = 3.0 * chunk_gain * noisy.device.delta_g_s * de / layer.scale
+    assert ((x.grad.double().std(0) / expected - 1).abs() < 0.06).all(), (x.grad.std(0), expected)

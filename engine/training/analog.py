@@ -18,10 +18,12 @@ negative crossbars); ``balanced`` starts both devices around the mid conductance
   sensing (analog I+ - I-, or each array digitised with ``adc.subtract: digital``), the column ADC
   with the range of each training batch (PytorX Alg. 1; ``adc.full_scale_a``: a given range), and the
   digital shift-and-add of chunks and row tiles. One copy of the read, not a training variant of it.
-* Backward: the activation gradient is read through the same tiles transposed - errors driven
-  onto the columns, currents sensed on the rows, with their own DAC and ADC ranges. By
-  reciprocity of the linear resistive network the transposed read is exactly G_eff^T (the forward's
-  G_eff, static effects included); per-read noise, DAC chunks and loading act on the forward reads only.
+* Backward: the activation gradient is read through the same tiles transposed, by the same read
+  (a twin whose tiles are the forward's transposed) - errors driven onto the columns through the DAC
+  (chunks, loading of the column drivers), currents sensed on the rows with the per-read effects of
+  those bit lines, digitised with their own Alg. 1 ranges. By reciprocity of the linear resistive
+  network the transposed read of the wires is exactly G_eff^T (the forward's G_eff, static effects
+  included), so it is not solved again.
 * Update: dW = -lr x^T delta from the quantised inputs and errors (optionally averaged with
   momentum in a digital accumulator), dG_ideal = dW S / W_max, split
   +dG/2 on G+ and -dG/2 on G- (a device's share that would cross its bound goes to its partner),
@@ -39,15 +41,11 @@ from torch import nn
 
 from .. import seeding
 from ..hardware import HardwareSpec, check_write_granularity
-from ..instance import HardwareInstance
+from ..instance import HardwareInstance, LayerCells
 from ..layers import CrossbarLinear, conv_output_size
 from ..nonideal.faults import STUCK_GMAX, STUCK_GMIN
 from ..periphery import ADC, InputCoding, RangeTracker
 from .update import UpdateModel
-
-
-def _pad_to(t: torch.Tensor, width: int) -> torch.Tensor:
-    return t if t.shape[-1] == width else F.pad(t, (0, width - t.shape[-1]))
 
 
 def _quantise(t: torch.Tensor, tracker: RangeTracker, training: bool) -> tuple[torch.Tensor, float]:
@@ -100,6 +98,21 @@ class AnalogLayer(nn.Module):
         self.xbar.weight.requires_grad_(False)
         self.xbar.allow_fold = False  # the ADC range is fitted per read: always the tiled read
         self.grid = self.xbar.grid
+        # the backward's read of the same tiles transposed: errors drive the columns, the rows are sensed;
+        # programmed with the forward's G_eff transposed (reciprocity), so its wires are not solved again
+        hw_t = hw.model_copy(
+            update={
+                "crossbar": hw.crossbar.model_copy(update={"rows": hw.crossbar.cols, "cols": hw.crossbar.rows}),
+                "ir_drop": hw.ir_drop.model_copy(update={"enabled": False}),
+            }
+        )
+        self.xbar_t = CrossbarLinear(
+            torch.empty(0, device=w.device), None, 1, n, k, hw_t, f"analog{layer_index}T", layer_index
+        )
+        self.xbar_t.weight.requires_grad_(False)
+        self.xbar_t.allow_fold = False
+        t = self.xbar_t.grid
+        assert (t.t_r, t.t_c, t.wcols) == (self.grid.t_c, self.grid.t_r, min(hw.crossbar.rows, k)), "transposed tiles"
         self.instance = HardwareInstance([seed], hw)  # this trial's chip: the inference instance's static draws
         dev, up = hw.device, hw.update
         self.update_model = UpdateModel(up.nonlinearity, up.write_noise, dev.g_min_s, dev.g_max_s, up.write_noise_units)
@@ -135,12 +148,13 @@ class AnalogLayer(nn.Module):
         self.write_sq: torch.Tensor | None = None
         self._momentum: torch.Tensor | None = None
         self._programmed: tuple[int, bool] | None = None  # (updates, input signed) the twin was programmed for
+        self._programmed_t: tuple[int, bool] | None = None  # the same for the transposed twin
         self._read_streams: list[torch.Generator] | None = None  # per-read noise: one stream over all updates
 
     def _apply(self, fn, recurse: bool = True):
         """Moving the layer re-programs its twin on the new device (derived state only)."""
         out = super()._apply(fn, recurse)
-        self._programmed, self._read_streams, self._stuck = None, None, None
+        self._programmed, self._programmed_t, self._read_streams, self._stuck = None, None, None, None
         return out
 
     # cells -------------------------------------------------------------------------------------------
@@ -186,12 +200,29 @@ class AnalogLayer(nn.Module):
             self._programmed = (self.updates, signed)
         return self.xbar
 
-    def _fit_adc(self, sensed: torch.Tensor) -> ADC:
-        """The column ADC of a forward read (PytorX Alg. 1): the range of this training batch's values
-        (the mean of the last epoch's at evaluation), or the given ``adc.full_scale_a``."""
-        a, tracker = self.hw.adc, self.ranges["y"]
+    def programmed_transposed(self) -> CrossbarLinear:
+        """The backward twin programmed with the forward's cells as read (G_eff, static effects in it)
+        transposed tile by tile: a physical R x C tile read from its columns is a C x R array whose
+        bit lines are the forward's rows. Its per-read effects (bit-line noise on those rows, DAC
+        loading of the column drivers) act on the backward reads, from the same per-read stream."""
+        signed = self.ranges["e"].signed
+        fwd = self.programmed()
+        if self._programmed_t != (self.updates, signed):
+            h_eff = fwd.effective_cells
+            assert h_eff is not None
+            h_t = h_eff.transpose(3, 4).transpose(5, 6).contiguous()  # (1, A, 1, t_c, t_r, C, R)
+            self.xbar_t.x_signed.fill_(signed)
+            self.xbar_t.program_cells(LayerCells(h=h_t, seeds=(self.seed,)), read_streams=self._read_streams)
+            self._programmed_t = (self.updates, signed)
+        return self.xbar_t
+
+    def _fit_adc(self, sensed: torch.Tensor, backward: bool = False) -> ADC:
+        """The column ADC of a read (PytorX Alg. 1): the range of this training batch's values (the
+        mean of the last epoch's at evaluation), or for forward reads a given ``adc.full_scale_a``
+        (the backward's errors span other magnitudes: their row ADC keeps Alg. 1's range)."""
+        a, tracker = self.hw.adc, self.ranges["ex" if backward else "y"]
         step = tracker.batch_step(sensed) if self.training else tracker.fitted_step()
-        if a.full_scale_a is not None:
+        if a.full_scale_a is not None and not backward:
             max_abs = a.full_scale_a / (self.hw.device.delta_g_s * self.xbar.delta_v_v)
             return ADC.calibrated(a.bits, torch.full((1,), max_abs, device=sensed.device), tracker.signed)
         code = InputCoding(a.bits, a.bits, tracker.signed)
@@ -226,17 +257,12 @@ class AnalogLayer(nn.Module):
         y = self.programmed().read(codes, self._fit_adc if quantized else None)
         return y[0] * self.hw.device.delta_g_s
 
-    def read_transposed(self, codes: torch.Tensor, adc: RangeTracker) -> torch.Tensor:
-        """Backward read of error codes (M, n) -> (M, k), units code x S: every column tile driven with
-        its errors, the rows' currents digitised per tile (their own Alg. 1 range) and added digitally."""
-        grid, diff = self.grid, self.effective_difference()
-        v = _pad_to(codes, grid.t_c * grid.wcols).reshape(-1, grid.t_c, grid.wcols)
-        rows = diff[: grid.k].reshape(grid.k, grid.t_c, grid.wcols)  # only the rows that hold weights
-        cur = torch.einsum("mcj,kcj->mck", v, rows)  # per column tile
-        if self.hw.adc.kind == "quantized":
-            cur, step = _quantise(cur, adc, self.training)
-            return cur.sum(1) * step  # the digital sum of the tiles' codes, times the ADC step
-        return cur.sum(1)
+    def read_transposed(self, codes: torch.Tensor) -> torch.Tensor:
+        """Backward read of error codes (M, n) -> (M, k), units code x S: the same read on the tiles
+        transposed (errors on the columns, row currents digitised per tile with their own Alg. 1 range
+        and added digitally). By reciprocity of the linear resistive network it is exactly G_eff^T."""
+        fit = (lambda sensed: self._fit_adc(sensed, backward=True)) if self.hw.adc.kind == "quantized" else None
+        return self.programmed_transposed().read(codes, fit)[0] * self.hw.device.delta_g_s
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.conv is None:
@@ -318,7 +344,7 @@ class _AnalogMVM(torch.autograd.Function):
         layer = ctx.layer
         (codes,) = ctx.saved_tensors
         ecodes, de = _quantise(grad_y, layer.ranges["e"], True)
-        grad_x = layer.read_transposed(ecodes, layer.ranges["ex"]) * (de / layer.scale)
+        grad_x = layer.read_transposed(ecodes) * (de / layer.scale)
         grad_w = (codes.t() @ ecodes) * (ctx.dx * de)
         if layer.update_model.write_noise > 0 and layer.write_granularity == "example":
             # sum over rank-1 writes b (one per input row: sample, or sample x position in a conv) of
