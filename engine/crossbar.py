@@ -7,9 +7,11 @@ programmed, one or more sampled hardware instances. A read of one tile is
 
 with v the DAC voltages of one input chunk (units of dV_DAC) and G_eff the tile's effective
 conductance (units of dG): the programmed conductance, or with wire / sense / driver resistance
-the exact network's G_eff per tile (RxNN Sec. V-B, :mod:`engine.irdrop`). With the sinh cell I-V
-(:mod:`engine.nonideal.iv`) v becomes V_0 sinh(v / V_0) without wires; with exact IR drop the read is
-no longer linear and each input vector's bit-line currents come from a Newton network solve.
+the exact network's G_eff per tile (RxNN Sec. V-B, :mod:`engine.irdrop`). The network phase
+(:mod:`engine.nonideal.network`) is chosen at programming: with the sinh cell I-V
+(:mod:`engine.nonideal.iv`) v becomes V_0 sinh(v / V_0) without wires, and with exact IR drop the read
+is no longer linear and each input vector's bit-line currents come from a Newton network solve; a
+loaded DAC (RxNN Fig. 4) drives each array tile row with its own sagging voltages.
 Then, per read: thermal/shot and telegraph noise per bit line, sensing (analog I+ - I- or
 I - I_ref, or digital), column AWGN, the column ADC, digital subtraction, shift-and-add over
 weight slices and input chunks, and the digital sum of the row tiles' partial sums.
@@ -37,8 +39,17 @@ from . import irdrop, seeding
 from .hardware import HardwareSpec
 from .instance import HardwareInstance, LayerCells, ideal_cells
 from .mapping import MappedWeights, Scheme, map_weights, slice_weights
-from .nonideal import READ_EFFECTS, ProgramContext, ReadContext, ReadEffect
-from .nonideal.iv import NewtonReport, network_currents, sinh_voltage
+from .nonideal import (
+    NETWORK_EFFECTS,
+    READ_EFFECTS,
+    BitLineCurrents,
+    NetworkContext,
+    ProgramContext,
+    ReadContext,
+    ReadEffect,
+    TileCurrents,
+)
+from .nonideal.iv import NewtonReport, sinh_voltage
 from .periphery import ADC, InputCoding
 from .tile_ops import ConvTiles, MatmulTiles
 from .tiling import TileGrid
@@ -51,7 +62,6 @@ class _Programmed:
     """Per-instance tensors derived from the cells once, reused by every read."""
 
     cells: LayerCells
-    noisy: bool
     op: MatmulTiles | ConvTiles
     delta_x: float  # the DAC step when programmed (a host scalar: no device sync per read)
     coding: InputCoding  # the input code (its sign read once from the calibrated buffer)
@@ -59,19 +69,16 @@ class _Programmed:
     adc: ADC | None  # the column ADC on the cells' device (None: ideal, or a calibration mode)
     slice_coef: torch.Tensor  # (slices,) shift-and-add weights 2**(b s), float32 on the device
     h_eff: torch.Tensor | None = None  # logical G_eff of the cells (above G_min, dG units)
-    hmm: torch.Tensor | None = None  # operand of the effective conductance, (I, G, t_r, R, Q)
-    sensed_matrix: torch.Tensor | None = None  # (I, G, t_r, R, Q) sensed conductances (precombined)
+    currents: BitLineCurrents | None = None  # the read's network phase: DAC voltages -> bit-line currents
     digitised: torch.Tensor | None = None  # sensed operand / ADC step per column (built on first read)
-    precombined: bool = False
+    precombined: bool = False  # the operand holds sensed conductances (analog subtraction, linear sensing)
+    digitisable: bool = False  # a noiseless precombined read: the fast digitised path applies (with an ADC)
     w_eff: torch.Tensor | None = None  # (I, G, k, n) folded weight in units of dw
     w_native: tuple | None = None  # (scale, gain, kernel weight) of the last folded reads
     correction_matrix: torch.Tensor | None = None  # (I, G, t_r, R, Q) sensed digital correction (EC)
     correction: torch.Tensor | None = None  # its operand (built on first use)
     digitised_correction: torch.Tensor | None = None  # correction / ADC step per column (fast read)
-    dac_alpha: torch.Tensor | None = None  # (I, G, t_r, A*t_c, 1, R): R_PD * G_load per row
     iv_v0: float | None = None  # sinh I-V: V_0 in units of the DAC step (None: linear cells)
-    network_g: torch.Tensor | None = None  # sinh I-V under exact IR drop: (I, A, G, t_r, t_c, R, C) siemens
-    newton: NewtonReport | None = None  # the slowest Newton solve of the reads so far
     gens: list[torch.Generator] | None = None
     read_effects: tuple[tuple[ReadEffect, Mapping[str, Any]], ...] = ()  # bit-line effects in use, their operands
     column_effects: tuple[ReadEffect, ...] = ()  # per-read effects on the sensed column values
@@ -266,10 +273,10 @@ class CrossbarLayer(nn.Module):
         effects = [e for e in READ_EFFECTS if e.used(hw)] if noisy else []
         read_effects = [e for e in effects if e.stage == "bit_line"]  # on the cells' raw currents
         cell_draws = any(e.needs_cell_draws(hw) for e in read_effects)
-        loaded = cells.seeds is not None and hw.dac_loading.enabled
-        sinh_iv = cells.seeds is not None and hw.iv.model == "sinh"
-        network = sinh_iv and hw.ir_drop.enabled  # input-dependent: Newton per read, no G_eff
-        if network and cells.row_source is not None:
+        network = [e for e in NETWORK_EFFECTS if e.used(hw)] if cells.seeds is not None else []
+        takes_read = [e for e in network if e.takes_read(hw)]  # the read's own currents (loaded DAC, Newton)
+        solved = any(e.solves_read(hw) for e in network)  # input-dependent: a solve per read, no G_eff
+        if solved and cells.row_source is not None:
             raise ValueError(
                 f"layer {self.name}: row remapping is not modelled with iv.model: sinh under exact IR "
                 f"drop (the network is solved on physical rows)"
@@ -277,20 +284,17 @@ class CrossbarLayer(nn.Module):
         dev = cells.h.device
         prog = _Programmed(
             cells=cells,
-            noisy=noisy,
-            op=self.tile_operator(cell_draws or loaded or network),
+            op=self.tile_operator(cell_draws or bool(takes_read)),
             delta_x=float(self.delta_x),
             adc=None,  # built from the fitted range on the first crossbar-mode read
             coding=self.coding,
             plane_coef=_coefficients(self.coding.planes, self.coding.dac_bits, dev),
             slice_coef=_coefficients(grid.slices, hw.device.bits_per_cell, dev),
         )
-        if sinh_iv:
-            prog.iv_v0 = hw.iv.v0_v / self.delta_v_v
+        prog.iv_v0 = next((v0 for e in network if (v0 := e.voltage(hw, self.delta_v_v)) is not None), None)
         prev = self._prog
-        if network:
-            h_eff = cells.h  # the wires enter each read's Newton solve
-            prog.network_g = (cells.h.double() + hw.device.g_min_s / hw.device.delta_g_s) * hw.device.delta_g_s
+        if solved:
+            h_eff = cells.h  # the wires enter each read's solve
         elif (
             prev is not None
             and prev.cells.h is cells.h
@@ -308,7 +312,7 @@ class CrossbarLayer(nn.Module):
         if cells.correction is not None:
             corr = self.to_logical(cells.correction, cells)[..., : grid.used_cols]
             corr = self.sense(corr.permute(0, 2, 3, 5, 1, 4, 6))
-        linear = hw.adc.kind == "ideal" and not noisy and not loaded and self.mmse is None and not sinh_iv
+        linear = hw.adc.kind == "ideal" and not noisy and not takes_read and self.mmse is None and prog.iv_v0 is None
         if linear and self.mode == "crossbar" and self.allow_fold:
             sensed = self.sense(raw) if corr is None else self.sense(raw) + corr  # exact with an ideal ADC
             # (I,G,t_r,R,t_c,wcols); one slice needs no shift-and-add pass
@@ -321,26 +325,23 @@ class CrossbarLayer(nn.Module):
         else:
             if corr is not None:
                 prog.correction_matrix = corr.reshape(i, g, tr, r, -1)
-            prog.precombined = hw.adc.subtract == "analog" and not read_effects and not loaded and not network
-            if prog.precombined:  # sensing is linear: subtract the conductances once, not per read
-                mat = self.sense(raw)
-            elif hw.adc.subtract == "digital" or loaded:
-                # every column is digitised with its G_min current, or (loaded DACs) the arrays'
-                # G_min currents are driven by different voltages and no longer cancel
-                mat = raw + g_min_n
-            else:  # analog subtraction cancels G_min exactly
-                mat = raw
-            if loaded:  # each array tile's rows see their own loaded DAC voltages
-                blocks = mat.reshape(i, g, tr, r, grid.arrays * grid.t_c, grid.used_cols)
-                prog.hmm = blocks.permute(0, 1, 2, 4, 3, 5).contiguous()  # (I, G, t_r, A*t_c, R, used)
-                g_load = (h_eff + g_min_n).sum(-1) * hw.device.delta_g_s  # (I, A, G, t_r, t_c, R) siemens
-                alpha = hw.dac_loading.r_pd_ohm * g_load.permute(0, 2, 3, 1, 4, 5)
-                prog.dac_alpha = alpha.reshape(i, g, tr, grid.arrays * grid.t_c, 1, r).to(raw.dtype)
-            elif not network:
-                if prog.precombined:  # the operand is built on first use: the digitised read has its own
-                    prog.sensed_matrix = mat.reshape(i, g, tr, r, -1)
-                else:
-                    prog.hmm = prog.op.operand(mat.reshape(i, g, tr, r, -1))
+            prog.precombined = hw.adc.subtract == "analog" and not read_effects and not takes_read
+            # the noiseless quantised read of precombined operands may take the digitised fast path
+            prog.digitisable = prog.precombined and not noisy
+            if takes_read:  # the effect builds its operands from the physical cells (G_min included)
+                ctx = NetworkContext(
+                    prog.op, grid, hw, cells.h, h_eff, raw, self.delta_v_v, prog.coding.max_chunk, self.solve_max_bytes
+                )
+                prog.currents = takes_read[0].currents(ctx)
+            else:
+                if prog.precombined:  # sensing is linear: subtract the conductances once, not per read
+                    mat = self.sense(raw)
+                elif hw.adc.subtract == "digital":  # every column is digitised with its G_min current
+                    mat = raw + g_min_n
+                else:  # analog subtraction cancels G_min exactly
+                    mat = raw
+                # precombined: the operand is built on first use (the digitised read has its own)
+                prog.currents = TileCurrents(prog.op, mat.reshape(i, g, tr, r, -1), eager=not prog.precombined)
         if read_effects:
             g_phys = (raw + g_min_n).reshape(i, g, tr, r, -1)
 
@@ -382,29 +383,25 @@ class CrossbarLayer(nn.Module):
         An instance solves each distinct programmed state once (cached by value). With the sinh I-V
         under exact IR drop reads solve the non-linear network instead; this is its small-signal
         (V -> 0) G_eff, which only offline statistics (``tile_shift``) use."""
-        ir = self.hw.ir_drop
-        if not ir.enabled or cells.seeds is None:
-            return cells.h
-        dev = self.hw.device
-        g_min_n = dev.g_min_s / dev.delta_g_s
+        hw = self.hw
+        acting = [e for e in NETWORK_EFFECTS if e.changes_g_eff and e.used(hw)] if cells.seeds is not None else []
+        if not acting:
+            return cells.h  # no effect of the network changes G_eff
+        g_min_n = hw.device.g_min_s / hw.device.delta_g_s
         last = self._ir_solution
         if reuse_ir_distortion and last is not None and last[0].shape == cells.h.shape:
             # TxSim's interpolated FCM: G_eff = G (1 - D), D = (G - G_eff) / G of the last exact solve
             g0, g_eff0 = last[0].double() + g_min_n, last[1].double() + g_min_n
             g = cells.h.double() + g_min_n
             return (irdrop.fcm_interpolate(g, irdrop.fcm_distortion(g0, g_eff0)) - g_min_n).to(cells.h.dtype)
-        wires = irdrop.TileWires(ir.r_row_ohm, ir.r_col_ohm, ir.r_sense_ohm, ir.r_driver_ohm)
-        solver = torch.float32 if ir.solver_dtype == "float32" else torch.float64
 
         def solve() -> torch.Tensor:  # in the units of h: dG above G_min
-            if ir.model == "path":
-                g = (cells.h.double() + g_min_n) * dev.delta_g_s
-                return (irdrop.path_model(g, wires) / dev.delta_g_s - g_min_n).to(cells.h.dtype)
-            return irdrop.effective_conductance(
-                cells.h, wires, max_bytes=self.solve_max_bytes, dtype=solver, scale=dev.delta_g_s, offset=g_min_n
-            )
+            h = cells.h
+            for effect in acting:
+                h = effect.effective(h, hw, self.solve_max_bytes)
+            return h
 
-        key = ("irdrop", self.layer_index, self.grid, ir.model_dump_json(), str(cells.h.device))
+        key = ("irdrop", self.layer_index, self.grid, hw.ir_drop.model_dump_json(), str(cells.h.device))
         h_eff = solve() if cells.instance is None else cells.instance.effective(key, cells.h, solve)
         self._ir_solution = (cells.h, h_eff)
         return h_eff
@@ -521,18 +518,10 @@ class CrossbarLayer(nn.Module):
             if prog.adc is None and hw.adc.kind != "ideal":
                 prog.adc = self.adc  # the fitted range, on the layer's device: built once per programmed state
             adc = prog.adc
-        if adc is not None and prog.sensed_matrix is not None and not prog.noisy and self.mmse is None:
+        if adc is not None and prog.digitisable and self.mmse is None:
             return self._digitised_read(v, adc)
-        if prog.network_g is not None:
-            cur = self._network_read(v_rows)
-        elif prog.dac_alpha is None:
-            if prog.hmm is None:
-                prog.hmm = prog.op.operand(prog.sensed_matrix)
-            cur = prog.op.apply(v, prog.hmm)  # (I, G, t_r, P*M, Q)
-        else:  # RxNN DAC divider: V_out = V / (1 + R_PD G_load (1 - |V|/V_fs)) per array tile row
-            loaded = v.unsqueeze(3) / (1 + prog.dac_alpha * (1 - v.abs().unsqueeze(3) / prog.coding.max_chunk))
-            cur = (loaded @ prog.hmm).permute(0, 1, 2, 4, 3, 5)  # (I, G, t_r, P*M, A*t_c, used)
-            cur = cur.reshape(*cur.shape[:4], -1)
+        assert prog.currents is not None, "a folded (linear) program is read by folded_forward"
+        cur = prog.currents(v, v_rows)  # (I, G, t_r, P*M, Q): the network phase chosen at programming
         if prog.read_effects:
             cur = cur + self._cell_noise(v)
         lead = cur.shape[:4]
@@ -580,33 +569,6 @@ class CrossbarLayer(nn.Module):
             sensed = sensed + (adc.codes(ec) if adc is not None else ec)
         return self._shift_add(sensed, step * prog.slice_coef.to(sensed.dtype))
 
-    def _network_read(self, v: torch.Tensor) -> torch.Tensor:
-        """Raw bit-line currents (I, G, t_r, P*M, A*t_c*used) of the sinh I-V cells under exact IR drop:
-        every whole tile (unused cells included) and input vector solved by Newton's method
-        (engine.nonideal.iv), physical currents including G_min's, in engine units."""
-        grid, hw, prog = self.grid, self.hw, self._prog
-        g = prog.network_g
-        i, a, gg, tr, tc, r, c = g.shape
-        pm = v.shape[3]
-        dv = self.delta_v_v
-        volts = (v.double() * dv).unsqueeze(1).unsqueeze(4).expand(i, a, gg, tr, tc, pm, r)
-        ir = hw.ir_drop
-        wires = irdrop.TileWires(ir.r_row_ohm, ir.r_col_ohm, ir.r_sense_ohm, ir.r_driver_ohm)
-        amps, report = network_currents(
-            g.reshape(-1, r, c),
-            volts.reshape(-1, pm, r),
-            wires,
-            hw.iv.v0_v,
-            rtol=hw.iv.newton_rtol,
-            max_iter=hw.iv.newton_max_iter,
-            max_bytes=self.solve_max_bytes,
-        )
-        if prog.newton is None or report.iterations > prog.newton.iterations:
-            prog.newton = report
-        cur = (amps / (hw.device.delta_g_s * dv)).to(v.dtype).reshape(i, a, gg, tr, tc, pm, c)
-        cur = cur[..., : grid.used_cols].permute(0, 2, 3, 5, 1, 4, 6)  # (I, G, t_r, P*M, A, t_c, used)
-        return cur.reshape(i, gg, tr, pm, -1)
-
     @property
     def effective_cells(self) -> torch.Tensor | None:
         """G_eff of the programmed state above G_min (dG units, logical rows), shaped like the cells:
@@ -616,7 +578,7 @@ class CrossbarLayer(nn.Module):
     @property
     def newton_report(self) -> NewtonReport | None:
         """The slowest non-linear network solve of this programmed state's reads (None: none ran)."""
-        return None if self._prog is None else self._prog.newton
+        return None if self._prog is None or self._prog.currents is None else self._prog.currents.report
 
     def _digitised_read(self, v: torch.Tensor, adc: ADC) -> torch.Tensor:
         """The common noiseless quantised read, the same result as the general path in fewer passes
@@ -625,9 +587,11 @@ class CrossbarLayer(nn.Module):
         the operator's native layout; chunks and row tiles are contracted first (Yu eq. 3 f shift
         and add), weight slices last, on the small result."""
         grid, prog = self.grid, self._prog
-        step = adc.delta_i.to(prog.sensed_matrix.dtype).expand(grid.slices)
+        assert isinstance(prog.currents, TileCurrents)  # precombined: the sensed conductances
+        sensed_matrix = prog.currents.matrix
+        step = adc.delta_i.to(sensed_matrix.dtype).expand(grid.slices)
         if prog.digitised is None:  # the ADC is fixed for the programmed state: divide once
-            prog.digitised = prog.op.operand(prog.sensed_matrix / step.repeat(grid.t_c * grid.wcols))
+            prog.digitised = prog.op.operand(sensed_matrix / step.repeat(grid.t_c * grid.wcols))
         out = prog.op.apply_native(v, prog.digitised)
         out.round_().clamp_(adc.lo, adc.hi)
         if prog.correction_matrix is not None:  # PytorX Alg. 2: the correction has its own conversion

@@ -25,6 +25,7 @@ import scipy.optimize as sopt
 import scipy.sparse.linalg as spla
 import torch
 
+from ..hardware import HardwareSpec
 from ..irdrop import (
     TileWires,
     _column_shunts,
@@ -34,6 +35,7 @@ from ..irdrop import (
     network_bytes_per_system,
     solve_network,
 )
+from .network import BitLineCurrents, NetworkContext, NetworkEffect
 
 
 def sinh_voltage(v: torch.Tensor, v0: float) -> torch.Tensor:
@@ -132,6 +134,64 @@ def _newton(
         f"iterations (tolerance {rtol:g}); raise hardware.iv.newton_max_iter, loosen hardware.iv.newton_rtol, "
         f"or lower input.v_read_v / iv.v0_v"
     )
+
+
+class NewtonCurrents(BitLineCurrents):
+    """Raw bit-line currents of sinh I-V cells under exact IR drop: every whole tile (unused cells
+    included) and input vector solved by Newton's method (:func:`network_currents`), physical
+    currents including G_min's, in engine units. ``g`` (I, A, G, t_r, t_c, R, C) siemens."""
+
+    def __init__(self, g: torch.Tensor, grid, hw: HardwareSpec, delta_v_v: float, max_bytes: int | None) -> None:
+        self.g, self.grid, self.hw, self.delta_v_v, self.max_bytes = g, grid, hw, delta_v_v, max_bytes
+        self.report: NewtonReport | None = None
+
+    def __call__(self, v: torch.Tensor, v_rows: torch.Tensor) -> torch.Tensor:
+        from .wires import tile_wires
+
+        grid, hw, g = self.grid, self.hw, self.g
+        i, a, gg, tr, tc, r, c = g.shape
+        pm = v_rows.shape[3]
+        volts = (v_rows.double() * self.delta_v_v).unsqueeze(1).unsqueeze(4).expand(i, a, gg, tr, tc, pm, r)
+        amps, report = network_currents(
+            g.reshape(-1, r, c),
+            volts.reshape(-1, pm, r),
+            tile_wires(hw),
+            hw.iv.v0_v,
+            rtol=hw.iv.newton_rtol,
+            max_iter=hw.iv.newton_max_iter,
+            max_bytes=self.max_bytes,
+        )
+        if self.report is None or report.iterations > self.report.iterations:
+            self.report = report
+        cur = (amps / (hw.device.delta_g_s * self.delta_v_v)).to(v_rows.dtype).reshape(i, a, gg, tr, tc, pm, c)
+        cur = cur[..., : grid.used_cols].permute(0, 2, 3, 5, 1, 4, 6)  # (I, G, t_r, P*M, A, t_c, used)
+        return cur.reshape(i, gg, tr, pm, -1)
+
+
+class SinhIV(NetworkEffect):
+    """``hardware.iv.model: sinh``: without wires the cells see V_0 sinh(V / V_0) (the read stays a tile
+    contraction); with exact wires each read is a Newton solve (:class:`NewtonCurrents`)."""
+
+    name = "iv"
+
+    def used(self, hw: HardwareSpec) -> bool:
+        return hw.iv.model == "sinh"
+
+    def voltage(self, hw: HardwareSpec, delta_v_v: float) -> float | None:
+        return hw.iv.v0_v / delta_v_v
+
+    def takes_read(self, hw: HardwareSpec) -> bool:
+        return hw.ir_drop.enabled
+
+    def solves_read(self, hw: HardwareSpec) -> bool:
+        return hw.ir_drop.enabled
+
+    def currents(self, ctx: NetworkContext) -> BitLineCurrents | None:
+        if not ctx.hw.ir_drop.enabled:
+            return None
+        dev = ctx.hw.device
+        g = (ctx.h.double() + dev.g_min_s / dev.delta_g_s) * dev.delta_g_s
+        return NewtonCurrents(g, ctx.grid, ctx.hw, ctx.delta_v_v, ctx.max_bytes)
 
 
 def reference_currents(g: np.ndarray, v: np.ndarray, w: TileWires, v0: float) -> np.ndarray:
