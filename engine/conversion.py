@@ -16,7 +16,8 @@ from typing import Any, TypeVar, cast
 import torch
 from torch import nn
 
-from .crossbar import CrossbarLayer, Mode, OutputStage
+from .calibration import ColumnRange, InputRange, ReadObserver, SensedMoments
+from .crossbar import CrossbarLayer, OutputStage
 from .hardware import HardwareSpec
 from .instance import HardwareInstance, LayerCells
 from .layers import CrossbarConv2d, CrossbarLinear
@@ -121,14 +122,14 @@ class CrossbarModel(nn.Module):
     def sensed_moments(self, inputs: Iterable[torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]:
         """Per layer and weight slice, over ``inputs`` on the ideal crossbar: means, variances and
         covariance of the sensed column currents J and their ADC outputs q (engine units)."""
-        self._set_mode("record_moments")
-        self.program(None)
         try:
-            for x in inputs:
-                self.net(x)
+            with self.observing(SensedMoments) as seen:
+                self.program(None)  # programmed while observed: the tiled read (never folded)
+                for x in inputs:
+                    self.net(x)
             out = {}
             for layer in self.crossbar_layers():
-                sj, sjj, sq, sqq, sjq, n = (sum(s[i] for s in layer._stats) for i in range(6))
+                sj, sjj, sq, sqq, sjq, n = (sum(s[i] for s in seen[layer.name].records) for i in range(6))
                 mj, mq = sj / n, sq / n
                 out[layer.name] = {
                     "mean_j": mj,
@@ -138,7 +139,6 @@ class CrossbarModel(nn.Module):
                     "cov_jq": sjq / n - mj * mq,
                 }
         finally:
-            self._set_mode("crossbar")
             self.program(None)
         return out
 
@@ -172,10 +172,18 @@ class CrossbarModel(nn.Module):
         for layer in self.crossbar_layers():
             layer.reset_read_noise()
 
-    def _set_mode(self, mode: Mode) -> None:
+    @contextlib.contextmanager
+    def observing(self, kind: type[ReadObserver]) -> Iterator[dict[str, ReadObserver]]:
+        """Attach a fresh observer of ``kind`` to every crossbar layer for one calibration pass
+        (engine.calibration); yields them by layer name, detached on exit."""
+        seen = {layer.name: kind() for layer in self.crossbar_layers()}
         for layer in self.crossbar_layers():
-            layer.mode = mode
-            layer._stats = []
+            layer.observer = seen[layer.name]
+        try:
+            yield seen
+        finally:
+            for layer in self.crossbar_layers():
+                layer.observer = None
 
     @torch.no_grad()
     def calibrate(self, inputs: Iterable[torch.Tensor]) -> None:
@@ -196,27 +204,27 @@ class CrossbarModel(nn.Module):
         layers = self.crossbar_layers()
         was_training = self.training
         self.eval()
-        self._set_mode("calibrate_input")
-        for x in batches:
-            self.net(x)
+        with self.observing(InputRange) as seen:
+            for x in batches:
+                self.net(x)
         for layer in layers:
             tracker = RangeTracker(layer.coding.bits)
-            for max_abs, minimum in layer._stats:
+            for max_abs, minimum in seen[layer.name].records:
                 tracker.observe(max_abs, minimum)
             layer.x_signed.fill_(tracker.signed)
             layer.delta_x.fill_(tracker.fitted_step())
         if self.hw.adc.kind == "quantized":  # range (unless given) and sign of every column's current
-            self._set_mode("calibrate_adc")
-            self.program(None)
-            for x in batches:
-                self.net(x)
+            with self.observing(ColumnRange) as seen:
+                self.program(None)  # programmed while observed: the tiled read (never folded)
+                for x in batches:
+                    self.net(x)
             for layer in layers:
-                layer.adc_signed.fill_(min(s[1] for s in layer._stats) < 0)
-                per_batch = torch.stack([s[0] for s in layer._stats])  # (batches, slices) max|I|
+                records = seen[layer.name].records
+                layer.adc_signed.fill_(min(s[1] for s in records) < 0)
+                per_batch = torch.stack([s[0] for s in records])  # (batches, slices) max|I|
                 if self.hw.adc.range_scope == "layer":  # Alg. 1: the batch mean of each batch's max over all columns
                     per_batch = per_batch.amax(1, keepdim=True).expand_as(per_batch)
                 layer.adc_max_abs = per_batch.mean(0).to(layer.adc_max_abs.device)
-        self._set_mode("crossbar")
         self.program(None)
         self.train(was_training)
 

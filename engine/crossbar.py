@@ -30,12 +30,13 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import nn
 
 from . import irdrop, seeding
+from .calibration import ReadObserver
 from .hardware import HardwareSpec
 from .instance import HardwareInstance, LayerCells, ideal_cells
 from .mapping import MappedWeights, Scheme, map_weights, slice_weights
@@ -54,8 +55,6 @@ from .periphery import ADC, InputCoding
 from .tile_ops import ConvTiles, MatmulTiles
 from .tiling import TileGrid
 
-Mode = Literal["crossbar", "float", "calibrate_input", "calibrate_adc", "record_moments"]
-
 
 @dataclass
 class _Programmed:
@@ -66,7 +65,7 @@ class _Programmed:
     delta_x: float  # the DAC step when programmed (a host scalar: no device sync per read)
     coding: InputCoding  # the input code (its sign read once from the calibrated buffer)
     plane_coef: torch.Tensor  # (planes,) shift-and-add weights of the DAC chunks, on the device
-    adc: ADC | None  # the column ADC on the cells' device (None: ideal, or a calibration mode)
+    adc: ADC | None  # the column ADC on the cells' device (None: ideal, or not read yet)
     slice_coef: torch.Tensor  # (slices,) shift-and-add weights 2**(b s), float32 on the device
     h_eff: torch.Tensor | None = None  # logical G_eff of the cells (above G_min, dG units)
     currents: BitLineCurrents | None = None  # the read's network phase: DAC voltages -> bit-line currents
@@ -128,7 +127,7 @@ class CrossbarLayer(nn.Module):
         self.name = name
         self.layer_index = layer_index
         self.groups, self.k, self.n = groups, k, n
-        self.mode: Mode = "crossbar"
+        self.observer: ReadObserver | None = None  # a calibration pass's recorder (engine.calibration)
         self.scheme: Scheme = "direct"
         self.allow_fold = True  # False forces the tiled read even when it is linear (for checks)
         # digital output transforms, set only through CrossbarModel.set_output_stage (reset per strategy)
@@ -141,7 +140,6 @@ class CrossbarLayer(nn.Module):
         self.register_buffer("x_signed", torch.tensor(False, device=dev))
         self.register_buffer("adc_max_abs", torch.full((hw.slices,), float("nan"), dtype=torch.float64, device=dev))
         self.register_buffer("adc_signed", torch.tensor(True, device=dev))
-        self._stats: list[tuple[Any, ...]] = []  # per-batch records of the calibration modes
         self._mapped: MappedWeights | None = None
         self._prog: _Programmed | None = None
         self.set_hardware(hw)
@@ -286,7 +284,7 @@ class CrossbarLayer(nn.Module):
             cells=cells,
             op=self.tile_operator(cell_draws or bool(takes_read)),
             delta_x=float(self.delta_x),
-            adc=None,  # built from the fitted range on the first crossbar-mode read
+            adc=None,  # built from the fitted range on the first read outside a calibration pass
             coding=self.coding,
             plane_coef=_coefficients(self.coding.planes, self.coding.dac_bits, dev),
             slice_coef=_coefficients(grid.slices, hw.device.bits_per_cell, dev),
@@ -313,7 +311,7 @@ class CrossbarLayer(nn.Module):
             corr = self.to_logical(cells.correction, cells)[..., : grid.used_cols]
             corr = self.sense(corr.permute(0, 2, 3, 5, 1, 4, 6))
         linear = hw.adc.kind == "ideal" and not noisy and not takes_read and self.mmse is None and prog.iv_v0 is None
-        if linear and self.mode == "crossbar" and self.allow_fold:
+        if linear and self.observer is None and self.allow_fold:
             sensed = self.sense(raw) if corr is None else self.sense(raw) + corr  # exact with an ideal ADC
             # (I,G,t_r,R,t_c,wcols); one slice needs no shift-and-add pass
             folded = sensed[..., 0] if grid.slices == 1 else (sensed * prog.slice_coef).sum(-1)
@@ -442,10 +440,8 @@ class CrossbarLayer(nn.Module):
 
     # Forward ---------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.mode == "float":
-            return self.float_forward(x)
-        if self.mode == "calibrate_input":
-            self._stats.append((float(x.detach().abs().max()), float(x.detach().min())))
+        if self.observer is not None and self.observer.reads_float:
+            self.observer.on_input(x)
             return self.float_forward(x)
         if self._prog is None:
             self.program(None)
@@ -465,6 +461,8 @@ class CrossbarLayer(nn.Module):
         scale = dx * self.mapped.delta_w
         gain = self.output_gain  # digital per-output gain (drift compensation), (I, groups * n)
         if self._prog.w_eff is not None:
+            if self.observer is not None:  # a folded read has no sensed values to record
+                raise RuntimeError(f"layer {self.name}: programmed before its observer was attached; program inside it")
             # scale and bias ride along in the native kernel: no extra passes over the output
             return self.folded_forward(codes, self._folded_weight(scale, gain))
         y = self.read(codes) * scale
@@ -514,7 +512,7 @@ class CrossbarLayer(nn.Module):
         # cells' currents as linear cells at V_0 sinh(V / V_0) would carry them (sinh I-V, no wires)
         v = v_rows if prog.iv_v0 is None else sinh_voltage(v_rows, prog.iv_v0)
         adc = None
-        if fit_adc is None and self.mode == "crossbar":
+        if fit_adc is None and self.observer is None:
             if prog.adc is None and hw.adc.kind != "ideal":
                 prog.adc = self.adc  # the fitted range, on the layer's device: built once per programmed state
             adc = prog.adc
@@ -536,15 +534,9 @@ class CrossbarLayer(nn.Module):
                 sensed = effect.add_noise(sensed, v, {}, ctx)
         if fit_adc is not None:
             adc = fit_adc(sensed)
-        recording = self.mode in ("calibrate_adc", "record_moments")
-        if self.mode == "calibrate_adc":  # per-slice max|I| (slices are the fastest column axis)
-            per_slice = sensed.detach().reshape(-1, grid.slices).abs().amax(0).double()
-            self._stats.append((per_slice, float(sensed.detach().min())))
-        elif self.mode == "record_moments":  # per-slice sums of J and its ADC output q (Yu eq. 4-6)
-            j = sensed.detach().reshape(-1, grid.slices).double()
-            adc_now = self.adc
-            q = adc_now(sensed.detach()).reshape(-1, grid.slices).double() if adc_now is not None else j
-            self._stats.append(tuple(t.sum(0) for t in (j, j * j, q, q * q, j * q)) + (j.shape[0],))
+        recording = self.observer is not None  # a calibration pass: record, read without the ADC
+        if self.observer is not None:
+            self.observer.on_sensed(self, sensed)
         adc = None if recording else adc
         step = torch.ones(grid.slices, dtype=sensed.dtype, device=sensed.device)
         if adc is not None:  # keep integer codes; the step joins the shift-and-add weights below

@@ -54,3 +54,31 @@ def test_reading_an_uncalibrated_crossbar_is_a_clear_error():
     xm = convert(nn.Sequential(nn.Linear(4, 3)), HardwareSpec())
     xm.calibrate([torch.rand(8, 4)])
     assert torch.isfinite(xm(torch.rand(2, 4))).all()
+
+
+def test_calibration_passes_are_observers_attached_for_the_pass_only():
+    """Calibration is an observer of reads, not a layer mode: ``observing`` attaches one per layer and
+    detaches them even when the pass fails; an observer never sees a folded read (no sensed values) -
+    a layer programmed before its observer was attached says so instead of recording nothing. Catches
+    an observer left attached (later reads would skip the ADC) and a silent empty calibration."""
+    import torch
+    from torch import nn
+
+    from engine import HardwareSpec, convert
+    from engine.calibration import ColumnRange
+
+    xm = convert(nn.Sequential(nn.Linear(4, 3)), HardwareSpec.model_validate({"adc": {"kind": "ideal"}}))
+    xm.calibrate([torch.rand(8, 4)])
+    layer = xm.crossbar_layers()[0]
+    with pytest.raises(KeyError):
+        with xm.observing(ColumnRange) as seen:
+            raise KeyError("a failing pass")
+    assert layer.observer is None and isinstance(seen[layer.name], ColumnRange)
+    xm.program(None)  # folded: the ideal ADC makes the read linear
+    with pytest.raises(RuntimeError, match="programmed before its observer was attached"):
+        with xm.observing(ColumnRange):
+            xm(torch.rand(2, 4))
+    with xm.observing(ColumnRange) as seen:
+        xm.program(None)
+        xm(torch.rand(2, 4))
+    assert len(seen[layer.name].records) == 1 and layer.observer is None
