@@ -161,7 +161,7 @@ class CrossbarModel(nn.Module):
     def release(self) -> None:
         """Drop every layer's programmed state (its instance's cells, G_eff and read operands)."""
         for layer in self.crossbar_layers():
-            layer._prog, layer._ir_solution = None, None
+            layer.release()
 
     def set_solve_budget(self, max_bytes: int | None) -> None:
         """Memory budget of one exact IR-drop solve (None: a quarter of the device's free memory)."""

@@ -23,71 +23,39 @@ over instances draws per-read noise from each instance's own generator.
 When the read is linear (ideal ADC, no per-read noise) the tiles fold exactly into one
 effective weight per instance, W_eff = sum over slices 2**(b s) sense(G_eff), and the layer
 runs the native matmul/convolution kernel on the input codes (``folded`` path).
+
+The layer keeps its geometry, fitted calibration buffers and the read; what it has programmed is
+an immutable :class:`engine.programming.ProgrammedState` built by one pure function.
 """
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
 
 import torch
 from torch import nn
 
-from . import irdrop, seeding
+from . import irdrop
 from .calibration import ReadObserver
 from .hardware import HardwareSpec
 from .instance import HardwareInstance, LayerCells, ideal_cells
 from .mapping import MappedWeights, Scheme, map_weights, slice_weights
-from .nonideal import (
-    NETWORK_EFFECTS,
-    READ_EFFECTS,
-    BitLineCurrents,
-    NetworkContext,
-    ProgramContext,
-    ReadContext,
-    ReadEffect,
-    TileCurrents,
-)
+from .nonideal import NETWORK_EFFECTS, ReadContext, TileCurrents
 from .nonideal.iv import NewtonReport, sinh_voltage
 from .periphery import ADC, InputCoding
+from .programming import (
+    READ_LAYOUT,
+    NetworkPlan,
+    ProgrammedState,
+    ReadSetup,
+    program_state,
+    read_noise_streams,
+    sense,
+    to_logical,
+)
 from .tile_ops import ConvTiles, MatmulTiles
 from .tiling import TileGrid
-
-
-@dataclass
-class _Programmed:
-    """Per-instance tensors derived from the cells once, reused by every read."""
-
-    cells: LayerCells
-    op: MatmulTiles | ConvTiles
-    delta_x: float  # the DAC step when programmed (a host scalar: no device sync per read)
-    coding: InputCoding  # the input code (its sign read once from the calibrated buffer)
-    plane_coef: torch.Tensor  # (planes,) shift-and-add weights of the DAC chunks, on the device
-    adc: ADC | None  # the column ADC on the cells' device (None: ideal, or not read yet)
-    slice_coef: torch.Tensor  # (slices,) shift-and-add weights 2**(b s), float32 on the device
-    h_eff: torch.Tensor | None = None  # logical G_eff of the cells (above G_min, dG units)
-    currents: BitLineCurrents | None = None  # the read's network phase: DAC voltages -> bit-line currents
-    digitised: torch.Tensor | None = None  # sensed operand / ADC step per column (built on first read)
-    precombined: bool = False  # the operand holds sensed conductances (analog subtraction, linear sensing)
-    digitisable: bool = False  # a noiseless precombined read: the fast digitised path applies (with an ADC)
-    w_eff: torch.Tensor | None = None  # (I, G, k, n) folded weight in units of dw
-    w_native: tuple | None = None  # (scale, gain, kernel weight) of the last folded reads
-    correction_matrix: torch.Tensor | None = None  # (I, G, t_r, R, Q) sensed digital correction (EC)
-    correction: torch.Tensor | None = None  # its operand (built on first use)
-    digitised_correction: torch.Tensor | None = None  # correction / ADC step per column (fast read)
-    iv_v0: float | None = None  # sinh I-V: V_0 in units of the DAC step (None: linear cells)
-    gens: list[torch.Generator] | None = None
-    read_effects: tuple[tuple[ReadEffect, Mapping[str, Any]], ...] = ()  # bit-line effects in use, their operands
-    column_effects: tuple[ReadEffect, ...] = ()  # per-read effects on the sensed column values
-
-
-@functools.lru_cache(maxsize=64)
-def _coefficients(n: int, bits: int, device: torch.device) -> torch.Tensor:
-    """(n,) float32 powers 2**(bits j): DAC plane and slice shift-and-add weights (Yu eq. 3, f),
-    made once per device (every programming of every layer uses them; do not modify)."""
-    return slice_weights(n, bits, device).to(torch.float32)
 
 
 @dataclass(frozen=True)
@@ -141,7 +109,8 @@ class CrossbarLayer(nn.Module):
         self.register_buffer("adc_max_abs", torch.full((hw.slices,), float("nan"), dtype=torch.float64, device=dev))
         self.register_buffer("adc_signed", torch.tensor(True, device=dev))
         self._mapped: MappedWeights | None = None
-        self._prog: _Programmed | None = None
+        self._prog: ProgrammedState | None = None
+        self._levels: tuple[MappedWeights, TileGrid, torch.Tensor] | None = None  # placed target levels
         self.set_hardware(hw)
 
     # Configuration ---------------------------------------------------------------------------
@@ -183,15 +152,16 @@ class CrossbarLayer(nn.Module):
     def target_levels(self) -> torch.Tensor:
         """Ideal cell levels (float32, integer-valued), (arrays, groups, t_r, t_c, rows, cols); placed
         once per mapping and grid (read-only: every instance starts from it)."""
-        m, cached = self.mapped, getattr(self, "_levels", None)
+        m, cached = self.mapped, self._levels
         if cached is None or cached[0] is not m or cached[1] != self.grid:
             if m.digits is None:  # placed before on another grid: map again
                 self._mapped = None
                 m = self.mapped
+            assert m.digits is not None  # a fresh mapping holds its digits
             levels = self.grid.place(m.digits, m.reference).to(torch.float32)
             self._mapped = m = replace(m, digits=None)  # the digits live on as the placed levels only
-            self._levels = (m, self.grid, levels)
-        return self._levels[2]
+            cached = self._levels = (m, self.grid, levels)
+        return cached[2]
 
     def remap(self, scheme: Scheme | None = None) -> None:
         """Re-quantise and re-map after the weight or the mapping scheme changed."""
@@ -199,6 +169,13 @@ class CrossbarLayer(nn.Module):
             self.scheme = scheme
         self._mapped = None
         self._prog = None
+
+    @property
+    def state(self) -> ProgrammedState:
+        """The programmed state (engine.programming); reading an unprogrammed layer is an error."""
+        if self._prog is None:
+            raise RuntimeError(f"layer {self.name}: nothing is programmed; call program() first")
+        return self._prog
 
     @property
     def cells(self) -> LayerCells | None:
@@ -216,8 +193,8 @@ class CrossbarLayer(nn.Module):
             return None
         dev = self.adc_max_abs.device
         if a.full_scale_a is not None:  # given range; the sign still comes from calibration
-            max_abs = a.full_scale_a / (self.hw.device.delta_g_s * self.delta_v_v)
-            return ADC.calibrated(a.bits, torch.tensor([max_abs], device=dev), signed=bool(self.adc_signed))
+            given = a.full_scale_a / (self.hw.device.delta_g_s * self.delta_v_v)
+            return ADC.calibrated(a.bits, torch.tensor([given], device=dev), signed=bool(self.adc_signed))
         if torch.isnan(self.adc_max_abs).any():
             raise RuntimeError(f"layer {self.name}: ADC range not calibrated; call calibrate() first")
         max_abs = self.adc_max_abs if a.range_scope == "slice" else self.adc_max_abs.max().reshape(1)
@@ -228,11 +205,17 @@ class CrossbarLayer(nn.Module):
         derived state (mapping, placed levels, programmed cells, tile index tables) is rebuilt on
         the new device when next needed."""
         out = super()._apply(fn, recurse)
-        self._mapped, self._prog, self._ir_solution = None, None, None
-        for attr in ("_levels", "_conv_tiles"):
-            if hasattr(self, attr):
-                delattr(self, attr)
+        self.drop_derived()
         return out
+
+    def release(self) -> None:
+        """Drop the programmed state (an instance's cells, G_eff, read operands) and the last solve."""
+        self._prog, self._ir_solution = None, None
+
+    def drop_derived(self) -> None:
+        """Forget every derived value (mapping, placed levels, programmed state, the last IR-drop
+        solve); subclasses add theirs. Rebuilt when next needed."""
+        self._mapped, self._levels, self._prog, self._ir_solution = None, None, None, None
 
     # Programming -----------------------------------------------------------------------------
     def program(
@@ -266,32 +249,14 @@ class CrossbarLayer(nn.Module):
         (``reuse_ir_distortion``: see :meth:`program`). ``read_streams``: per-instance generators the
         per-read noise continues from (crossbar training re-programs after every update; default: the
         instances' streams from their start)."""
-        hw, grid = self.hw, self.grid
-        noisy = cells.seeds is not None and hw.any_read_noise
-        effects = [e for e in READ_EFFECTS if e.used(hw)] if noisy else []
-        read_effects = [e for e in effects if e.stage == "bit_line"]  # on the cells' raw currents
-        cell_draws = any(e.needs_cell_draws(hw) for e in read_effects)
-        network = [e for e in NETWORK_EFFECTS if e.used(hw)] if cells.seeds is not None else []
-        takes_read = [e for e in network if e.takes_read(hw)]  # the read's own currents (loaded DAC, Newton)
-        solved = any(e.solves_read(hw) for e in network)  # input-dependent: a solve per read, no G_eff
-        if solved and cells.row_source is not None:
+        plan = NetworkPlan.of(self.hw, cells.seeds is not None, self.delta_v_v)
+        if plan.solved and cells.row_source is not None:
             raise ValueError(
                 f"layer {self.name}: row remapping is not modelled with iv.model: sinh under exact IR "
                 f"drop (the network is solved on physical rows)"
             )
-        dev = cells.h.device
-        prog = _Programmed(
-            cells=cells,
-            op=self.tile_operator(cell_draws or bool(takes_read)),
-            delta_x=float(self.delta_x),
-            adc=None,  # built from the fitted range on the first read outside a calibration pass
-            coding=self.coding,
-            plane_coef=_coefficients(self.coding.planes, self.coding.dac_bits, dev),
-            slice_coef=_coefficients(grid.slices, hw.device.bits_per_cell, dev),
-        )
-        prog.iv_v0 = next((v0 for e in network if (v0 := e.voltage(hw, self.delta_v_v)) is not None), None)
         prev = self._prog
-        if solved:
+        if plan.solved:
             h_eff = cells.h  # the wires enter each read's solve
         elif (
             prev is not None
@@ -302,76 +267,24 @@ class CrossbarLayer(nn.Module):
             h_eff = prev.h_eff  # the same cells re-programmed (e.g. with a correction): no new IR-drop solve
         else:
             h_eff = self.to_logical(self.effective_conductance(cells, reuse_ir_distortion), cells)
-        prog.h_eff = h_eff
-        raw = h_eff[..., : grid.used_cols].permute(0, 2, 3, 5, 1, 4, 6)  # (I, G, t_r, R, A, t_c, used)
-        i, g, tr, r = raw.shape[:4]
-        g_min_n = hw.device.g_min_s / hw.device.delta_g_s
-        corr = None
-        if cells.correction is not None:
-            corr = self.to_logical(cells.correction, cells)[..., : grid.used_cols]
-            corr = self.sense(corr.permute(0, 2, 3, 5, 1, 4, 6))
-        linear = hw.adc.kind == "ideal" and not noisy and not takes_read and self.mmse is None and prog.iv_v0 is None
-        if linear and self.observer is None and self.allow_fold:
-            sensed = self.sense(raw) if corr is None else self.sense(raw) + corr  # exact with an ideal ADC
-            # (I,G,t_r,R,t_c,wcols); one slice needs no shift-and-add pass
-            folded = sensed[..., 0] if grid.slices == 1 else (sensed * prog.slice_coef).sum(-1)
-            folded = folded.reshape(i, g, tr * r, grid.t_c * grid.wcols)
-            w_eff = folded[:, :, : grid.k, : grid.n]
-            if self.zero_outputs is not None:  # Yu eq. 11 in the folded weight
-                w_eff = w_eff.masked_fill(self.zero_outputs.view(grid.groups, 1, grid.n), 0.0)
-            prog.w_eff = w_eff.contiguous()
-        else:
-            if corr is not None:
-                prog.correction_matrix = corr.reshape(i, g, tr, r, -1)
-            prog.precombined = hw.adc.subtract == "analog" and not read_effects and not takes_read
-            # the noiseless quantised read of precombined operands may take the digitised fast path
-            prog.digitisable = prog.precombined and not noisy
-            if takes_read:  # the effect builds its operands from the physical cells (G_min included)
-                ctx = NetworkContext(
-                    prog.op, grid, hw, cells.h, h_eff, raw, self.delta_v_v, prog.coding.max_chunk, self.solve_max_bytes
-                )
-                prog.currents = takes_read[0].currents(ctx)
-            else:
-                if prog.precombined:  # sensing is linear: subtract the conductances once, not per read
-                    mat = self.sense(raw)
-                elif hw.adc.subtract == "digital":  # every column is digitised with its G_min current
-                    mat = raw + g_min_n
-                else:  # analog subtraction cancels G_min exactly
-                    mat = raw
-                # precombined: the operand is built on first use (the digitised read has its own)
-                prog.currents = TileCurrents(prog.op, mat.reshape(i, g, tr, r, -1), eager=not prog.precombined)
-        if read_effects:
-            g_phys = (raw + g_min_n).reshape(i, g, tr, r, -1)
-
-            def target_rel() -> torch.Tensor:  # the cells' target levels / G_max, in g_phys' layout
-                assert cells.levels is not None  # sampled cells keep their targets
-                levels = cells.levels if cells.levels.dim() == 7 else cells.levels.unsqueeze(0)
-                levels = self.to_logical(levels.to(raw.dtype).expand_as(cells.h), cells)[..., : grid.used_cols]
-                g_rel = (levels.permute(0, 2, 3, 5, 1, 4, 6) + g_min_n) * (hw.device.delta_g_s / hw.device.g_max_s)
-                return g_rel.reshape(i, g, tr, r, -1)
-
-            ctx = ProgramContext(g_phys, prog.op, target_rel, hw)
-            prog.read_effects = tuple((e, e.operands(ctx)) for e in read_effects)
-        prog.column_effects = tuple(e for e in effects if e.stage == "column")
-        if noisy:
-            prog.gens = read_streams or [
-                seeding.torch_generator(s, self.layer_index, seeding.READ_NOISE, dev) for s in cells.seeds
-            ]
-        self._prog = prog
+        setup = ReadSetup(
+            grid=self.grid,
+            hw=self.hw,
+            coding=self.coding,
+            delta_x=float(self.delta_x),
+            delta_v_v=self.delta_v_v,
+            layer_index=self.layer_index,
+            fold=self.observer is None and self.allow_fold,
+            mmse=self.mmse is not None,
+            zero_outputs=self.zero_outputs,
+            solve_max_bytes=self.solve_max_bytes,
+        )
+        self._prog = program_state(setup, cells, h_eff, self.tile_operator, read_streams)
 
     @staticmethod
     def to_logical(t: torch.Tensor, cells: LayerCells) -> torch.Tensor:
-        """Physical tile rows -> logical rows under a row remapping (identity when none):
-        logical row r reads physical row row_source[r], with the arrays swapped where flipped
-        (the input is negated digitally, so the stored -w acts as w)."""
-        if cells.row_source is None:
-            return t
-        idx = cells.row_source[:, None, ..., None].expand(-1, t.shape[1], *cells.row_source.shape[1:], t.shape[-1])
-        t = torch.gather(t, 5, idx)
-        if cells.row_flipped is not None:
-            flip = cells.row_flipped[:, None, ..., None]
-            t = torch.where(flip, t.flip(1), t)
-        return t
+        """Physical tile rows -> logical rows under a row remapping (engine.programming.to_logical)."""
+        return to_logical(t, cells)
 
     def effective_conductance(self, cells: LayerCells, reuse_ir_distortion: bool = False) -> torch.Tensor:
         """G_eff per physical tile (above G_min, units of dG): bit-line currents are exactly
@@ -408,20 +321,14 @@ class CrossbarLayer(nn.Module):
         """Restart every instance's per-read noise stream (re-evaluation gives the same logits)."""
         p = self._prog
         if p is not None and p.gens is not None:
-            dev = p.cells.h.device
-            p.gens = [seeding.torch_generator(s, self.layer_index, seeding.READ_NOISE, dev) for s in p.cells.seeds]
+            assert p.cells.seeds is not None
+            self._prog = replace(p, gens=read_noise_streams(p.cells.seeds, self.layer_index, p.cells.h.device))
 
     # Sensing and recombination ---------------------------------------------------------------
     def sense(self, t: torch.Tensor) -> torch.Tensor:
-        """(..., A, t_c, used) physical columns -> (..., t_c, wcols, S) signed column values:
-        I+ - I- (differential) or I_data - I_ref (offset). Linear, so it also applies to G."""
-        grid = self.grid
-        lead = t.shape[:-3]
-        data = t[..., : grid.data_cols].reshape(*lead, grid.arrays, grid.t_c, grid.wcols, grid.slices)
-        if not grid.offset:
-            return data[..., 0, :, :, :] - data[..., 1, :, :, :]
-        ref = t[..., 0, :, grid.data_cols : grid.used_cols].unsqueeze(-2)
-        return data[..., 0, :, :, :] - ref
+        """(..., A, t_c, used) physical columns -> (..., t_c, wcols, S) signed column values
+        (engine.programming.sense)."""
+        return sense(t, self.grid)
 
     def _slice_coef(self, like: torch.Tensor) -> torch.Tensor:
         return slice_weights(self.grid.slices, self.hw.device.bits_per_cell, like.device).to(like.dtype)
@@ -454,13 +361,13 @@ class CrossbarLayer(nn.Module):
         return self._crossbar_forward(x)
 
     def _crossbar_forward(self, x: torch.Tensor) -> torch.Tensor:
-        dx = self._prog.delta_x
+        dx = self.state.delta_x
         if dx == 0.0:  # a fitted quantity: never read a layer whose input range was not calibrated
             raise RuntimeError(f"layer {self.name}: input range (DAC step) not calibrated; call calibrate() first")
-        codes = self._prog.coding.quantise(x, dx)
+        codes = self.state.coding.quantise(x, dx)
         scale = dx * self.mapped.delta_w
         gain = self.output_gain  # digital per-output gain (drift compensation), (I, groups * n)
-        if self._prog.w_eff is not None:
+        if self.state.w_eff is not None:
             if self.observer is not None:  # a folded read has no sensed values to record
                 raise RuntimeError(f"layer {self.name}: programmed before its observer was attached; program inside it")
             # scale and bias ride along in the native kernel: no extra passes over the output
@@ -475,14 +382,15 @@ class CrossbarLayer(nn.Module):
     def _folded_weight(self, scale: float, gain: torch.Tensor | None) -> torch.Tensor:
         """The native kernel's weight: W_eff x dx dw (x the digital gain), in :meth:`fold_layout`,
         built once per programmed state, scale and gain (every read of an evaluation shares it)."""
-        prog = self._prog
+        prog = self.state
         assert prog is not None and prog.w_eff is not None
-        if prog.w_native is None or prog.w_native[0] != scale or prog.w_native[1] is not gain:
+        last = prog.memo("w_native", lambda: [None])  # the last (scale, gain, kernel weight) built
+        if last[0] is None or last[0][0] != scale or last[0][1] is not gain:
             w = prog.w_eff * scale
             if gain is not None:
                 w = w * gain.view(gain.shape[0], self.grid.groups, 1, self.grid.n)
-            prog.w_native = (scale, gain, self.fold_layout(w))
-        return prog.w_native[2]
+            last[0] = (scale, gain, self.fold_layout(w))
+        return last[0][2]
 
     def float_forward(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -507,15 +415,14 @@ class CrossbarLayer(nn.Module):
         """Tiled read of input codes -> (I, M, groups * n) in units of dx * dw. ``fit_adc``: the column
         ADC as a function of the values it converts (crossbar training: PytorX Alg. 1's range of each
         training batch); default: the layer's fitted ADC."""
-        grid, hw, prog = self.grid, self.hw, self._prog
+        grid, hw, prog = self.grid, self.hw, self.state
         v_rows, _ = prog.op.voltages(codes, prog.coding, self.n_instances)
         # cells' currents as linear cells at V_0 sinh(V / V_0) would carry them (sinh I-V, no wires)
         v = v_rows if prog.iv_v0 is None else sinh_voltage(v_rows, prog.iv_v0)
         adc = None
         if fit_adc is None and self.observer is None:
-            if prog.adc is None and hw.adc.kind != "ideal":
-                prog.adc = self.adc  # the fitted range, on the layer's device: built once per programmed state
-            adc = prog.adc
+            # the fitted range, on the layer's device: built once per programmed state
+            adc = prog.memo("adc", lambda: self.adc) if hw.adc.kind != "ideal" else None
         if adc is not None and prog.digitisable and self.mmse is None:
             return self._digitised_read(v, adc)
         assert prog.currents is not None, "a folded (linear) program is read by folded_forward"
@@ -554,10 +461,9 @@ class CrossbarLayer(nn.Module):
             step = torch.ones_like(step)
         if hw.adc.subtract == "digital" and not prog.precombined:
             sensed = self.sense(sensed)
-        if prog.correction_matrix is not None:  # PytorX Alg. 2 line 4: y_ec = f_adc(V G_diff+ - V G_diff-)
-            if prog.correction is None:
-                prog.correction = prog.op.operand(prog.correction_matrix)
-            ec = prog.op.apply(v, prog.correction).reshape(sensed.shape)
+        if (corr_matrix := prog.correction_matrix) is not None:  # PytorX Alg. 2 line 4: f_adc(V G_diff)
+            correction = prog.memo("correction", lambda: prog.op.operand(corr_matrix))
+            ec = prog.op.apply(v, correction).reshape(sensed.shape)
             sensed = sensed + (adc.codes(ec) if adc is not None else ec)
         return self._shift_add(sensed, step * prog.slice_coef.to(sensed.dtype))
 
@@ -578,19 +484,18 @@ class CrossbarLayer(nn.Module):
         so the read yields I / dI directly; rounding and clipping (PytorX eq. 11) run in place in
         the operator's native layout; chunks and row tiles are contracted first (Yu eq. 3 f shift
         and add), weight slices last, on the small result."""
-        grid, prog = self.grid, self._prog
+        grid, prog = self.grid, self.state
         assert isinstance(prog.currents, TileCurrents)  # precombined: the sensed conductances
         sensed_matrix = prog.currents.matrix
         step = adc.delta_i.to(sensed_matrix.dtype).expand(grid.slices)
-        if prog.digitised is None:  # the ADC is fixed for the programmed state: divide once
-            prog.digitised = prog.op.operand(sensed_matrix / step.repeat(grid.t_c * grid.wcols))
-        out = prog.op.apply_native(v, prog.digitised)
+        per_column = step.repeat(grid.t_c * grid.wcols)
+        # the ADC is fixed for the programmed state: divide once
+        digitised = prog.memo("digitised", lambda: prog.op.operand(sensed_matrix / per_column))
+        out = prog.op.apply_native(v, digitised)
         out.round_().clamp_(adc.lo, adc.hi)
-        if prog.correction_matrix is not None:  # PytorX Alg. 2: the correction has its own conversion
-            if prog.digitised_correction is None:
-                per_column = step.repeat(grid.t_c * grid.wcols)
-                prog.digitised_correction = prog.op.operand(prog.correction_matrix / per_column)
-            out += prog.op.apply_native(v, prog.digitised_correction).round_().clamp_(adc.lo, adc.hi)
+        if (corr_matrix := prog.correction_matrix) is not None:  # PytorX Alg. 2: its own conversion
+            corr = prog.memo("digitised_correction", lambda: prog.op.operand(corr_matrix / per_column))
+            out += prog.op.apply_native(v, corr).round_().clamp_(adc.lo, adc.hi)
         y = prog.op.contract(out, prog.plane_coef)  # (I, G, M, t_c*wcols*S)
         return self._combine_slices(
             y.reshape(*y.shape[:3], grid.t_c, grid.wcols, grid.slices), step * prog.slice_coef.to(y.dtype)
@@ -600,7 +505,7 @@ class CrossbarLayer(nn.Module):
         """Digital recombination (Yu eq. 3 f): weighted sum over input chunks and plain sum over
         row tiles (one pass over the partial sums), then over weight slices on the small result.
         (I, G, t_r, P*M, t_c, wcols, S) -> (I, M, G*n)."""
-        return self._combine_slices(MatmulTiles.contract(sensed, self._prog.plane_coef), slice_w)
+        return self._combine_slices(MatmulTiles.contract(sensed, self.state.plane_coef), slice_w)
 
     def _combine_slices(self, y: torch.Tensor, slice_w: torch.Tensor) -> torch.Tensor:
         """(I, G, M, t_c, wcols, S) weighted over slices -> (I, M, G*n), padded columns dropped."""
@@ -613,10 +518,10 @@ class CrossbarLayer(nn.Module):
         """Partial-sum shift of every tile column caused by G_eff (PytorX Sec. 4.3 statistics):
         ideal minus non-ideal, through an ideal ADC, in the layer's output units.
         Returns (I, G, t_r, M, t_c, wcols); padded columns of the last column tile are NaN."""
-        grid, cells = self.grid, self.cells
+        grid, cells = self.grid, self.state.cells
         codes = self.coding.quantise(x, float(self.delta_x))
         diff = (cells.h - self.effective_conductance(cells))[..., : grid.used_cols]
-        diff = self.sense(diff.permute(0, 2, 3, 5, 1, 4, 6))  # (I, G, t_r, R, t_c, wcols, S), linear
+        diff = self.sense(diff.permute(*READ_LAYOUT))  # (I, G, t_r, R, t_c, wcols, S), linear
         op = self.tile_operator(False)
         i, g, tr, r = diff.shape[:4]
         v, _ = op.voltages(codes, self.coding, self.n_instances)
@@ -634,22 +539,22 @@ class CrossbarLayer(nn.Module):
         return d.masked_fill(col >= grid.n, float("nan"))
 
     # Per-read noise --------------------------------------------------------------------------
-    def _randn(self, shape: torch.Size, like: torch.Tensor) -> torch.Tensor:
-        gens = self._prog.gens
+    def _randn(self, shape: torch.Size | tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+        gens = self.state.gens or []
         return torch.stack([torch.randn(shape[1:], generator=g, device=like.device, dtype=like.dtype) for g in gens])
 
-    def _rand(self, shape: torch.Size, like: torch.Tensor) -> torch.Tensor:
-        gens = self._prog.gens
+    def _rand(self, shape: torch.Size | tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+        gens = self.state.gens or []
         return torch.stack([torch.rand(shape[1:], generator=g, device=like.device, dtype=like.dtype) for g in gens])
 
     def _read_context(self) -> ReadContext:
-        prog = self._prog
+        prog = self.state
         return ReadContext(prog.op, self._randn, self._rand, self.hw.input.v_read_v / prog.coding.max_chunk, self.hw)
 
     def _cell_noise(self, v: torch.Tensor) -> torch.Tensor:
         """The per-read effects' bit-line currents (engine.nonideal.READ_EFFECTS, in order: 1/f, read
         fluctuation, thermal/shot, telegraph), engine units, shaped like the raw currents (I, G, t_r, P*M, Qraw)."""
-        prog = self._prog
+        prog = self.state
         ctx = self._read_context()
         noise = torch.zeros((), device=v.device, dtype=v.dtype)
         for effect, ops in prog.read_effects:

@@ -64,6 +64,7 @@ class CrossbarConv2d(CrossbarLayer):
     def __init__(self, mod: nn.Conv2d, hw: HardwareSpec, name: str, layer_index: int) -> None:
         g = mod.groups
         k = (mod.in_channels // g) * mod.kernel_size[0] * mod.kernel_size[1]
+        self._conv_tiles: ConvTiles | None = None  # the tile-masked convolution's index tables
         super().__init__(mod.weight, mod.bias, g, k, mod.out_channels // g, hw, name, layer_index)
         self.in_channels, self.out_channels = mod.in_channels, mod.out_channels
         self.kernel_size, self.stride, self.dilation = mod.kernel_size, mod.stride, mod.dilation
@@ -79,6 +80,10 @@ class CrossbarConv2d(CrossbarLayer):
             pad = mod.padding
         self.padding = tuple(pad)
         self.padding_mode = mod.padding_mode
+
+    def drop_derived(self) -> None:
+        super().drop_derived()
+        self._conv_tiles = None
 
     @classmethod
     def from_module(cls, mod: nn.Conv2d, hw: HardwareSpec, name: str, layer_index: int) -> CrossbarConv2d:
@@ -113,7 +118,7 @@ class CrossbarConv2d(CrossbarLayer):
     def tile_operator(self, cell_draws: bool) -> MatmulTiles | ConvTiles:
         if cell_draws:
             return MatmulTiles(self.grid, self._unfold)
-        cached = getattr(self, "_conv_tiles", None)  # index tables depend only on the grid: build once
+        cached = self._conv_tiles  # index tables depend only on the grid: build once
         if cached is None or cached.grid != self.grid or cached.device != self.weight.device:
             cached = self._conv_tiles = ConvTiles(
                 self.grid,

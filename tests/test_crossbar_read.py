@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 from torch import nn
@@ -188,9 +190,9 @@ def test_fast_digitised_read_equals_the_general_read(kind, cells):
     assert layer.grid.slices == (1 if cells["bits_per_cell"] == 7 else 4)
     with torch.no_grad():
         fast = xm(x)
-        assert layer._prog.digitised is not None  # the fast path ran
-        prog = layer._prog  # force the general path on the same programmed cells
-        prog.digitisable = False  # the same operand read by the general path
+        assert layer._prog.memoised("digitised")  # the fast path ran
+        # force the general path on the same programmed cells: the same operand read by the general path
+        layer._prog = replace(layer._prog, digitisable=False)
         general = xm(x)
     assert not torch.equal(fast[0], fast[1])  # two different instances
     one_code = (
@@ -225,9 +227,8 @@ def test_fast_read_with_error_correction_equals_the_general_read(kind):
         plain = xm(x)
         parse_strategy("ec").after_program(xm, None)
         fast = xm(x)
-        prog = layer._prog
-        assert prog.digitised_correction is not None  # the fast path ran with the correction
-        prog.digitisable = False  # the same operand read by the general path
+        assert layer._prog.memoised("digitised_correction")  # the fast path ran with the correction
+        layer._prog = replace(layer._prog, digitisable=False)  # the same operand read by the general path
         general = xm(x)
     one_code = (
         float(layer.coding.plane_coefficients().max() * layer.adc.delta_i.max())

@@ -197,7 +197,7 @@ def test_a_read_effect_is_one_object_the_read_adds(monkeypatch):
     here (no engine edit) adds eps (v @ G_phys) to each raw bit-line current, so with analog subtraction
     (G_min cancels) and an ideal ADC the layer's output is (1 + eps) times the noise-free one; the
     effect is off until the hardware uses it (then the read is the plain folded read)."""
-    from engine import crossbar as crossbar_module
+    from engine import programming as programming_module
     from engine.nonideal import READ_EFFECTS, ReadEffect
 
     class Gain(ReadEffect):
@@ -223,7 +223,7 @@ def test_a_read_effect_is_one_object_the_read_adds(monkeypatch):
     with torch.no_grad():
         plain = xm(x)[0] - lin.bias
         gain = Gain()
-        monkeypatch.setattr(crossbar_module, "READ_EFFECTS", (*READ_EFFECTS, gain))
+        monkeypatch.setattr(programming_module, "READ_EFFECTS", (*READ_EFFECTS, gain))
         monkeypatch.setattr(HardwareSpec, "any_read_noise", property(lambda hw: gain.used(hw)))
         xm.program([0])
         layer = xm.crossbar_layers()[0]

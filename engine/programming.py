@@ -1,0 +1,227 @@
+"""A layer's programmed state: an immutable value built by one pure function, :func:`program_state`.
+
+From what was programmed (the instance's cells, their effective conductances G_eff) and how the
+layer reads (:class:`ReadSetup`: tiles, hardware, the fitted input code and DAC step, the output
+stage's fields that shape programming), it derives every read operand once: the network phase's
+bit-line currents (:mod:`engine.nonideal.network`), the per-read effects' operands, the sensed
+digital correction (PytorX Alg. 2) and, when the read is linear, the folded weight. The read path
+follows from the state (folded, digitised or tiled); operands that need a later fit (the ADC's step)
+are memoised in the state on first use, never reassigned.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from . import seeding
+from .hardware import HardwareSpec
+from .instance import LayerCells
+from .mapping import slice_weights
+from .nonideal import (
+    NETWORK_EFFECTS,
+    READ_EFFECTS,
+    BitLineCurrents,
+    NetworkContext,
+    NetworkEffect,
+    ProgramContext,
+    ReadEffect,
+    TileCurrents,
+)
+from .periphery import InputCoding
+from .tile_ops import ConvTiles, MatmulTiles
+from .tiling import TileGrid
+
+# (I, A, G, t_r, t_c, R, used) cells -> (I, G, t_r, R, A, t_c, used): rows next to the tile, columns last
+READ_LAYOUT = (0, 2, 3, 5, 1, 4, 6)
+
+
+@functools.lru_cache(maxsize=64)
+def coefficients(n: int, bits: int, device: torch.device) -> torch.Tensor:
+    """(n,) float32 powers 2**(bits j): DAC plane and slice shift-and-add weights (Yu eq. 3, f),
+    made once per device (every programming of every layer uses them; do not modify)."""
+    return slice_weights(n, bits, device).to(torch.float32)
+
+
+def sense(t: torch.Tensor, grid: TileGrid) -> torch.Tensor:
+    """(..., A, t_c, used) physical columns -> (..., t_c, wcols, S) signed column values:
+    I+ - I- (differential) or I_data - I_ref (offset). Linear, so it also applies to G."""
+    lead = t.shape[:-3]
+    data = t[..., : grid.data_cols].reshape(*lead, grid.arrays, grid.t_c, grid.wcols, grid.slices)
+    if not grid.offset:
+        return data[..., 0, :, :, :] - data[..., 1, :, :, :]
+    ref = t[..., 0, :, grid.data_cols : grid.used_cols].unsqueeze(-2)
+    return data[..., 0, :, :, :] - ref
+
+
+def to_logical(t: torch.Tensor, cells: LayerCells) -> torch.Tensor:
+    """Physical tile rows -> logical rows under a row remapping (identity when none): logical row r
+    reads physical row row_source[r], with the arrays swapped where flipped (the input is negated
+    digitally, so the stored -w acts as w)."""
+    if cells.row_source is None:
+        return t
+    idx = cells.row_source[:, None, ..., None].expand(-1, t.shape[1], *cells.row_source.shape[1:], t.shape[-1])
+    t = torch.gather(t, 5, idx)
+    if cells.row_flipped is not None:
+        flip = cells.row_flipped[:, None, ..., None]
+        t = torch.where(flip, t.flip(1), t)
+    return t
+
+
+@dataclass(frozen=True)
+class NetworkPlan:
+    """Which network effects act on a programming: all in use, the one that takes the read over
+    (loaded DAC, Newton solve; None: the tile contraction), whether reads solve the network themselves
+    (then there is no G_eff), and V_0 of the sinh I-V in DAC steps."""
+
+    effects: tuple[NetworkEffect, ...]
+    takes_read: NetworkEffect | None
+    solved: bool
+    iv_v0: float | None
+
+    @classmethod
+    def of(cls, hw: HardwareSpec, sampled: bool, delta_v_v: float) -> NetworkPlan:
+        effects = tuple(e for e in NETWORK_EFFECTS if e.used(hw)) if sampled else ()
+        takes = next((e for e in effects if e.takes_read(hw)), None)
+        v0 = next((v for e in effects if (v := e.voltage(hw, delta_v_v)) is not None), None)
+        return cls(effects, takes, any(e.solves_read(hw) for e in effects), v0)
+
+
+@dataclass(frozen=True)
+class ReadSetup:
+    """How a layer reads, fixed when it is programmed."""
+
+    grid: TileGrid
+    hw: HardwareSpec
+    coding: InputCoding  # the input code (its sign read once from the fitted buffer)
+    delta_x: float  # the fitted DAC step (a host scalar: no device sync per read)
+    delta_v_v: float  # the DAC step in volts
+    layer_index: int
+    fold: bool  # a linear read may fold into one weight (no calibration observer, folding allowed)
+    mmse: bool  # an MMSE output stage is set (the read is not linear)
+    zero_outputs: torch.Tensor | None  # Yu eq. 11, folded into the weight
+    solve_max_bytes: int | None
+
+
+@dataclass(frozen=True)
+class ProgrammedState:
+    """Per-instance read operands derived from the cells once, reused by every read."""
+
+    cells: LayerCells
+    op: MatmulTiles | ConvTiles
+    delta_x: float
+    coding: InputCoding
+    plane_coef: torch.Tensor  # (planes,) shift-and-add weights of the DAC chunks, on the device
+    slice_coef: torch.Tensor  # (slices,) shift-and-add weights 2**(b s), float32 on the device
+    h_eff: torch.Tensor  # logical G_eff of the cells (above G_min, dG units)
+    iv_v0: float | None = None  # sinh I-V: V_0 in units of the DAC step (None: linear cells)
+    w_eff: torch.Tensor | None = None  # (I, G, k, n) folded weight in units of dw (the folded read)
+    currents: BitLineCurrents | None = None  # the network phase: DAC voltages -> bit-line currents
+    precombined: bool = False  # the operand holds sensed conductances (analog subtraction, linear sensing)
+    digitisable: bool = False  # a noiseless precombined read: the digitised fast path applies (with an ADC)
+    correction_matrix: torch.Tensor | None = None  # (I, G, t_r, R, Q) sensed digital correction (EC)
+    gens: list[torch.Generator] | None = None  # per-instance per-read noise streams (None: noiseless)
+    read_effects: tuple[tuple[ReadEffect, Mapping[str, Any]], ...] = ()  # bit-line effects in use, their operands
+    column_effects: tuple[ReadEffect, ...] = ()  # per-read effects on the sensed column values
+    _memo: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def memo(self, key: str, make: Callable[[], Any]) -> Any:
+        """An operand that needs a later fit (the ADC), built once per state on first use."""
+        if key not in self._memo:
+            self._memo[key] = make()
+        return self._memo[key]
+
+    def memoised(self, key: str) -> bool:
+        return key in self._memo
+
+
+def program_state(
+    setup: ReadSetup,
+    cells: LayerCells,
+    h_eff: torch.Tensor,
+    make_op: Callable[[bool], MatmulTiles | ConvTiles],
+    read_streams: list[torch.Generator] | None = None,
+) -> ProgrammedState:
+    """The programmed state of ``cells`` whose logical G_eff is ``h_eff`` (the cells themselves when
+    reads solve the network), read as ``setup`` says; ``make_op(cell_draws)`` the layer's tile operator.
+    ``read_streams``: generators the per-read noise continues from (default: the instances' own)."""
+    hw, grid = setup.hw, setup.grid
+    noisy = cells.seeds is not None and hw.any_read_noise
+    effects = [e for e in READ_EFFECTS if e.used(hw)] if noisy else []
+    read_effects = [e for e in effects if e.stage == "bit_line"]  # on the cells' raw currents
+    plan = NetworkPlan.of(hw, cells.seeds is not None, setup.delta_v_v)
+    op = make_op(any(e.needs_cell_draws(hw) for e in read_effects) or plan.takes_read is not None)
+    dev = cells.h.device
+    base: dict[str, Any] = dict(
+        cells=cells,
+        op=op,
+        delta_x=setup.delta_x,
+        coding=setup.coding,
+        plane_coef=coefficients(setup.coding.planes, setup.coding.dac_bits, dev),
+        slice_coef=coefficients(grid.slices, hw.device.bits_per_cell, dev),
+        h_eff=h_eff,
+        iv_v0=plan.iv_v0,
+    )
+    raw = h_eff[..., : grid.used_cols].permute(*READ_LAYOUT)  # (I, G, t_r, R, A, t_c, used)
+    i, g, tr, r = raw.shape[:4]
+    g_min_n = hw.device.g_min_s / hw.device.delta_g_s
+    corr = None
+    if cells.correction is not None:
+        corr = sense(to_logical(cells.correction, cells)[..., : grid.used_cols].permute(*READ_LAYOUT), grid)
+    linear = hw.adc.kind == "ideal" and not noisy and plan.takes_read is None and not setup.mmse and plan.iv_v0 is None
+    if linear and setup.fold:
+        sensed = sense(raw, grid) if corr is None else sense(raw, grid) + corr  # exact with an ideal ADC
+        # (I,G,t_r,R,t_c,wcols); one slice needs no shift-and-add pass
+        folded = sensed[..., 0] if grid.slices == 1 else (sensed * base["slice_coef"]).sum(-1)
+        folded = folded.reshape(i, g, tr * r, grid.t_c * grid.wcols)
+        w_eff = folded[:, :, : grid.k, : grid.n]
+        if setup.zero_outputs is not None:  # Yu eq. 11 in the folded weight
+            w_eff = w_eff.masked_fill(setup.zero_outputs.view(grid.groups, 1, grid.n), 0.0)
+        base["w_eff"] = w_eff.contiguous()
+    else:
+        if corr is not None:
+            base["correction_matrix"] = corr.reshape(i, g, tr, r, -1)
+        precombined = hw.adc.subtract == "analog" and not read_effects and plan.takes_read is None
+        base["precombined"] = precombined
+        # the noiseless quantised read of precombined operands may take the digitised fast path
+        base["digitisable"] = precombined and not noisy
+        if plan.takes_read is not None:  # the effect builds its operands from the physical cells
+            ctx = NetworkContext(
+                op, grid, hw, cells.h, h_eff, raw, setup.delta_v_v, setup.coding.max_chunk, setup.solve_max_bytes
+            )
+            base["currents"] = plan.takes_read.currents(ctx)
+        else:
+            if precombined:  # sensing is linear: subtract the conductances once, not per read
+                mat = sense(raw, grid)
+            elif hw.adc.subtract == "digital":  # every column is digitised with its G_min current
+                mat = raw + g_min_n
+            else:  # analog subtraction cancels G_min exactly
+                mat = raw
+            # precombined: the operand is built on first use (the digitised read has its own)
+            base["currents"] = TileCurrents(op, mat.reshape(i, g, tr, r, -1), eager=not precombined)
+    if read_effects:
+        g_phys = (raw + g_min_n).reshape(i, g, tr, r, -1)
+
+        def target_rel() -> torch.Tensor:  # the cells' target levels / G_max, in g_phys' layout
+            assert cells.levels is not None  # sampled cells keep their targets
+            levels = cells.levels if cells.levels.dim() == 7 else cells.levels.unsqueeze(0)
+            levels = to_logical(levels.to(raw.dtype).expand_as(cells.h), cells)[..., : grid.used_cols]
+            g_rel = (levels.permute(*READ_LAYOUT) + g_min_n) * (hw.device.delta_g_s / hw.device.g_max_s)
+            return g_rel.reshape(i, g, tr, r, -1)
+
+        pctx = ProgramContext(g_phys, op, target_rel, hw)
+        base["read_effects"] = tuple((e, e.operands(pctx)) for e in read_effects)
+    base["column_effects"] = tuple(e for e in effects if e.stage == "column")
+    if noisy:
+        assert cells.seeds is not None
+        base["gens"] = read_streams or read_noise_streams(cells.seeds, setup.layer_index, dev)
+    return ProgrammedState(**base)
+
+
+def read_noise_streams(seeds: tuple[int, ...], layer_index: int, device: torch.device) -> list[torch.Generator]:
+    """Each instance's per-read noise stream of this layer, from its start."""
+    return [seeding.torch_generator(s, layer_index, seeding.READ_NOISE, device) for s in seeds]
