@@ -82,3 +82,35 @@ def test_calibration_passes_are_observers_attached_for_the_pass_only():
         xm.program(None)
         xm(torch.rand(2, 4))
     assert len(seen[layer.name].records) == 1 and layer.observer is None
+
+
+def test_programmed_state_is_an_immutable_value():
+    """The programmed state is a frozen value built by engine.programming.program_state: it cannot be
+    assigned to, re-programming makes a new one and leaves the old intact (a mitigation holding the
+    previous state keeps what it saw), and the same cells give equal operands. Catches a state edited
+    in place (a stale operand served to a later read)."""
+    import dataclasses
+
+    import torch
+    from torch import nn
+
+    from engine import HardwareSpec, convert
+
+    torch.manual_seed(0)
+    hw = HardwareSpec.model_validate({"faults": {"stuck_at_gmax_rate": 0.1}, "crossbar": {"rows": 16, "cols": 16}})
+    xm = convert(nn.Sequential(nn.Linear(30, 8)), hw)
+    xm.calibrate([torch.rand(8, 30)])
+    layer = xm.crossbar_layers()[0]
+    xm.program([3])
+    first = layer.state
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        first.h_eff = first.h_eff * 0  # type: ignore[misc]
+    kept = first.h_eff.clone()
+    xm.program([4])
+    assert layer.state is not first and torch.equal(first.h_eff, kept)
+    assert not torch.equal(layer.state.h_eff, kept)  # another instance's faults
+    xm.program([3])
+    assert torch.equal(layer.state.h_eff, kept)
+    layer.release()
+    with pytest.raises(RuntimeError, match="nothing is programmed"):
+        _ = layer.state
