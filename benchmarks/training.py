@@ -24,9 +24,9 @@ from engine.training.trainer import native_weight_ranges
 from .common import write
 
 CONFIGS = {
-    "periphery_8bit": {"update": {"nonlinearity": 0.01, "write_noise": 1.0}},
+    "periphery_8bit": {"update": {"nonlinearity": 0.01, "write_noise": 1.0, "write_granularity": "batch"}},
     "periphery_8bit_irdrop_every_10": {
-        "update": {"nonlinearity": 0.01, "write_noise": 1.0, "refresh_every": 10},
+        "update": {"nonlinearity": 0.01, "write_noise": 1.0, "write_granularity": "batch", "refresh_every": 10},
         "ir_drop": {"enabled": True},
     },
 }

@@ -249,7 +249,8 @@ class CrossbarLayer(nn.Module):
         (``reuse_ir_distortion``: see :meth:`program`). ``read_streams``: per-instance generators the
         per-read noise continues from (crossbar training re-programs after every update; default: the
         instances' streams from their start)."""
-        plan = NetworkPlan.of(self.hw, cells.seeds is not None, self.delta_v_v)
+        delta_v_v = self.delta_v_v
+        plan = NetworkPlan.of(self.hw, cells.seeds is not None, delta_v_v)
         if plan.solved and cells.row_source is not None:
             raise ValueError(
                 f"layer {self.name}: row remapping is not modelled with iv.model: sinh under exact IR "
@@ -272,14 +273,14 @@ class CrossbarLayer(nn.Module):
             hw=self.hw,
             coding=self.coding,
             delta_x=float(self.delta_x),
-            delta_v_v=self.delta_v_v,
+            delta_v_v=delta_v_v,
             layer_index=self.layer_index,
             fold=self.observer is None and self.allow_fold,
             mmse=self.mmse is not None,
             zero_outputs=self.zero_outputs,
             solve_max_bytes=self.solve_max_bytes,
         )
-        self._prog = program_state(setup, cells, h_eff, self.tile_operator, read_streams)
+        self._prog = program_state(setup, cells, h_eff, self.tile_operator, read_streams, plan)
 
     @staticmethod
     def to_logical(t: torch.Tensor, cells: LayerCells) -> torch.Tensor:

@@ -181,11 +181,13 @@ class HardwareInstance:
         self.prefetch([(layer_index, tuple(shape))], device)
         return self._draws[(layer_index, tuple(shape), str(device))]
 
-    def cells(self, levels: torch.Tensor, layer_index: int) -> LayerCells:
-        """The instance's cells programmed with ``levels`` (A, G, t_r, t_c, R, C) or (I, A, ...)."""
+    def cells(self, levels: torch.Tensor, layer_index: int, remember: bool = True) -> LayerCells:
+        """The instance's cells programmed with ``levels`` (A, G, t_r, t_c, R, C) or (I, A, ...);
+        ``remember``: keep them for later equal levels (False: targets that never repeat, e.g. the
+        conductances of crossbar training after each update)."""
         shape = tuple(levels.shape[1:] if levels.dim() == 7 else levels.shape)
         key = (layer_index, shape, str(levels.device))
-        known = self._cells.setdefault(key, [])
+        known = self._cells.setdefault(key, []) if remember else []
         for c in known:
             if c.levels is levels or (
                 c.levels is not None and c.levels.shape == levels.shape and torch.equal(c.levels, levels)

@@ -145,15 +145,17 @@ def program_state(
     h_eff: torch.Tensor,
     make_op: Callable[[bool], MatmulTiles | ConvTiles],
     read_streams: list[torch.Generator] | None = None,
+    plan: NetworkPlan | None = None,
 ) -> ProgrammedState:
     """The programmed state of ``cells`` whose logical G_eff is ``h_eff`` (the cells themselves when
     reads solve the network), read as ``setup`` says; ``make_op(cell_draws)`` the layer's tile operator.
-    ``read_streams``: generators the per-read noise continues from (default: the instances' own)."""
+    ``read_streams``: generators the per-read noise continues from (default: the instances' own);
+    ``plan``: the network plan of these cells when the caller made it already."""
     hw, grid = setup.hw, setup.grid
     noisy = cells.seeds is not None and hw.any_read_noise
     effects = [e for e in READ_EFFECTS if e.used(hw)] if noisy else []
     read_effects = [e for e in effects if e.stage == "bit_line"]  # on the cells' raw currents
-    plan = NetworkPlan.of(hw, cells.seeds is not None, setup.delta_v_v)
+    plan = plan or NetworkPlan.of(hw, cells.seeds is not None, setup.delta_v_v)
     op = make_op(any(e.needs_cell_draws(hw) for e in read_effects) or plan.takes_read is not None)
     dev = cells.h.device
     base: dict[str, Any] = dict(

@@ -58,6 +58,8 @@ class MatmulTiles:
         """sum over row tiles t and chunks p of coef[p] out[i, g, t, (p, m), ...] -> (I, G, M, ...):
         one batched GEMV that reads ``out`` once."""
         i, g, tr, pm = out.shape[:4]
+        if tr * coef.numel() == 1:  # one row tile, one chunk (coefficient 2**0 = 1): nothing to add
+            return out.reshape(i, g, pm, *out.shape[4:])
         flat = out.reshape(i * g, tr * coef.numel(), -1)
         y = coef.to(out.dtype).repeat(tr) @ flat
         return y.reshape(i, g, pm // coef.numel(), *out.shape[4:])
