@@ -87,6 +87,32 @@ class CrossbarModel(nn.Module):
             self._memo[key] = make()
         return self._memo[key]
 
+    def batchnorms(self) -> dict[str, nn.modules.batchnorm._BatchNorm]:
+        """The network's BatchNorm modules by name (digital layers; FPT recalibrates them)."""
+        return {n: m for n, m in self.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)}
+
+    def load_batchnorm(self, states: Mapping[str, Mapping[str, torch.Tensor]]) -> None:
+        """Set BatchNorm statistics, {module name: state dict} (a mitigation's ``BatchNormStats``)."""
+        modules = self.batchnorms()
+        unknown = set(states) - set(modules)
+        if unknown:
+            raise KeyError(f"BatchNorm statistics for unknown modules {sorted(unknown)}")
+        for name, state in states.items():
+            modules[name].load_state_dict(state)
+
+    @contextlib.contextmanager
+    def substituted(self, modules: Mapping[str, nn.Module]) -> Iterator[None]:
+        """Run with some submodules replaced by others ({name: module}), restored on exit: a
+        mitigation reads the twin through its own copies instead of writing the twin's modules."""
+        originals = {name: self.get_submodule(name) for name in modules}
+        try:
+            for name, module in modules.items():
+                self.set_submodule(name, module)
+            yield
+        finally:
+            for name, module in originals.items():
+                self.set_submodule(name, module)
+
     def program_cells(self, cells: Mapping[str, LayerCells]) -> None:
         """Program given states, {layer name: LayerCells} (a mitigation's :class:`Reprogram`)."""
         layers = {layer.name: layer for layer in self.crossbar_layers()}

@@ -318,7 +318,8 @@ def test_fpt_reads_several_batches_per_forward_with_the_running_statistics_of_on
     """Jung's EMA over 32 batches of 32: in train mode a BN normalises each batch by its own statistics,
     so the batches can share a crossbar forward (as many as a calibration batch holds) while each BN
     steps through them in order. The running statistics match one forward per batch (to float
-    rounding), in a quarter of the forwards; normalising a forward's rows together would not."""
+    rounding), in a quarter of the forwards; normalising a forward's rows together would not. FPT
+    returns the statistics (the twin's BNs unchanged, still in eval mode) for the strategy to load."""
     from engine.mitigations.base import TrialContext
     from engine.mitigations.fpt import FreeParameterTuning
 
@@ -331,11 +332,17 @@ def test_fpt_reads_several_batches_per_forward_with_the_running_statistics_of_on
         xm.program([3])
         calls = []
         xm.net.register_forward_pre_hook(lambda _m, args: calls.append(len(args[0])))
-        fpt.prepare(xm, TrialContext())
+        before = {n: b.running_mean.clone() for n, b in xm.batchnorms().items()}
+        xm.load_batchnorm(fpt.prepare(xm, TrialContext()).states)
         if per_read == "together":  # the wrong grouping: one BN step over all of a forward's rows
-            fpt.model_copy(update={"batches": 4, "batch_size": 256}).after_program(xm, TrialContext(calib_inputs))
+            wrong = fpt.model_copy(update={"batches": 4, "batch_size": 256})
+            update = wrong.after_program(xm, TrialContext(calib_inputs)).states
         else:
-            fpt._recalibrate(xm, torch.cat(calib_inputs), per_read)
+            update = fpt._recalibrate(xm, torch.cat(calib_inputs), per_read)
+        # FPT returns the statistics and writes no module of the twin (the strategy loads them)
+        assert all(torch.equal(b.running_mean, before[n]) for n, b in xm.batchnorms().items())
+        assert all(not b.training for b in xm.batchnorms().values())
+        xm.load_batchnorm(update)
         bns = [m for m in xm.modules() if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d))]
         stats.append(torch.cat([torch.cat([b.running_mean, b.running_var]) for b in bns]))
         forwards.append(calls)

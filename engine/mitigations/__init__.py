@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pydantic import ValidationError
 
 from ..catalog import Scheme
-from .base import Mitigation, Reprogram, TrialContext, Update
+from .base import BatchNormStats, Mitigation, Reprogram, TrialContext, Update
 from .basic import BitInversion, ErrorCorrection, NoMitigation
 from .drift_comp import DriftCompensation
 from .fpt import FreeParameterTuning
@@ -82,9 +82,12 @@ class Strategy:
 
 
 def _apply(xmodel, update: Update | None) -> None:
-    """What a component returned, applied to the twin: new programmed states or output transforms."""
+    """What a component returned, applied to the twin: new programmed states, BatchNorm statistics or
+    output transforms."""
     if isinstance(update, Reprogram):
         xmodel.program_cells(update.cells)
+    elif isinstance(update, BatchNormStats):
+        xmodel.load_batchnorm(update.states)
     elif update:
         xmodel.set_output_stage(update)
 

@@ -13,8 +13,10 @@ it in the declared order: digital output transforms (MMSE's affine, sparsity's z
 compensation's gain) as a :data:`StageUpdate`, {layer name: {field: value}} of
 :class:`engine.crossbar.OutputStage`, through ``CrossbarModel.set_output_stage``; new programmed
 states of the trial's instance (error correction's correction matrix, row remapping's physical
-targets) as :class:`Reprogram`, through ``CrossbarModel.program_cells``. No component writes a
-crossbar layer's attributes; what a component keeps per twin (offline statistics, initial states)
+targets) as :class:`Reprogram`, through ``CrossbarModel.program_cells``; BatchNorm statistics (FPT) as
+:class:`BatchNormStats`, through ``CrossbarModel.load_batchnorm``. No component writes a layer's
+attributes (a component that must run the twin with other modules, FPT's train-mode BN copies, asks for
+them through ``CrossbarModel.substituted``); what a component keeps per twin (offline statistics, initial states)
 it keeps through ``CrossbarModel.memo``, keyed by the component itself (its class and parameters).
 """
 
@@ -50,7 +52,15 @@ class Reprogram:
     cells: Mapping[str, LayerCells]
 
 
-Update = StageUpdate | Reprogram  # what prepare / after_program may return
+@dataclass(frozen=True)
+class BatchNormStats:
+    """BatchNorm statistics a component returns, {module name: state dict} (FPT's recalibrated running
+    statistics, or the trained ones every trial starts from), loaded by ``CrossbarModel.load_batchnorm``."""
+
+    states: Mapping[str, Mapping[str, torch.Tensor]]
+
+
+Update = StageUpdate | Reprogram | BatchNormStats  # what prepare / after_program may return
 
 
 @dataclass

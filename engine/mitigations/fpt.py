@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from pydantic import Field
 
-from .base import Mitigation, TrialContext
+from .base import BatchNormStats, Mitigation, TrialContext
 
 if TYPE_CHECKING:  # torch is imported where the work is done: the spec validates without it
     import torch
@@ -118,26 +118,28 @@ class FreeParameterTuning(Mitigation):
     def derive(self, base: nn.Module, ctx: TrialContext) -> nn.Module:
         return copy.deepcopy(base) if has_batchnorm(base) else insert_batchnorm(base, ctx.calibration_inputs)
 
-    def prepare(self, xmodel: CrossbarModel, ctx: TrialContext) -> None:
-        bns = [m for m in xmodel.modules() if isinstance(m, _bn_types())]
+    def prepare(self, xmodel: CrossbarModel, ctx: TrialContext) -> BatchNormStats:
         # every trial starts from the trained statistics (kept once per twin, whatever the parameters)
-        initial = xmodel.memo(FreeParameterTuning, lambda: [copy.deepcopy(bn.state_dict()) for bn in bns])
-        for bn, state in zip(bns, initial):
-            bn.load_state_dict(state)
+        initial = xmodel.memo(
+            FreeParameterTuning, lambda: {n: copy.deepcopy(bn.state_dict()) for n, bn in xmodel.batchnorms().items()}
+        )
+        return BatchNormStats(initial)
 
-    def after_program(self, xmodel: CrossbarModel, ctx: TrialContext) -> None:
+    def after_program(self, xmodel: CrossbarModel, ctx: TrialContext) -> BatchNormStats:
         import torch
 
         per_read = max((len(b) for b in ctx.calibration_inputs), default=self.batch_size)
         with torch.no_grad():
-            self._recalibrate(xmodel, torch.cat(ctx.calibration_inputs), per_read)
+            return BatchNormStats(self._recalibrate(xmodel, torch.cat(ctx.calibration_inputs), per_read))
 
-    def _recalibrate(self, xmodel: CrossbarModel, x: torch.Tensor, per_read: int) -> None:
-        """Jung's ``batches`` EMA steps. In train mode a BN normalises each batch by that batch's own
-        statistics, so the crossbar reads of several batches are independent: they run together,
-        ``per_read // batch_size`` batches per forward (the calibration batch size bounds memory), and
-        each BN steps through its batches one by one in their order (:func:`_batchwise`), which gives
-        the running statistics of ``batches`` sequential forwards."""
+    def _recalibrate(self, xmodel: CrossbarModel, x: torch.Tensor, per_read: int) -> dict[str, dict]:
+        """Jung's ``batches`` EMA steps on train-mode copies of the twin's BNs (substituted for the
+        pass; their statistics are returned, the twin's modules are not written). In train mode a BN
+        normalises each batch by that batch's own statistics, so the crossbar reads of several batches
+        are independent: they run together, ``per_read // batch_size`` batches per forward (the
+        calibration batch size bounds memory), and each BN steps through its batches one by one in
+        their order (:func:`_batchwise`), which gives the running statistics of ``batches`` sequential
+        forwards."""
         import torch
 
         chunks = [x[(i * self.batch_size) % len(x) :][: self.batch_size] for i in range(self.batches)]
@@ -147,36 +149,38 @@ class FreeParameterTuning(Mitigation):
         # share a forward's rows (instance-major), and per-read noise is drawn per read
         alone = not equal or xmodel.n_instances > 1 or xmodel.hw.any_read_noise
         together = 1 if alone else max(1, per_read // size)
-        bns = [m for m in xmodel.modules() if isinstance(m, _bn_types())]
-        for bn in bns:
+        copies = {name: copy.deepcopy(bn) for name, bn in xmodel.batchnorms().items()}
+        for bn in copies.values():
             bn.momentum = self.momentum
             bn.train()
-            if together > 1:
-                bn.forward = _batchwise(bn, size, self.momentum)  # an instance attribute, removed below
-        try:
+        subs = {n: _batchwise(bn, size, self.momentum) if together > 1 else bn for n, bn in copies.items()}
+        with xmodel.substituted(subs):
             for start in range(0, len(chunks), together):
                 xmodel(torch.cat(chunks[start : start + together]))
-        finally:
-            for bn in bns:
-                if together > 1:
-                    del bn.forward
-                bn.eval()
+        return {name: bn.state_dict() for name, bn in copies.items()}
 
 
-def _batchwise(bn: nn.modules.batchnorm._BatchNorm, size: int, momentum: float):
-    """``bn``'s train-mode forward applied to consecutive batches of ``size`` rows, in order."""
+def _batchwise(bn: nn.modules.batchnorm._BatchNorm, size: int, momentum: float) -> nn.Module:
+    """A module applying ``bn``'s train-mode forward to consecutive batches of ``size`` rows, in order
+    (``bn`` keeps the running statistics)."""
     import torch
     import torch.nn.functional as F
+    from torch import nn
 
-    def forward(x: torch.Tensor) -> torch.Tensor:
-        parts = x.split(size)
-        assert bn.num_batches_tracked is not None  # track_running_stats is on
-        bn.num_batches_tracked.add_(len(parts))
-        return torch.cat(
-            [
-                F.batch_norm(p, bn.running_mean, bn.running_var, bn.weight, bn.bias, True, momentum, bn.eps)
-                for p in parts  # the EMA is sequential; the batches are few and each step is C numbers
-            ]
-        )
+    class Batchwise(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.bn = bn
 
-    return forward
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            parts = x.split(size)
+            assert bn.num_batches_tracked is not None  # track_running_stats is on
+            bn.num_batches_tracked.add_(len(parts))
+            return torch.cat(
+                [
+                    F.batch_norm(p, bn.running_mean, bn.running_var, bn.weight, bn.bias, True, momentum, bn.eps)
+                    for p in parts  # the EMA is sequential; the batches are few and each step is C numbers
+                ]
+            )
+
+    return Batchwise()
