@@ -25,6 +25,7 @@ from .mapping import Scheme
 from .periphery import RangeTracker
 
 T = TypeVar("T")
+M = TypeVar("M", bound=nn.Module)
 
 
 class CrossbarModel(nn.Module):
@@ -93,10 +94,7 @@ class CrossbarModel(nn.Module):
 
     def load_batchnorm(self, states: Mapping[str, Mapping[str, torch.Tensor]]) -> None:
         """Set BatchNorm statistics, {module name: state dict} (a mitigation's ``BatchNormStats``)."""
-        modules = self.batchnorms()
-        unknown = set(states) - set(modules)
-        if unknown:
-            raise KeyError(f"BatchNorm statistics for unknown modules {sorted(unknown)}")
+        modules = _known(self.batchnorms(), states, "BatchNorm statistics")
         for name, state in states.items():
             modules[name].load_state_dict(state)
 
@@ -115,10 +113,7 @@ class CrossbarModel(nn.Module):
 
     def program_cells(self, cells: Mapping[str, LayerCells]) -> None:
         """Program given states, {layer name: LayerCells} (a mitigation's :class:`Reprogram`)."""
-        layers = {layer.name: layer for layer in self.crossbar_layers()}
-        unknown = set(cells) - set(layers)
-        if unknown:
-            raise KeyError(f"programmed states for unknown layers {sorted(unknown)}")
+        layers = _known({layer.name: layer for layer in self.crossbar_layers()}, cells, "programmed states")
         for name, state in cells.items():
             layers[name].program_cells(state)
 
@@ -137,10 +132,7 @@ class CrossbarModel(nn.Module):
     def set_output_stage(self, update: Mapping[str, Mapping[str, Any]]) -> None:
         """Apply a mitigation's output transforms, {layer name: {OutputStage field: value}}, on top of
         what earlier components of the strategy set."""
-        layers = {layer.name: layer for layer in self.crossbar_layers()}
-        unknown = set(update) - set(layers)
-        if unknown:
-            raise KeyError(f"output stage for unknown layers {sorted(unknown)}")
+        layers = _known({layer.name: layer for layer in self.crossbar_layers()}, update, "output stage")
         for name, fields in update.items():
             layers[name].output_stage = replace(layers[name].output_stage, **fields)
 
@@ -253,6 +245,14 @@ class CrossbarModel(nn.Module):
                 layer.adc_max_abs = per_batch.mean(0).to(layer.adc_max_abs.device)
         self.program(None)
         self.train(was_training)
+
+
+def _known(modules: dict[str, M], update: Mapping[str, Any], what: str) -> dict[str, M]:
+    """``modules`` once every name ``update`` addresses is among them (else a KeyError naming the rest)."""
+    unknown = set(update) - set(modules)
+    if unknown:
+        raise KeyError(f"{what} for unknown layers {sorted(unknown)}")
+    return modules
 
 
 def convertible_layer_names(model: nn.Module) -> list[str]:
