@@ -3,6 +3,8 @@ bounded memory, everything on the model's device, and memory refused before any 
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pytest
 import torch
@@ -175,3 +177,46 @@ def test_moving_the_twin_rebuilds_its_state_on_the_new_device(lenet, digits, cal
         assert all(la.adc_max_abs.device.type == "cpu" and la.delta_x.item() > 0 for la in xm.crossbar_layers())
         xm.program([4])
         assert torch.equal(xm(x), before)
+
+
+def test_crossbar_training_creates_no_tensor_on_the_default_device():
+    """Crossbar training under a ``meta`` default device (model, data and conductances explicitly on the
+    CPU): forward and transposed backward reads through the inference read, updates with write noise,
+    IR drop with the interpolated FCM, DAC loading and per-read noise. The trained weights equal a
+    normal run. Breakage caught: a factory call without ``device=`` in training's programming, reads
+    or updates."""
+    from torch import nn
+
+    from engine.training import analog_layers, to_analog
+
+    hw = HardwareSpec.model_validate(
+        {
+            "crossbar": {"rows": 16, "cols": 16},
+            "faults": {"stuck_at_gmax_rate": 0.02, "stuck_at_gmin_rate": 0.02},
+            "variation": {"sigma_rel": 0.1},
+            "ir_drop": {"enabled": True},
+            "dac_loading": {"enabled": True},
+            "read_noise": {"enabled": True},
+            "column_awgn": {"sigma_lsb": 0.5},
+            "input": {"dac_bits": 4},
+            "update": {"nonlinearity": 0.5, "write_noise": 1.0, "refresh_every": 2},
+        }
+    )
+
+    def train(meta: bool) -> torch.Tensor:
+        torch.manual_seed(0)
+        net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 5))
+        net = to_analog(net, hw, 3, [0.5, 0.5])
+        gen = torch.Generator().manual_seed(1)
+        batches = [(torch.rand(8, 1, 8, 8, generator=gen), torch.randint(0, 5, (8,), generator=gen)) for _ in range(3)]
+        net.train()
+        with torch.device("meta") if meta else contextlib.nullcontext():
+            for x, y in batches:
+                nn.functional.cross_entropy(net(x), y).backward()
+                for layer in analog_layers(net):
+                    layer.apply_update(0.1)
+            net.eval()
+            out = net(batches[0][0])
+        return torch.cat([torch.cat([la.weight().flatten() for la in analog_layers(net)]), out.flatten()])
+
+    assert torch.equal(train(True), train(False))
