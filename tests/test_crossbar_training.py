@@ -216,19 +216,17 @@ def test_ir_drop_is_re_solved_every_l_updates_and_interpolated_between():
     for step in range(1, 7):
         grad = torch.randn(40, 20)
         for layer in layers.values():
-            layer.effective_difference()  # the read before the update, as in training
+            layer.read_pair()  # the read before the update, as in training
             layer.delta.grad = grad.clone()
             layer.apply_update(0.05)
             layer.g.copy_(layers[1].g)  # identical conductances: only the G_eff refresh differs
-        exact, reused = layers[1].effective_difference(), layers[3].effective_difference()
+        exact, reused = layers[1].read_pair(), layers[3].read_pair()
         if step % 3 == 0:
             assert torch.equal(exact, reused)
         else:
             assert not torch.equal(exact, reused)
             assert float((exact - reused).abs().max()) < 1e-2 * float(exact.abs().max())
-    assert (
-        float((exact - F.pad((layers[1].g[0] - layers[1].g[1]).float(), (0, 12, 0, 8))).abs().max()) > 0
-    )  # wires matter
+    assert float((exact - layers[1].g).abs().max()) > 1e-3 * float((layers[1].g).abs().max())  # wires matter
 
 
 def test_write_noise_trend_is_txsim_fig10_with_per_example_writes(digits):

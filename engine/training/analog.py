@@ -59,7 +59,7 @@ def check_trainable(hw: HardwareSpec) -> None:
     """Crossbar training stores each weight as one analog conductance pair (TxSim Sec. IV): one slice,
     two arrays, linear cells. Validation refuses the other settings for ``kind: train``; this guards
     direct use of :func:`to_analog`."""
-    if hw.slices != 1 or hw.arrays != 2 or hw.mapping.realisation != "differential":
+    if hw.slices != 1 or hw.mapping.realisation != "differential":
         raise ValueError(
             "crossbar training holds each weight as one differential conductance pair: hardware.device."
             "bits_per_cell must cover mapping.weight_bits - 1 (one slice) with mapping.realisation: differential"
@@ -164,6 +164,11 @@ class AnalogLayer(nn.Module):
         self._programmed, self._programmed_t, self._read_streams, self._stuck = None, None, None, None
         return out
 
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        """Loaded conductances are read through freshly programmed twins."""
+        super()._load_from_state_dict(*args, **kwargs)
+        self._programmed, self._programmed_t = None, None
+
     # cells -------------------------------------------------------------------------------------------
     def _stuck_masks(self) -> tuple[torch.Tensor, torch.Tensor] | None:
         """(at G_max, at G_min) per weight and device, (2, k, n): the instance's fault map, the same
@@ -229,9 +234,11 @@ class AnalogLayer(nn.Module):
         (the backward's errors span other magnitudes: their row ADC keeps Alg. 1's range)."""
         a, tracker = self.hw.adc, self.ranges["ex" if backward else "y"]
         step = tracker.batch_step(sensed) if self.training else tracker.fitted_step()
-        if a.full_scale_a is not None and not backward:
-            max_abs = a.full_scale_a / (self.hw.device.delta_g_s * self.xbar.delta_v_v)
-            return ADC.calibrated(a.bits, torch.full((1,), max_abs, device=sensed.device), tracker.signed)
+        if a.full_scale_a is not None and not backward:  # the layer's given-range ADC, with this run's sign
+            self.xbar.adc_signed.fill_(tracker.signed)
+            adc = self.xbar.adc
+            assert adc is not None
+            return adc
         code = InputCoding(a.bits, a.bits, tracker.signed)
         return ADC(torch.full((1,), step, dtype=torch.float32, device=sensed.device), code.lo, code.hi)
 
@@ -245,16 +252,6 @@ class AnalogLayer(nn.Module):
     def weight(self) -> torch.Tensor:
         """The weight the conductances represent, (k, n)."""
         return ((self.g[0] - self.g[1]) / self.scale).float()
-
-    def effective_difference(self) -> torch.Tensor:
-        """G+_eff - G-_eff of every weight (siemens), padded to whole tiles: (t_r R, t_c wcols) - the
-        forward's G_eff (analog subtraction cancels G_min), which the transposed backward read uses."""
-        grid = self.grid
-        h_eff = self.programmed().effective_cells
-        assert h_eff is not None
-        diff = (h_eff[0, 0, 0] - h_eff[0, 1, 0])[..., : grid.wcols]  # (t_r, t_c, R, wcols)
-        diff = diff.permute(0, 2, 1, 3).reshape(grid.t_r * grid.rows, grid.t_c * grid.wcols)
-        return diff * self.hw.device.delta_g_s
 
     # reads -------------------------------------------------------------------------------------------
     def read(self, codes: torch.Tensor) -> torch.Tensor:
