@@ -75,9 +75,11 @@ class CrossbarModel(nn.Module):
             layer.remap(scheme)
 
     def reset_mitigations(self) -> None:
-        """Clear every per-strategy hook so the next strategy starts from direct mapping."""
+        """Clear every per-strategy hook so the next strategy starts from direct mapping (the programmed
+        state, read as the last strategy's stage said, is dropped: the next strategy programs its own)."""
         for layer in self.crossbar_layers():
-            layer.output_stage = OutputStage()
+            layer.release()
+            layer.set_output_stage(OutputStage())
             layer.straight_through = False
 
     def memo(self, key: Hashable, make: Callable[[], T]) -> T:
@@ -111,6 +113,30 @@ class CrossbarModel(nn.Module):
             for name, module in originals.items():
                 self.set_submodule(name, module)
 
+    @property
+    def instance(self) -> HardwareInstance | None:
+        """The sampled instance the layers are programmed with (None: nothing or the ideal crossbar)."""
+        layers = self.crossbar_layers()
+        cells = layers[0].cells if layers else None
+        return None if cells is None else cells.instance
+
+    def load_weights(self, state: Mapping[str, torch.Tensor], reuse_ir_distortion: bool = False) -> None:
+        """Load float weights, {state-dict name: tensor} (a mitigation's ``Weights``), and map every
+        layer again; an instance already programmed is programmed again with the new targets on the same
+        physical draws (``reuse_ir_distortion``: see :meth:`program`)."""
+        known = self.state_dict(keep_vars=True)
+        unknown = sorted(set(state) - set(known))
+        if unknown:
+            raise KeyError(f"weights: unknown entries {unknown[:5]}")
+        instance = self.instance
+        with torch.no_grad():
+            for name, value in state.items():
+                known[name].copy_(value)
+        for layer in self.crossbar_layers():
+            layer.remap()
+        if instance is not None:
+            self.program(instance, reuse_ir_distortion)
+
     def program_cells(self, cells: Mapping[str, LayerCells]) -> None:
         """Program given states, {layer name: LayerCells} (a mitigation's :class:`Reprogram`)."""
         layers = _known({layer.name: layer for layer in self.crossbar_layers()}, cells, "programmed states")
@@ -134,7 +160,7 @@ class CrossbarModel(nn.Module):
         what earlier components of the strategy set."""
         layers = _known({layer.name: layer for layer in self.crossbar_layers()}, update, "output stage")
         for name, fields in update.items():
-            layers[name].output_stage = replace(layers[name].output_stage, **fields)
+            layers[name].set_output_stage(replace(layers[name].output_stage, **fields))
 
     @torch.no_grad()
     def sensed_moments(self, inputs: Iterable[torch.Tensor]) -> dict[str, dict[str, torch.Tensor]]:

@@ -22,10 +22,11 @@ over instances draws per-read noise from each instance's own generator.
 
 When the read is linear (ideal ADC, no per-read noise) the tiles fold exactly into one
 effective weight per instance, W_eff = sum over slices 2**(b s) sense(G_eff), and the layer
-runs the native matmul/convolution kernel on the input codes (``folded`` path).
+runs the native matmul/convolution kernel on the input codes (:class:`engine.reads.FoldedRead`).
 
-The layer keeps its geometry, fitted calibration buffers and the read; what it has programmed is
-an immutable :class:`engine.programming.ProgrammedState` built by one pure function.
+The layer keeps its geometry, fitted calibration buffers and the read's layout hooks; what it has
+programmed is an immutable :class:`engine.programming.ProgrammedState` built by one pure function,
+with the read path (:mod:`engine.reads`) chosen there once.
 """
 
 from __future__ import annotations
@@ -41,8 +42,8 @@ from .calibration import ReadObserver
 from .hardware import HardwareSpec
 from .instance import HardwareInstance, LayerCells, ideal_cells
 from .mapping import MappedWeights, Scheme, map_weights, slice_weights
-from .nonideal import NETWORK_EFFECTS, ReadContext, TileCurrents
-from .nonideal.iv import NewtonReport, sinh_voltage
+from .nonideal import NETWORK_EFFECTS
+from .nonideal.iv import NewtonReport
 from .periphery import ADC, InputCoding
 from .programming import (
     READ_LAYOUT,
@@ -98,6 +99,8 @@ class CrossbarLayer(nn.Module):
         self.observer: ReadObserver | None = None  # a calibration pass's recorder (engine.calibration)
         self.scheme: Scheme = "direct"
         self.allow_fold = True  # False forces the tiled read even when it is linear (for checks)
+        # a column ADC fitted to each read's values (crossbar training, PytorX Alg. 1); None: the calibrated ADC
+        self.fit_adc: Callable[[torch.Tensor], ADC] | None = None
         # digital output transforms, set only through CrossbarModel.set_output_stage (reset per strategy)
         self.output_stage = OutputStage()
         self.straight_through = False  # crossbar forward, float backward (RxNN Sec. VI; CrossbarModel.straight_through)
@@ -276,9 +279,11 @@ class CrossbarLayer(nn.Module):
             delta_v_v=delta_v_v,
             layer_index=self.layer_index,
             fold=self.observer is None and self.allow_fold,
+            recording=self.observer is not None,
             mmse=self.mmse is not None,
             zero_outputs=self.zero_outputs,
             solve_max_bytes=self.solve_max_bytes,
+            fit_adc=self.fit_adc,
         )
         self._prog = program_state(setup, cells, h_eff, self.tile_operator, read_streams, plan)
 
@@ -334,6 +339,17 @@ class CrossbarLayer(nn.Module):
     def _slice_coef(self, like: torch.Tensor) -> torch.Tensor:
         return slice_weights(self.grid.slices, self.hw.device.bits_per_cell, like.device).to(like.dtype)
 
+    def set_output_stage(self, stage: OutputStage) -> None:
+        """Set the digital output transforms. MMSE and zero outputs shape the read path (a folded or
+        digitised read has no column values to correct), so a programmed layer whose stage gains or
+        drops one is programmed again from the same cells, its per-read noise continuing."""
+        old, self.output_stage = self.output_stage, stage
+        prog = self._prog
+        if prog is not None and (
+            (old.mmse is None) != (stage.mmse is None) or old.zero_outputs is not stage.zero_outputs
+        ):
+            self.program_cells(prog.cells, read_streams=prog.gens)
+
     @property
     def mmse(self) -> tuple[torch.Tensor, torch.Tensor] | None:
         return self.output_stage.mmse
@@ -362,36 +378,16 @@ class CrossbarLayer(nn.Module):
         return self._crossbar_forward(x)
 
     def _crossbar_forward(self, x: torch.Tensor) -> torch.Tensor:
-        dx = self.state.delta_x
-        if dx == 0.0:  # a fitted quantity: never read a layer whose input range was not calibrated
-            raise RuntimeError(f"layer {self.name}: input range (DAC step) not calibrated; call calibrate() first")
-        codes = self.state.coding.quantise(x, dx)
-        scale = dx * self.mapped.delta_w
-        gain = self.output_gain  # digital per-output gain (drift compensation), (I, groups * n)
-        if self.state.w_eff is not None:
-            if self.observer is not None:  # a folded read has no sensed values to record
-                raise RuntimeError(f"layer {self.name}: programmed before its observer was attached; program inside it")
-            # scale and bias ride along in the native kernel: no extra passes over the output
-            return self.folded_forward(codes, self._folded_weight(scale, gain))
-        y = self.read(codes) * scale
-        if gain is not None:
-            y = y * gain.unsqueeze(1)
-        if self.zero_outputs is not None:  # Yu eq. 11: outputs with all-zero weights are 0
-            y = y.masked_fill(self.zero_outputs, 0.0)
-        return self.add_bias(self.from_matrix(y, codes))
-
-    def _folded_weight(self, scale: float, gain: torch.Tensor | None) -> torch.Tensor:
-        """The native kernel's weight: W_eff x dx dw (x the digital gain), in :meth:`fold_layout`,
-        built once per programmed state, scale and gain (every read of an evaluation shares it)."""
         prog = self.state
-        assert prog is not None and prog.w_eff is not None
-        last = prog.memo("w_native", lambda: [None])  # the last (scale, gain, kernel weight) built
-        if last[0] is None or last[0][0] != scale or last[0][1] is not gain:
-            w = prog.w_eff * scale
-            if gain is not None:
-                w = w * gain.view(gain.shape[0], self.grid.groups, 1, self.grid.n)
-            last[0] = (scale, gain, self.fold_layout(w))
-        return last[0][2]
+        if (self.observer is not None) != prog.path.recording:
+            raise RuntimeError(
+                f"layer {self.name}: programmed before its observer was attached; program inside it"
+                if self.observer is not None
+                else f"layer {self.name}: programmed under a calibration observer; program again after it"
+            )
+        if prog.delta_x == 0.0:  # a fitted quantity: never read a layer whose input range was not calibrated
+            raise RuntimeError(f"layer {self.name}: input range (DAC step) not calibrated; call calibrate() first")
+        return prog.path.forward(self, prog, prog.coding.quantise(x, prog.delta_x))
 
     def float_forward(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -412,61 +408,10 @@ class CrossbarLayer(nn.Module):
     def add_bias(self, y: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def read(self, codes: torch.Tensor, fit_adc: Callable[[torch.Tensor], ADC] | None = None) -> torch.Tensor:
-        """Tiled read of input codes -> (I, M, groups * n) in units of dx * dw. ``fit_adc``: the column
-        ADC as a function of the values it converts (crossbar training: PytorX Alg. 1's range of each
-        training batch); default: the layer's fitted ADC."""
-        grid, hw, prog = self.grid, self.hw, self.state
-        v_rows, _ = prog.op.voltages(codes, prog.coding, self.n_instances)
-        # cells' currents as linear cells at V_0 sinh(V / V_0) would carry them (sinh I-V, no wires)
-        v = v_rows if prog.iv_v0 is None else sinh_voltage(v_rows, prog.iv_v0)
-        adc = None
-        if fit_adc is None and self.observer is None:
-            # the fitted range, on the layer's device: built once per programmed state
-            adc = prog.memo("adc", lambda: self.adc) if hw.adc.kind != "ideal" else None
-        if adc is not None and prog.digitisable and self.mmse is None:
-            return self._digitised_read(v, adc)
-        assert prog.currents is not None, "a folded (linear) program is read by folded_forward"
-        cur = prog.currents(v, v_rows)  # (I, G, t_r, P*M, Q): the network phase chosen at programming
-        if prog.read_effects:
-            cur = cur + self._cell_noise(v)
-        lead = cur.shape[:4]
-        if prog.precombined:
-            sensed = cur.reshape(*lead, grid.t_c, grid.wcols, grid.slices)
-        else:
-            cur = cur.reshape(*lead, grid.arrays, grid.t_c, grid.used_cols)
-            sensed = cur if hw.adc.subtract == "digital" else self.sense(cur)
-        if prog.column_effects:
-            ctx = self._read_context()
-            for effect in prog.column_effects:
-                sensed = effect.add_noise(sensed, v, {}, ctx)
-        if fit_adc is not None:
-            adc = fit_adc(sensed)
-        recording = self.observer is not None  # a calibration pass: record, read without the ADC
-        if self.observer is not None:
-            self.observer.on_sensed(self, sensed)
-        adc = None if recording else adc
-        step = torch.ones(grid.slices, dtype=sensed.dtype, device=sensed.device)
-        if adc is not None:  # keep integer codes; the step joins the shift-and-add weights below
-            sensed = adc.codes(sensed)
-            step = adc.delta_i.to(sensed.dtype).expand(grid.slices)
-        if self.mmse is not None and not recording:
-            # Yu eq. 4 on the digitised column value, then the hard decision (nearest integer)
-            a, b = (t.to(sensed.device, sensed.dtype) for t in self.mmse)
-            shape = sensed.shape
-            per_slice = sensed.reshape(*shape[:-1], -1, grid.slices)
-            est = torch.round(a * (per_slice * step) + b)
-            if hw.adc.subtract == "digital":
-                est = est.clamp_min(0.0)  # a single array's column current is a natural number
-            sensed = est.reshape(shape)
-            step = torch.ones_like(step)
-        if hw.adc.subtract == "digital" and not prog.precombined:
-            sensed = self.sense(sensed)
-        if (corr_matrix := prog.correction_matrix) is not None:  # PytorX Alg. 2 line 4: f_adc(V G_diff)
-            correction = prog.memo("correction", lambda: prog.op.operand(corr_matrix))
-            ec = prog.op.apply(v, correction).reshape(sensed.shape)
-            sensed = sensed + (adc.codes(ec) if adc is not None else ec)
-        return self._shift_add(sensed, step * prog.slice_coef.to(sensed.dtype))
+    def read(self, codes: torch.Tensor) -> torch.Tensor:
+        """Tiled read of input codes -> (I, M, groups * n) in units of dx * dw, by the read path chosen
+        at programming (engine.reads); a folded state has none."""
+        return self.state.path.read(self, self.state, codes)
 
     @property
     def effective_cells(self) -> torch.Tensor | None:
@@ -478,41 +423,6 @@ class CrossbarLayer(nn.Module):
     def newton_report(self) -> NewtonReport | None:
         """The slowest non-linear network solve of this programmed state's reads (None: none ran)."""
         return None if self._prog is None or self._prog.currents is None else self._prog.currents.report
-
-    def _digitised_read(self, v: torch.Tensor, adc: ADC) -> torch.Tensor:
-        """The common noiseless quantised read, the same result as the general path in fewer passes
-        over the (chunk x row tile x column) partial sums: the ADC step is divided into the operand,
-        so the read yields I / dI directly; rounding and clipping (PytorX eq. 11) run in place in
-        the operator's native layout; chunks and row tiles are contracted first (Yu eq. 3 f shift
-        and add), weight slices last, on the small result."""
-        grid, prog = self.grid, self.state
-        assert isinstance(prog.currents, TileCurrents)  # precombined: the sensed conductances
-        sensed_matrix = prog.currents.matrix
-        step = adc.delta_i.to(sensed_matrix.dtype).expand(grid.slices)
-        per_column = step.repeat(grid.t_c * grid.wcols)
-        # the ADC is fixed for the programmed state: divide once
-        digitised = prog.memo("digitised", lambda: prog.op.operand(sensed_matrix / per_column))
-        out = prog.op.apply_native(v, digitised)
-        out.round_().clamp_(adc.lo, adc.hi)
-        if (corr_matrix := prog.correction_matrix) is not None:  # PytorX Alg. 2: its own conversion
-            corr = prog.memo("digitised_correction", lambda: prog.op.operand(corr_matrix / per_column))
-            out += prog.op.apply_native(v, corr).round_().clamp_(adc.lo, adc.hi)
-        y = prog.op.contract(out, prog.plane_coef)  # (I, G, M, t_c*wcols*S)
-        return self._combine_slices(
-            y.reshape(*y.shape[:3], grid.t_c, grid.wcols, grid.slices), step * prog.slice_coef.to(y.dtype)
-        )
-
-    def _shift_add(self, sensed: torch.Tensor, slice_w: torch.Tensor) -> torch.Tensor:
-        """Digital recombination (Yu eq. 3 f): weighted sum over input chunks and plain sum over
-        row tiles (one pass over the partial sums), then over weight slices on the small result.
-        (I, G, t_r, P*M, t_c, wcols, S) -> (I, M, G*n)."""
-        return self._combine_slices(MatmulTiles.contract(sensed, self.state.plane_coef), slice_w)
-
-    def _combine_slices(self, y: torch.Tensor, slice_w: torch.Tensor) -> torch.Tensor:
-        """(I, G, M, t_c, wcols, S) weighted over slices -> (I, M, G*n), padded columns dropped."""
-        grid = self.grid
-        y = (y @ slice_w).reshape(*y.shape[:3], grid.t_c * grid.wcols)
-        return y[..., : grid.n].transpose(1, 2).reshape(y.shape[0], -1, grid.groups * grid.n)
 
     @torch.no_grad()
     def tile_shift(self, x: torch.Tensor) -> torch.Tensor:
@@ -538,26 +448,3 @@ class CrossbarLayer(nn.Module):
         d = d * (float(self.delta_x) * self.mapped.delta_w)
         col = torch.arange(grid.t_c * grid.wcols, device=d.device).view(grid.t_c, grid.wcols)
         return d.masked_fill(col >= grid.n, float("nan"))
-
-    # Per-read noise --------------------------------------------------------------------------
-    def _randn(self, shape: torch.Size | tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
-        gens = self.state.gens or []
-        return torch.stack([torch.randn(shape[1:], generator=g, device=like.device, dtype=like.dtype) for g in gens])
-
-    def _rand(self, shape: torch.Size | tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
-        gens = self.state.gens or []
-        return torch.stack([torch.rand(shape[1:], generator=g, device=like.device, dtype=like.dtype) for g in gens])
-
-    def _read_context(self) -> ReadContext:
-        prog = self.state
-        return ReadContext(prog.op, self._randn, self._rand, self.hw.input.v_read_v / prog.coding.max_chunk, self.hw)
-
-    def _cell_noise(self, v: torch.Tensor) -> torch.Tensor:
-        """The per-read effects' bit-line currents (engine.nonideal.READ_EFFECTS, in order: 1/f, read
-        fluctuation, thermal/shot, telegraph), engine units, shaped like the raw currents (I, G, t_r, P*M, Qraw)."""
-        prog = self.state
-        ctx = self._read_context()
-        noise = torch.zeros((), device=v.device, dtype=v.dtype)
-        for effect, ops in prog.read_effects:
-            noise = effect.add_noise(noise, v, ops, ctx)
-        return noise

@@ -4,9 +4,9 @@ From what was programmed (the instance's cells, their effective conductances G_e
 layer reads (:class:`ReadSetup`: tiles, hardware, the fitted input code and DAC step, the output
 stage's fields that shape programming), it derives every read operand once: the network phase's
 bit-line currents (:mod:`engine.nonideal.network`), the per-read effects' operands, the sensed
-digital correction (PytorX Alg. 2) and, when the read is linear, the folded weight. The read path
-follows from the state (folded, digitised or tiled); operands that need a later fit (the ADC's step)
-are memoised in the state on first use, never reassigned.
+digital correction (PytorX Alg. 2), when the read is linear the folded weight, and the read path
+(:mod:`engine.reads`: folded, digitised or tiled), chosen here once. Operands that need a later fit
+(the ADC's step) are memoised in the state on first use, never reassigned.
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ from .nonideal import (
     ReadEffect,
     TileCurrents,
 )
-from .periphery import InputCoding
+from .periphery import ADC, InputCoding
+from .reads import FoldedRead, ReadPath, choose
 from .tile_ops import ConvTiles, MatmulTiles
 from .tiling import TileGrid
 
@@ -102,9 +103,11 @@ class ReadSetup:
     delta_v_v: float  # the DAC step in volts
     layer_index: int
     fold: bool  # a linear read may fold into one weight (no calibration observer, folding allowed)
+    recording: bool  # programmed under a calibration observer: the read records its sensed values, no ADC
     mmse: bool  # an MMSE output stage is set (the read is not linear)
     zero_outputs: torch.Tensor | None  # Yu eq. 11, folded into the weight
     solve_max_bytes: int | None
+    fit_adc: Callable[[torch.Tensor], ADC] | None = None  # a column ADC fitted to each read (crossbar training)
 
 
 @dataclass(frozen=True)
@@ -118,11 +121,12 @@ class ProgrammedState:
     plane_coef: torch.Tensor  # (planes,) shift-and-add weights of the DAC chunks, on the device
     slice_coef: torch.Tensor  # (slices,) shift-and-add weights 2**(b s), float32 on the device
     h_eff: torch.Tensor  # logical G_eff of the cells (above G_min, dG units)
+    path: ReadPath  # how it is read (engine.reads), chosen once
+    zero_outputs: torch.Tensor | None = None  # (groups * n,) bool: Yu eq. 11 outputs read as 0
     iv_v0: float | None = None  # sinh I-V: V_0 in units of the DAC step (None: linear cells)
     w_eff: torch.Tensor | None = None  # (I, G, k, n) folded weight in units of dw (the folded read)
     currents: BitLineCurrents | None = None  # the network phase: DAC voltages -> bit-line currents
     precombined: bool = False  # the operand holds sensed conductances (analog subtraction, linear sensing)
-    digitisable: bool = False  # a noiseless precombined read: the digitised fast path applies (with an ADC)
     correction_matrix: torch.Tensor | None = None  # (I, G, t_r, R, Q) sensed digital correction (EC)
     gens: list[torch.Generator] | None = None  # per-instance per-read noise streams (None: noiseless)
     read_effects: tuple[tuple[ReadEffect, Mapping[str, Any]], ...] = ()  # bit-line effects in use, their operands
@@ -167,6 +171,7 @@ def program_state(
         slice_coef=coefficients(grid.slices, hw.device.bits_per_cell, dev),
         h_eff=h_eff,
         iv_v0=plan.iv_v0,
+        zero_outputs=setup.zero_outputs,
     )
     raw = h_eff[..., : grid.used_cols].permute(*READ_LAYOUT)  # (I, G, t_r, R, A, t_c, used)
     i, g, tr, r = raw.shape[:4]
@@ -175,7 +180,17 @@ def program_state(
     if cells.correction is not None:
         corr = sense(to_logical(cells.correction, cells)[..., : grid.used_cols].permute(*READ_LAYOUT), grid)
     linear = hw.adc.kind == "ideal" and not noisy and plan.takes_read is None and not setup.mmse and plan.iv_v0 is None
-    if linear and setup.fold:
+    precombined = hw.adc.subtract == "analog" and not read_effects and plan.takes_read is None
+    base["path"] = choose(
+        linear=linear,
+        fold=setup.fold,
+        digitisable=precombined and not noisy,  # the noiseless quantised read of precombined operands
+        adc_kind=hw.adc.kind,
+        recording=setup.recording,
+        mmse=setup.mmse,
+        fit_adc=setup.fit_adc,
+    )
+    if isinstance(base["path"], FoldedRead):
         sensed = sense(raw, grid) if corr is None else sense(raw, grid) + corr  # exact with an ideal ADC
         # (I,G,t_r,R,t_c,wcols); one slice needs no shift-and-add pass
         folded = sensed[..., 0] if grid.slices == 1 else (sensed * base["slice_coef"]).sum(-1)
@@ -187,10 +202,7 @@ def program_state(
     else:
         if corr is not None:
             base["correction_matrix"] = corr.reshape(i, g, tr, r, -1)
-        precombined = hw.adc.subtract == "analog" and not read_effects and plan.takes_read is None
         base["precombined"] = precombined
-        # the noiseless quantised read of precombined operands may take the digitised fast path
-        base["digitisable"] = precombined and not noisy
         if plan.takes_read is not None:  # the effect builds its operands from the physical cells
             ctx = NetworkContext(
                 op, grid, hw, cells.h, h_eff, raw, setup.delta_v_v, setup.coding.max_chunk, setup.solve_max_bytes

@@ -10,6 +10,7 @@ from torch import nn
 
 from engine import HardwareSpec, convert, evaluate, evaluate_float
 from engine.data import loader
+from engine.reads import DigitisedRead, TiledRead
 
 IDEAL_ADC = {"adc": {"kind": "ideal"}}
 
@@ -192,7 +193,8 @@ def test_fast_digitised_read_equals_the_general_read(kind, cells):
         fast = xm(x)
         assert layer._prog.memoised("digitised")  # the fast path ran
         # force the general path on the same programmed cells: the same operand read by the general path
-        layer._prog = replace(layer._prog, digitisable=False)
+        assert isinstance(layer._prog.path, DigitisedRead)  # chosen at programming
+        layer._prog = replace(layer._prog, path=TiledRead(adc="fitted"))
         general = xm(x)
     assert not torch.equal(fast[0], fast[1])  # two different instances
     one_code = (
@@ -228,7 +230,7 @@ def test_fast_read_with_error_correction_equals_the_general_read(kind):
         parse_strategy("ec").after_program(xm, None)
         fast = xm(x)
         assert layer._prog.memoised("digitised_correction")  # the fast path ran with the correction
-        layer._prog = replace(layer._prog, digitisable=False)  # the same operand read by the general path
+        layer._prog = replace(layer._prog, path=TiledRead(adc="fitted"))  # the same operand read by the general path
         general = xm(x)
     one_code = (
         float(layer.coding.plane_coefficients().max() * layer.adc.delta_i.max())

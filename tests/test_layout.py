@@ -114,3 +114,119 @@ def test_programmed_state_is_an_immutable_value():
     layer.release()
     with pytest.raises(RuntimeError, match="nothing is programmed"):
         _ = layer.state
+
+
+@pytest.mark.parametrize(
+    "raw, path, detail",
+    [
+        ({"adc": {"kind": "ideal"}}, "FoldedRead", {}),
+        ({"adc": {"bits": 6}}, "DigitisedRead", {}),
+        ({"adc": {"bits": 6}, "iv": {"model": "sinh"}}, "DigitisedRead", {}),
+        ({"adc": {"bits": 6}, "read_noise": {"enabled": True}}, "TiledRead", {"adc": "fitted"}),
+        ({"adc": {"kind": "ideal"}, "column_awgn": {"sigma_lsb": 1.0}}, "TiledRead", {"adc": "none"}),
+        ({"adc": {"bits": 6, "subtract": "digital"}}, "TiledRead", {"adc": "fitted"}),
+        ({"adc": {"bits": 6}, "dac_loading": {"enabled": True}}, "TiledRead", {"adc": "fitted"}),
+    ],
+)
+def test_the_read_path_is_chosen_once_when_programming(raw, path, detail):
+    """The read path is a small strategy object of the programmed state (engine.reads), chosen by
+    program_state, never switched per read. Each choice reads as the general tiled read does: the
+    folded and digitised fast paths equal it (within one ADC code of one read), on two sampled
+    instances. Catches a fast path that skips a stage the general read has (e.g. the sinh I-V's
+    V_0 sinh(V / V_0) rows, which the digitised read once dropped)."""
+    from dataclasses import replace
+
+    import torch
+    from torch import nn
+
+    from engine import HardwareSpec, convert
+    from engine.reads import TiledRead
+
+    torch.manual_seed(1)
+    hw = HardwareSpec.model_validate(
+        {**raw, "faults": {"stuck_at_gmin_rate": 0.05}, "crossbar": {"rows": 16, "cols": 16}}
+    )
+    xm = convert(nn.Sequential(nn.Linear(40, 20)), hw)
+    x = torch.rand(32, 40, generator=torch.Generator().manual_seed(2))
+    xm.calibrate([x])
+    xm.program([3, 4])
+    layer = xm.crossbar_layers()[0]
+    chosen = layer.state.path
+    assert type(chosen).__name__ == path and all(getattr(chosen, k) == v for k, v in detail.items())
+    with torch.no_grad():
+        xm.reset_read_noise()
+        fast = xm(x)
+        layer.allow_fold = False
+        layer.program_cells(layer.state.cells)  # the same cells, the tiled read
+        if path == "DigitisedRead":
+            layer._prog = replace(layer.state, path=TiledRead(adc="fitted"))
+        assert type(layer.state.path) is TiledRead
+        general = xm(x)
+    one_code = (
+        0.0 if layer.adc is None else float(layer.adc.delta_i.max()) * float(layer.delta_x) * layer.mapped.delta_w
+    )
+    assert not torch.equal(fast[0], fast[1])
+    assert float((fast - general).abs().max()) <= 1.001 * one_code * layer.coding.max_chunk + 1e-4
+
+
+def test_an_output_stage_set_after_programming_chooses_the_read_path_again():
+    """MMSE is set after the instance is programmed (it needs the programmed twin's statistics), but a
+    folded or digitised read has no column values to correct. Setting it programs the layer again from
+    the same cells, with the per-read noise continuing. Catches the folded read silently ignoring an
+    MMSE stage (an ideal ADC without noise folds)."""
+    import torch
+    from torch import nn
+
+    from engine import HardwareSpec, convert
+    from engine.reads import FoldedRead, TiledRead
+
+    xm = convert(nn.Sequential(nn.Linear(40, 20)), HardwareSpec.model_validate({"adc": {"kind": "ideal"}}))
+    x = torch.rand(32, 40, generator=torch.Generator().manual_seed(2))
+    xm.calibrate([x])
+    xm.program([3])
+    layer = xm.crossbar_layers()[0]
+    cells = layer.cells
+    assert isinstance(layer.state.path, FoldedRead)
+    with torch.no_grad():
+        plain = xm(x)
+        double = (torch.full((layer.grid.slices,), 2.0), torch.zeros(layer.grid.slices))  # J_hat = 2 J
+        xm.set_output_stage({layer.name: {"mmse": double}})
+        assert isinstance(layer.state.path, TiledRead) and layer.state.path.mmse and layer.cells is cells
+        corrected = xm(x)
+        xm.set_output_stage({layer.name: {"mmse": None}})
+        assert isinstance(layer.state.path, FoldedRead)
+        assert torch.allclose(xm(x), plain, atol=1e-5)
+    bias = xm.net[0].bias.detach()
+    assert torch.allclose(corrected - bias, 2 * (plain - bias), rtol=1e-4, atol=1e-5)  # the stage acts on the read
+
+
+def test_retraining_returns_its_weights_and_never_trains_the_twins_parameters(lenet, calib_inputs):
+    """Re-training (RxNN Sec. VI) trains its own copy of the parameters and returns them (``Weights``);
+    the twin's layers only map and program what ``load_weights`` gives them. Catches an optimiser
+    stepping the twin's parameters (their autograd state would change) and unknown weight names
+    loaded silently."""
+    import torch
+
+    from engine import HardwareSpec, convert
+    from engine.mitigations import TrialContext, Weights, parse_strategy
+
+    hw = HardwareSpec.model_validate({"faults": {"stuck_at_gmin_rate": 0.1}})
+    xm = convert(lenet, hw)
+    xm.calibrate(calib_inputs)
+    retrain = parse_strategy({"name": "retrain", "iterations": 3, "batch_size": 8}).components[0]
+    x = torch.cat(calib_inputs)
+    ctx = TrialContext(calibration_inputs=calib_inputs, train_loader=(x, torch.zeros(len(x), dtype=torch.long)), seed=0)
+    initial = retrain.prepare(xm, ctx)
+    assert isinstance(initial, Weights)
+    instance = xm.program([5])
+    before = {n: p.detach().clone() for n, p in xm.named_parameters()}
+    update = retrain.after_program(xm, ctx)
+    assert isinstance(update, Weights) and xm.instance is instance
+    assert all(p.grad is None for p in xm.parameters())  # the twin's parameters never took a gradient
+    changed = [n for n, t in update.state.items() if not torch.equal(t, before[n])]
+    assert changed and all(torch.equal(update.state[n], p) for n, p in xm.named_parameters() if n in update.state)
+    xm.load_weights(initial.state)  # back to the trained weights, programmed again on the same chip
+    assert xm.instance is instance
+    assert all(torch.equal(p, before[n]) for n, p in xm.named_parameters())
+    with pytest.raises(KeyError, match="unknown entries"):
+        xm.load_weights({"nope.weight": torch.zeros(1)})

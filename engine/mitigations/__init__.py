@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pydantic import ValidationError
 
 from ..catalog import Scheme
-from .base import BatchNormStats, Mitigation, Reprogram, TrialContext, Update
+from .base import BatchNormStats, Mitigation, Reprogram, TrialContext, Update, Weights
 from .basic import BitInversion, ErrorCorrection, NoMitigation
 from .drift_comp import DriftCompensation
 from .fpt import FreeParameterTuning
@@ -82,12 +82,14 @@ class Strategy:
 
 
 def _apply(xmodel, update: Update | None) -> None:
-    """What a component returned, applied to the twin: new programmed states, BatchNorm statistics or
-    output transforms."""
+    """What a component returned, applied to the twin: new programmed states, BatchNorm statistics,
+    float weights or output transforms."""
     if isinstance(update, Reprogram):
         xmodel.program_cells(update.cells)
     elif isinstance(update, BatchNormStats):
         xmodel.load_batchnorm(update.states)
+    elif isinstance(update, Weights):
+        xmodel.load_weights(update.state)
     elif update:
         xmodel.set_output_stage(update)
 
@@ -137,4 +139,4 @@ def parse_strategy(entry: str | dict) -> Strategy:
     return Strategy(tuple(comps), label)
 
 
-__all__ = ["ORDER", "REGISTRY", "Mitigation", "Reprogram", "Strategy", "TrialContext", "parse_strategy"]
+__all__ = ["ORDER", "REGISTRY", "Mitigation", "Reprogram", "Strategy", "TrialContext", "Weights", "parse_strategy"]

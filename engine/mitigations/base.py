@@ -14,7 +14,8 @@ compensation's gain) as a :data:`StageUpdate`, {layer name: {field: value}} of
 :class:`engine.crossbar.OutputStage`, through ``CrossbarModel.set_output_stage``; new programmed
 states of the trial's instance (error correction's correction matrix, row remapping's physical
 targets) as :class:`Reprogram`, through ``CrossbarModel.program_cells``; BatchNorm statistics (FPT) as
-:class:`BatchNormStats`, through ``CrossbarModel.load_batchnorm``. No component writes a layer's
+:class:`BatchNormStats`, through ``CrossbarModel.load_batchnorm``; float weights (re-training) as
+:class:`Weights`, through ``CrossbarModel.load_weights``. No component writes a layer's
 attributes (a component that must run the twin with other modules, FPT's train-mode BN copies, asks for
 them through ``CrossbarModel.substituted``); what a component keeps per twin (offline statistics, initial states)
 it keeps through ``CrossbarModel.memo``, keyed by the component itself (its class and parameters).
@@ -60,7 +61,16 @@ class BatchNormStats:
     states: Mapping[str, Mapping[str, torch.Tensor]]
 
 
-Update = StageUpdate | Reprogram | BatchNormStats  # what prepare / after_program may return
+@dataclass(frozen=True)
+class Weights:
+    """New float weights a component returns, {state-dict name: tensor} of the twin (re-training, RxNN
+    Sec. VI, or the trained weights every trial starts from), loaded by ``CrossbarModel.load_weights``:
+    the layers are mapped again and an instance already programmed is programmed again with them."""
+
+    state: Mapping[str, torch.Tensor]
+
+
+Update = StageUpdate | Reprogram | BatchNormStats | Weights  # what prepare / after_program may return
 
 
 @dataclass

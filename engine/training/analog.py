@@ -35,6 +35,8 @@ Biases stay digital (plain SGD).
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -97,7 +99,7 @@ class AnalogLayer(nn.Module):
             torch.empty(0, device=w.device), None, 1, k, n, hw, f"analog{layer_index}", layer_index
         )
         self.xbar.weight.requires_grad_(False)
-        self.xbar.allow_fold = False  # the ADC range is fitted per read: always the tiled read
+        self.xbar.allow_fold = False  # read by the tiled read (read() below), never folded
         self.grid = self.xbar.grid
         # the backward's read of the same tiles transposed: errors drive the columns, the rows are sensed;
         # programmed with the forward's G_eff transposed (reciprocity), so its wires are not solved again.
@@ -118,6 +120,9 @@ class AnalogLayer(nn.Module):
         )
         self.xbar_t.weight.requires_grad_(False)
         self.xbar_t.allow_fold = False
+        if hw.adc.kind == "quantized":  # PytorX Alg. 1: each training batch's own range (or the given one)
+            self.xbar.fit_adc = self._fit_adc
+            self.xbar_t.fit_adc = functools.partial(self._fit_adc, backward=True)
         t = self.xbar_t.grid
         assert (t.t_r, t.t_c, t.wcols) == (self.grid.t_c, self.grid.t_r, min(hw.crossbar.rows, k)), "transposed tiles"
         self.instance = HardwareInstance([seed], hw)  # this trial's chip: the inference instance's static draws
@@ -257,16 +262,13 @@ class AnalogLayer(nn.Module):
     def read(self, codes: torch.Tensor) -> torch.Tensor:
         """Forward read of input codes (M, k) -> (M, n), units code x S: the inference read
         (CrossbarLayer.read) with the column ADC fitted per training batch."""
-        quantized = self.hw.adc.kind == "quantized"
-        y = self.programmed().read(codes, self._fit_adc if quantized else None)
-        return y[0] * self.hw.device.delta_g_s
+        return self.programmed().read(codes)[0] * self.hw.device.delta_g_s
 
     def read_transposed(self, codes: torch.Tensor) -> torch.Tensor:
         """Backward read of error codes (M, n) -> (M, k), units code x S: the same read on the tiles
         transposed (errors on the columns, row currents digitised per tile with their own Alg. 1 range
         and added digitally). By reciprocity of the linear resistive network it is exactly G_eff^T."""
-        fit = (lambda sensed: self._fit_adc(sensed, backward=True)) if self.hw.adc.kind == "quantized" else None
-        return self.programmed_transposed().read(codes, fit)[0] * self.hw.device.delta_g_s
+        return self.programmed_transposed().read(codes)[0] * self.hw.device.delta_g_s
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.conv is None:
