@@ -25,7 +25,7 @@ from .mapping import Scheme
 from .periphery import RangeTracker
 
 T = TypeVar("T")
-M = TypeVar("M", bound=nn.Module)
+M = TypeVar("M")
 
 
 class CrossbarModel(nn.Module):
@@ -124,10 +124,7 @@ class CrossbarModel(nn.Module):
         """Load float weights, {state-dict name: tensor} (a mitigation's ``Weights``), and map every
         layer again; an instance already programmed is programmed again with the new targets on the same
         physical draws (``reuse_ir_distortion``: see :meth:`program`)."""
-        known = self.state_dict(keep_vars=True)
-        unknown = sorted(set(state) - set(known))
-        if unknown:
-            raise KeyError(f"weights: unknown entries {unknown[:5]}")
+        known = _known(self.state_dict(keep_vars=True), state, "weights", "entries")
         instance = self.instance
         with torch.no_grad():
             for name, value in state.items():
@@ -273,11 +270,11 @@ class CrossbarModel(nn.Module):
         self.train(was_training)
 
 
-def _known(modules: dict[str, M], update: Mapping[str, Any], what: str) -> dict[str, M]:
+def _known(modules: Mapping[str, M], update: Mapping[str, Any], what: str, kind: str = "layers") -> Mapping[str, M]:
     """``modules`` once every name ``update`` addresses is among them (else a KeyError naming the rest)."""
     unknown = set(update) - set(modules)
     if unknown:
-        raise KeyError(f"{what} for unknown layers {sorted(unknown)}")
+        raise KeyError(f"{what} for unknown {kind} {sorted(unknown)}")
     return modules
 
 

@@ -41,22 +41,20 @@ from . import irdrop
 from .calibration import ReadObserver
 from .hardware import HardwareSpec
 from .instance import HardwareInstance, LayerCells, ideal_cells
-from .mapping import MappedWeights, Scheme, map_weights, slice_weights
+from .mapping import MappedWeights, Scheme, map_weights
 from .nonideal import NETWORK_EFFECTS
 from .nonideal.iv import NewtonReport
 from .periphery import ADC, InputCoding
 from .programming import (
-    READ_LAYOUT,
     NetworkPlan,
     ProgrammedState,
     ReadSetup,
     program_state,
     read_noise_streams,
-    sense,
     to_logical,
 )
 from .tile_ops import ConvTiles, MatmulTiles
-from .tiling import TileGrid
+from .tiling import READ_LAYOUT, TileGrid, sense
 
 
 @dataclass(frozen=True)
@@ -270,7 +268,7 @@ class CrossbarLayer(nn.Module):
         ):
             h_eff = prev.h_eff  # the same cells re-programmed (e.g. with a correction): no new IR-drop solve
         else:
-            h_eff = self.to_logical(self.effective_conductance(cells, reuse_ir_distortion), cells)
+            h_eff = to_logical(self.effective_conductance(cells, reuse_ir_distortion), cells)
         setup = ReadSetup(
             grid=self.grid,
             hw=self.hw,
@@ -287,11 +285,6 @@ class CrossbarLayer(nn.Module):
         )
         self._prog = program_state(setup, cells, h_eff, self.tile_operator, read_streams, plan)
 
-    @staticmethod
-    def to_logical(t: torch.Tensor, cells: LayerCells) -> torch.Tensor:
-        """Physical tile rows -> logical rows under a row remapping (engine.programming.to_logical)."""
-        return to_logical(t, cells)
-
     def effective_conductance(self, cells: LayerCells, reuse_ir_distortion: bool = False) -> torch.Tensor:
         """G_eff per physical tile (above G_min, units of dG): bit-line currents are exactly
         v @ G_eff. With ``hardware.ir_drop`` on a sampled instance, the wire, sense and driver
@@ -304,7 +297,7 @@ class CrossbarLayer(nn.Module):
         acting = [e for e in NETWORK_EFFECTS if e.changes_g_eff and e.used(hw)] if cells.seeds is not None else []
         if not acting:
             return cells.h  # no effect of the network changes G_eff
-        g_min_n = hw.device.g_min_s / hw.device.delta_g_s
+        g_min_n = hw.device.g_min_n
         last = self._ir_solution
         if reuse_ir_distortion and last is not None and last[0].shape == cells.h.shape:
             # TxSim's interpolated FCM: G_eff = G (1 - D), D = (G - G_eff) / G of the last exact solve
@@ -330,15 +323,7 @@ class CrossbarLayer(nn.Module):
             assert p.cells.seeds is not None
             self._prog = replace(p, gens=read_noise_streams(p.cells.seeds, self.layer_index, p.cells.h.device))
 
-    # Sensing and recombination ---------------------------------------------------------------
-    def sense(self, t: torch.Tensor) -> torch.Tensor:
-        """(..., A, t_c, used) physical columns -> (..., t_c, wcols, S) signed column values
-        (engine.programming.sense)."""
-        return sense(t, self.grid)
-
-    def _slice_coef(self, like: torch.Tensor) -> torch.Tensor:
-        return slice_weights(self.grid.slices, self.hw.device.bits_per_cell, like.device).to(like.dtype)
-
+    # Output stage ------------------------------------------------------------------------------
     def set_output_stage(self, stage: OutputStage) -> None:
         """Set the digital output transforms. MMSE and zero outputs shape the read path (a folded or
         digitised read has no column values to correct), so a programmed layer whose stage gains or
@@ -432,13 +417,13 @@ class CrossbarLayer(nn.Module):
         grid, cells = self.grid, self.state.cells
         codes = self.coding.quantise(x, float(self.delta_x))
         diff = (cells.h - self.effective_conductance(cells))[..., : grid.used_cols]
-        diff = self.sense(diff.permute(*READ_LAYOUT))  # (I, G, t_r, R, t_c, wcols, S), linear
+        diff = sense(diff.permute(*READ_LAYOUT), grid)  # (I, G, t_r, R, t_c, wcols, S), linear
         op = self.tile_operator(False)
         i, g, tr, r = diff.shape[:4]
         v, _ = op.voltages(codes, self.coding, self.n_instances)
         d = op.apply(v, op.operand(diff.reshape(i, g, tr, r, -1)))
         d = (
-            (d.reshape(*d.shape[:4], grid.t_c, grid.wcols, grid.slices) @ self._slice_coef(d))
+            (d.reshape(*d.shape[:4], grid.t_c, grid.wcols, grid.slices) @ self.state.slice_coef.to(d.dtype))
             if grid.slices > 1
             else d.reshape(*d.shape[:4], grid.t_c, grid.wcols)
         )

@@ -63,6 +63,11 @@ class DeviceSpec(_Section):
         """Conductance step dG of one cell level (PytorX eq. 8)."""
         return (self.g_max_s - self.g_min_s) / (self.levels - 1)
 
+    @property
+    def g_min_n(self) -> float:
+        """G_min in units of dG: the engine holds a cell as h = G / dG - g_min_n (0 at G_min)."""
+        return self.g_min_s / self.delta_g_s
+
 
 class MappingSpec(_Section):
     """How a weight becomes cell levels: quantisation, bit slicing and signed realisation.

@@ -135,7 +135,7 @@ def program_levels(levels: torch.Tensor, draws: LayerDraws, hw: HardwareSpec, in
     active = [e for e in STATIC_EFFECTS if e.used(hw)]
     on_g = [e for e in active if e.acts_on == "conductance"]
     if on_g:
-        g_min_n = hw.device.g_min_s / hw.device.delta_g_s
+        g_min_n = hw.device.g_min_n
         g = torch.add(levels, g_min_n)
         g = g if g.shape == shape else g.expand(shape).clone()
         target = torch.add(levels, g_min_n) if any(e.needs_target for e in on_g) else g  # g: still the target

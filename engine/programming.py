@@ -35,10 +35,7 @@ from .nonideal import (
 from .periphery import ADC, InputCoding
 from .reads import FoldedRead, ReadPath, choose
 from .tile_ops import ConvTiles, MatmulTiles
-from .tiling import TileGrid
-
-# (I, A, G, t_r, t_c, R, used) cells -> (I, G, t_r, R, A, t_c, used): rows next to the tile, columns last
-READ_LAYOUT = (0, 2, 3, 5, 1, 4, 6)
+from .tiling import READ_LAYOUT, TileGrid, sense
 
 
 @functools.lru_cache(maxsize=64)
@@ -46,17 +43,6 @@ def coefficients(n: int, bits: int, device: torch.device) -> torch.Tensor:
     """(n,) float32 powers 2**(bits j): DAC plane and slice shift-and-add weights (Yu eq. 3, f),
     made once per device (every programming of every layer uses them; do not modify)."""
     return slice_weights(n, bits, device).to(torch.float32)
-
-
-def sense(t: torch.Tensor, grid: TileGrid) -> torch.Tensor:
-    """(..., A, t_c, used) physical columns -> (..., t_c, wcols, S) signed column values:
-    I+ - I- (differential) or I_data - I_ref (offset). Linear, so it also applies to G."""
-    lead = t.shape[:-3]
-    data = t[..., : grid.data_cols].reshape(*lead, grid.arrays, grid.t_c, grid.wcols, grid.slices)
-    if not grid.offset:
-        return data[..., 0, :, :, :] - data[..., 1, :, :, :]
-    ref = t[..., 0, :, grid.data_cols : grid.used_cols].unsqueeze(-2)
-    return data[..., 0, :, :, :] - ref
 
 
 def to_logical(t: torch.Tensor, cells: LayerCells) -> torch.Tensor:
@@ -175,7 +161,7 @@ def program_state(
     )
     raw = h_eff[..., : grid.used_cols].permute(*READ_LAYOUT)  # (I, G, t_r, R, A, t_c, used)
     i, g, tr, r = raw.shape[:4]
-    g_min_n = hw.device.g_min_s / hw.device.delta_g_s
+    g_min_n = hw.device.g_min_n
     corr = None
     if cells.correction is not None:
         corr = sense(to_logical(cells.correction, cells)[..., : grid.used_cols].permute(*READ_LAYOUT), grid)

@@ -27,6 +27,7 @@ from .nonideal import ReadContext, TileCurrents
 from .nonideal.iv import sinh_voltage
 from .periphery import ADC
 from .tile_ops import MatmulTiles
+from .tiling import sense
 
 if TYPE_CHECKING:
     from .crossbar import CrossbarLayer
@@ -43,7 +44,14 @@ class ReadPath:
     recording: bool = False
 
     def forward(self, layer: CrossbarLayer, prog: ProgrammedState, codes: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """The tiled read, scaled by dx * dw, then the digital output stage and the bias."""
+        y = self.read(layer, prog, codes) * (prog.delta_x * layer.mapped.delta_w)
+        gain = layer.output_gain  # digital per-output gain (drift compensation), (I, groups * n)
+        if gain is not None:
+            y = y * gain.unsqueeze(1)
+        if prog.zero_outputs is not None:  # Yu eq. 11: outputs with all-zero weights are 0
+            y = y.masked_fill(prog.zero_outputs, 0.0)
+        return layer.add_bias(layer.from_matrix(y, codes))
 
     def read(self, layer: CrossbarLayer, prog: ProgrammedState, codes: torch.Tensor) -> torch.Tensor:
         raise RuntimeError(
@@ -84,15 +92,6 @@ class TiledRead(ReadPath):
     mmse: bool = False
     fit_adc: Callable[[torch.Tensor], ADC] | None = None
 
-    def forward(self, layer: CrossbarLayer, prog: ProgrammedState, codes: torch.Tensor) -> torch.Tensor:
-        y = self.read(layer, prog, codes) * (prog.delta_x * layer.mapped.delta_w)
-        gain = layer.output_gain  # digital per-output gain (drift compensation), (I, groups * n)
-        if gain is not None:
-            y = y * gain.unsqueeze(1)
-        if prog.zero_outputs is not None:  # Yu eq. 11: outputs with all-zero weights are 0
-            y = y.masked_fill(prog.zero_outputs, 0.0)
-        return layer.add_bias(layer.from_matrix(y, codes))
-
     def read(self, layer: CrossbarLayer, prog: ProgrammedState, codes: torch.Tensor) -> torch.Tensor:
         grid, hw = prog.op.grid, layer.hw
         v_rows, _ = prog.op.voltages(codes, prog.coding, prog.cells.n_instances)
@@ -106,7 +105,7 @@ class TiledRead(ReadPath):
             sensed = cur.reshape(*lead, grid.t_c, grid.wcols, grid.slices)
         else:
             cur = cur.reshape(*lead, grid.arrays, grid.t_c, grid.used_cols)
-            sensed = cur if hw.adc.subtract == "digital" else layer.sense(cur)
+            sensed = cur if hw.adc.subtract == "digital" else sense(cur, grid)
         if prog.column_effects:
             ctx = _read_context(prog, hw)
             for effect in prog.column_effects:
@@ -137,7 +136,7 @@ class TiledRead(ReadPath):
             sensed = est.reshape(shape)
             step = torch.ones_like(step)
         if hw.adc.subtract == "digital" and not prog.precombined:
-            sensed = layer.sense(sensed)
+            sensed = sense(sensed, grid)
         if (corr_matrix := prog.correction_matrix) is not None:  # PytorX Alg. 2 line 4: f_adc(V G_diff)
             correction = prog.memo("correction", lambda: prog.op.operand(corr_matrix))
             ec = prog.op.apply(v, correction).reshape(sensed.shape)
@@ -146,14 +145,12 @@ class TiledRead(ReadPath):
 
 
 @dataclass(frozen=True)
-class DigitisedRead(TiledRead):
+class DigitisedRead(ReadPath):
     """The common noiseless quantised read, the same result as :class:`TiledRead` in fewer passes over
     the (chunk x row tile x column) partial sums: the ADC step is divided into the operand, so the
     read yields I / dI directly; rounding and clipping (PytorX eq. 11) run in place in the operator's
     native layout; chunks and row tiles are contracted first (Yu eq. 3 f shift and add), weight slices
-    last, on the small result."""
-
-    adc: AdcSource = "fitted"
+    last, on the small result. Its ADC is the layer's fitted one."""
 
     def read(self, layer: CrossbarLayer, prog: ProgrammedState, codes: torch.Tensor) -> torch.Tensor:
         grid = prog.op.grid

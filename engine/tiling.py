@@ -22,6 +22,11 @@ import torch.nn.functional as F
 
 from .hardware import HardwareSpec
 
+# (I, A, G, t_r, t_c, R, used) cells -> (I, G, t_r, R, A, t_c, used): rows next to the tile, columns last
+# (the read's layout; the same permute takes a network solve's (I, A, G, t_r, t_c, P*M, used) currents to
+# (I, G, t_r, P*M, A, t_c, used))
+READ_LAYOUT = (0, 2, 3, 5, 1, 4, 6)
+
 
 @dataclass(frozen=True)
 class TileGrid:
@@ -109,3 +114,14 @@ class TileGrid:
         x = x.reshape(*lead, self.groups, self.k)
         x = F.pad(x, (0, self.t_r * self.rows - self.k))
         return x.reshape(*lead, self.groups, self.t_r, self.rows)
+
+
+def sense(t: torch.Tensor, grid: TileGrid) -> torch.Tensor:
+    """(..., A, t_c, used) physical columns -> (..., t_c, wcols, S) signed column values:
+    I+ - I- (differential) or I_data - I_ref (offset). Linear, so it also applies to G."""
+    lead = t.shape[:-3]
+    data = t[..., : grid.data_cols].reshape(*lead, grid.arrays, grid.t_c, grid.wcols, grid.slices)
+    if not grid.offset:
+        return data[..., 0, :, :, :] - data[..., 1, :, :, :]
+    ref = t[..., 0, :, grid.data_cols : grid.used_cols].unsqueeze(-2)
+    return data[..., 0, :, :, :] - ref

@@ -198,7 +198,7 @@ def test_fast_digitised_read_equals_the_general_read(kind, cells):
         general = xm(x)
     assert not torch.equal(fast[0], fast[1])  # two different instances
     one_code = (
-        float(layer.coding.plane_coefficients().max() * (layer.adc.delta_i * layer._slice_coef(x)).max())
+        float(layer.coding.plane_coefficients().max() * (layer.adc.delta_i * layer.state.slice_coef).max())
         * float(layer.delta_x)
         * layer.mapped.delta_w
     )

@@ -153,8 +153,9 @@ def test_the_read_path_is_chosen_once_when_programming(raw, path, detail):
     layer = xm.crossbar_layers()[0]
     chosen = layer.state.path
     assert type(chosen).__name__ == path and all(getattr(chosen, k) == v for k, v in detail.items())
+    if path == "TiledRead":
+        return  # the general read itself: the other tests of the read check its values
     with torch.no_grad():
-        xm.reset_read_noise()
         fast = xm(x)
         layer.allow_fold = False
         layer.program_cells(layer.state.cells)  # the same cells, the tiled read
@@ -162,11 +163,14 @@ def test_the_read_path_is_chosen_once_when_programming(raw, path, detail):
             layer._prog = replace(layer.state, path=TiledRead(adc="fitted"))
         assert type(layer.state.path) is TiledRead
         general = xm(x)
-    one_code = (
-        0.0 if layer.adc is None else float(layer.adc.delta_i.max()) * float(layer.delta_x) * layer.mapped.delta_w
-    )
-    assert not torch.equal(fast[0], fast[1])
-    assert float((fast - general).abs().max()) <= 1.001 * one_code * layer.coding.max_chunk + 1e-4
+    adc = layer.adc
+    # one ADC code of one read, in output units (the largest DAC chunk's weight); float rounding without an ADC
+    one_code = 0.0 if adc is None else float(adc.delta_i.max() * layer.coding.plane_coefficients().max())
+    one_code *= float(layer.delta_x) * layer.mapped.delta_w
+    assert not torch.equal(fast[0], fast[1])  # two different instances
+    diff = (fast - general).abs()
+    assert float(diff.max()) <= 1.001 * one_code + 1e-5
+    assert float((diff > 1e-5).float().mean()) <= 0.01
 
 
 def test_an_output_stage_set_after_programming_chooses_the_read_path_again():

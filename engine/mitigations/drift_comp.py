@@ -34,6 +34,7 @@ class DriftCompensation(Mitigation):
 
         from ..instance import program_levels
         from ..mapping import decode_levels, slice_weights
+        from ..programming import to_logical
 
         hw = xmodel.hw
         at_t0 = hw.model_copy(update={"time_s": None})  # the same draws, read right after programming
@@ -47,15 +48,15 @@ class DriftCompensation(Mitigation):
             h0 = program_levels(cells.levels, draws, at_t0, cells.n_instances)
             ref = layer.mapped.reference
 
-            g_min_n = hw.device.g_min_s / hw.device.delta_g_s
+            g_min_n = hw.device.g_min_n
             coef = slice_weights(grid.slices, hw.device.bits_per_cell, cells.h.device).to(cells.h.dtype)
 
             def readout(h: torch.Tensor) -> torch.Tensor:  # (I, groups * n): all-ones input, I+ - I-
-                w = decode_levels(grid.unplace(layer.to_logical(h, cells)), hw, ref)  # (I, G, k, n)
+                w = decode_levels(grid.unplace(to_logical(h, cells)), hw, ref)  # (I, G, k, n)
                 return w.sum(2).reshape(w.shape[0], -1)
 
             def total(h: torch.Tensor) -> torch.Tensor:  # (I, groups * n): each bit line on its own
-                g = grid.unplace(layer.to_logical(h, cells) + g_min_n)  # (I, A, G, k, n, S)
+                g = grid.unplace(to_logical(h, cells) + g_min_n)  # (I, A, G, k, n, S)
                 return (g.sum((1, 3)) * coef).sum(-1).reshape(g.shape[0], -1)
 
             if self.scope == "layer":

@@ -37,7 +37,7 @@ class DacLoading(NetworkEffect):
     def currents(self, ctx: NetworkContext) -> BitLineCurrents:
         hw, grid, raw = ctx.hw, ctx.grid, ctx.raw
         i, g, tr, r = raw.shape[:4]
-        g_min_n = hw.device.g_min_s / hw.device.delta_g_s
+        g_min_n = hw.device.g_min_n
         blocks = (raw + g_min_n).reshape(i, g, tr, r, grid.arrays * grid.t_c, grid.used_cols)
         blocks = blocks.permute(0, 1, 2, 4, 3, 5).contiguous()  # (I, G, t_r, A*t_c, R, used)
         g_load = (ctx.h_eff + g_min_n).sum(-1) * hw.device.delta_g_s  # (I, A, G, t_r, t_c, R) siemens

@@ -35,7 +35,9 @@ from ..irdrop import (
     network_bytes_per_system,
     solve_network,
 )
+from ..tiling import READ_LAYOUT, TileGrid
 from .network import BitLineCurrents, NetworkContext, NetworkEffect
+from .wires import tile_wires
 
 
 def sinh_voltage(v: torch.Tensor, v0: float) -> torch.Tensor:
@@ -141,13 +143,13 @@ class NewtonCurrents(BitLineCurrents):
     included) and input vector solved by Newton's method (:func:`network_currents`), physical
     currents including G_min's, in engine units. ``g`` (I, A, G, t_r, t_c, R, C) siemens."""
 
-    def __init__(self, g: torch.Tensor, grid, hw: HardwareSpec, delta_v_v: float, max_bytes: int | None) -> None:
+    def __init__(
+        self, g: torch.Tensor, grid: TileGrid, hw: HardwareSpec, delta_v_v: float, max_bytes: int | None
+    ) -> None:
         self.g, self.grid, self.hw, self.delta_v_v, self.max_bytes = g, grid, hw, delta_v_v, max_bytes
         self.report: NewtonReport | None = None
 
     def __call__(self, v: torch.Tensor, v_rows: torch.Tensor) -> torch.Tensor:
-        from .wires import tile_wires
-
         grid, hw, g = self.grid, self.hw, self.g
         i, a, gg, tr, tc, r, c = g.shape
         pm = v_rows.shape[3]
@@ -164,7 +166,7 @@ class NewtonCurrents(BitLineCurrents):
         if self.report is None or report.iterations > self.report.iterations:
             self.report = report
         cur = (amps / (hw.device.delta_g_s * self.delta_v_v)).to(v_rows.dtype).reshape(i, a, gg, tr, tc, pm, c)
-        cur = cur[..., : grid.used_cols].permute(0, 2, 3, 5, 1, 4, 6)  # (I, G, t_r, P*M, A, t_c, used)
+        cur = cur[..., : grid.used_cols].permute(*READ_LAYOUT)  # (I, G, t_r, P*M, A, t_c, used)
         return cur.reshape(i, gg, tr, pm, -1)
 
 
@@ -190,7 +192,7 @@ class SinhIV(NetworkEffect):
         if not ctx.hw.ir_drop.enabled:
             return None
         dev = ctx.hw.device
-        g = (ctx.h.double() + dev.g_min_s / dev.delta_g_s) * dev.delta_g_s
+        g = (ctx.h.double() + dev.g_min_n) * dev.delta_g_s
         return NewtonCurrents(g, ctx.grid, ctx.hw, ctx.delta_v_v, ctx.max_bytes)
 
 

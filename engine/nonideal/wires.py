@@ -28,7 +28,7 @@ class WireResistance(NetworkEffect):
     def effective(self, h: torch.Tensor, hw: HardwareSpec, max_bytes: int | None) -> torch.Tensor:
         """G_eff of the programmed cells ``h`` (..., R, C), dG above G_min, in h's dtype."""
         ir, dev = hw.ir_drop, hw.device
-        g_min_n = dev.g_min_s / dev.delta_g_s
+        g_min_n = dev.g_min_n
         if ir.model == "path":
             g = (h.double() + g_min_n) * dev.delta_g_s
             return (irdrop.path_model(g, tile_wires(hw)) / dev.delta_g_s - g_min_n).to(h.dtype)

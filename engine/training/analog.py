@@ -252,7 +252,7 @@ class AnalogLayer(nn.Module):
         dev = self.hw.device
         h_eff = self.programmed().effective_cells
         assert h_eff is not None
-        return (self.grid.unplace(h_eff[0].double())[:, 0, :, :, 0] + dev.g_min_s / dev.delta_g_s) * dev.delta_g_s
+        return (self.grid.unplace(h_eff[0].double())[:, 0, :, :, 0] + dev.g_min_n) * dev.delta_g_s
 
     def weight(self) -> torch.Tensor:
         """The weight the conductances represent, (k, n)."""
