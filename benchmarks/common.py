@@ -23,6 +23,21 @@ def median_seconds(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) 
     return statistics.median(times)
 
 
+def interleaved_medians(fns: dict[str, Callable[[], object]], repeats: int = 5) -> dict[str, float]:
+    """Median seconds of each function, timed in turn (one round runs each once): a ratio of two of
+    them then compares runs made under the same machine load, not runs minutes apart. Each timed run
+    follows an untimed run of the same function, so every one starts from its own warm caches (as
+    in a tight loop, and in a sweep's stream of trials), not from what the previous function left."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            fn()
+            t = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
 def machine() -> dict:
     return {
         "python": platform.python_version(),

@@ -3,7 +3,7 @@
 A trial = sample the instance + map + evaluate the whole data set. For each model (digits
 LeNet-5 on the 540-image test split; ResNet-20 on 1,000 random 32x32 images) and each
 configuration, the ratio is trial time / float forward time of the same model on the same data
-in the same run (medians of repeats):
+in the same run (medians of repeats, every configuration timed in turn with the float forward):
 
 * ``ratio_quantized``: stuck-at faults (1.75 % / 9.04 %) + 5 % programming variation + 8-bit
   weights and inputs, ideal ADC (the folded path);
@@ -39,7 +39,7 @@ from engine.models import build_model
 from engine.train import TrainConfig, train_default
 from engine.trial import TrialEvaluator
 
-from .common import machine, median_seconds, write
+from .common import interleaved_medians, machine, write
 
 STATIC = {"faults": {"stuck_at_gmax_rate": 0.0175, "stuck_at_gmin_rate": 0.0904}, "variation": {"sigma_rel": 0.05}}
 CONFIGS = {
@@ -70,29 +70,39 @@ def _strategies_irdrop(model: torch.nn.Module, test, calib, device: torch.device
     one, three = [parse_strategy("none")], [parse_strategy(s) for s in ("none", "ec", "fpt")]
     ev.run(hw, 10**6, three)  # twins converted and calibrated once per sweep, not per trial
     seed = iter(range(10**6))
-    t1 = median_seconds(lambda: ev.run(hw, next(seed), one), repeats)
-    t3 = median_seconds(lambda: ev.run(hw, next(seed), three), repeats)
-    return {"trial_none_irdrop_s": t1, "trial_none_ec_fpt_irdrop_s": t3, "ratio_3_strategies_irdrop": t3 / t1}
+    runs = {"one": lambda: ev.run(hw, next(seed), one), "three": lambda: ev.run(hw, next(seed), three)}
+    t = interleaved_medians(runs, repeats)
+    return {
+        "trial_none_irdrop_s": t["one"],
+        "trial_none_ec_fpt_irdrop_s": t["three"],
+        "ratio_3_strategies_irdrop": t["three"] / t["one"],
+    }
 
 
 def _case(name: str, model: torch.nn.Module, test, calib, repeats: int, irdrop: bool = False) -> dict:
-    row = {"model": name}
-    t_float = median_seconds(lambda: evaluate_float(model, test), repeats)
-    row["float_s"] = t_float
-    for cfg, hw in CONFIGS.items():
-        xm = convert(model, HardwareSpec.model_validate(hw))
-        xm.calibrate(calib)
-        seed = iter(range(10**6))
-        if cfg == "quantized":
-            row["sample_s"] = median_seconds(lambda: _sample(xm, xm.hw, next(seed)), repeats)
-            row["ratio_sample"] = row["sample_s"] / t_float
-        t = median_seconds(lambda: evaluate(xm, test, [next(seed)]), repeats)
-        row[f"trial_{cfg}_s"] = t
-        row[f"ratio_{cfg}"] = t / t_float
-        if cfg == "quantized":
-            t8 = median_seconds(lambda: evaluate(xm, test, [next(seed) for _ in range(8)]), max(2, repeats // 2))
-            row["batched_8_per_instance_s"] = t8 / 8
-            row["ratio_batched_8"] = (t8 / 8) / t
+    """Every configuration is timed in turn with the float forward (interleaved_medians), so each
+    ratio compares runs made under the same machine load."""
+    xm = {cfg: convert(model, HardwareSpec.model_validate(hw)) for cfg, hw in CONFIGS.items()}
+    for m in xm.values():
+        m.calibrate(calib)
+    q = xm["quantized"]
+    seed = iter(range(10**6))
+    t = interleaved_medians(
+        {
+            "float": lambda: evaluate_float(model, test),
+            "sample": lambda: _sample(q, q.hw, next(seed)),
+            "quantized": lambda: evaluate(q, test, [next(seed)]),
+            "batched_8": lambda: evaluate(q, test, [next(seed) for _ in range(8)]),
+            "bitserial": lambda: evaluate(xm["bitserial"], test, [next(seed)]),
+        },
+        repeats,
+    )
+    row = {"model": name, "float_s": t["float"], "sample_s": t["sample"], "ratio_sample": t["sample"] / t["float"]}
+    for cfg in CONFIGS:
+        row[f"trial_{cfg}_s"] = t[cfg]
+        row[f"ratio_{cfg}"] = t[cfg] / t["float"]
+    row["batched_8_per_instance_s"] = t["batched_8"] / 8
+    row["ratio_batched_8"] = (t["batched_8"] / 8) / t["quantized"]
     if irdrop:
         row.update(_strategies_irdrop(model, test, calib, next(model.parameters()).device, repeats))
     return row
@@ -116,13 +126,13 @@ def _cases(device: torch.device, args) -> list[dict]:
     resnet = build_model("resnet20", in_channels=3, num_classes=10, input_size=32).eval().to(device)
     x = torch.randn(1000, 3, 32, 32, device=device)
     data = torch.utils.data.TensorDataset(x, torch.randint(0, 10, (1000,), device=device))
-    rows.append(_case("resnet20_random_1000", resnet, loader(data, 250), [x[:250]], max(2, args.repeats // 2)))
+    rows.append(_case("resnet20_random_1000", resnet, loader(data, 250), [x[:250]], max(2, args.repeats // 3)))
     return rows
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=9)
     ap.add_argument("--eval-batch", type=int, default=540, help="data batch size of every evaluation")
     ap.add_argument(
         "--devices",

@@ -113,8 +113,9 @@ def words(keys: torch.Tensor, n_words: int | Sequence[int]) -> torch.Tensor:
     starts = [0]
     for n in n_words[:-1]:
         starts.append(starts[-1] + n)
-    shift = torch.tensor([_signed(-GAMMA * t) for t in starts], dtype=torch.int64, device=keys.device)
-    adj = keys + shift  # (I, S): key_s - GAMMA t_s (wrapping)
+    adj = keys.clone()  # (I, S): key_s - GAMMA t_s (wrapping), GAMMA t_s = ctr[t_s - 1]: no host data
+    if len(starts) > 1:
+        adj[:, 1:] -= torch.cat([ctr[t - 1 : t] for t in starts[1:]])
     out = ctr.expand(keys.shape[0], total).clone()
     for s, (t, n) in enumerate(zip(starts, n_words)):  # one in-place add per layer segment
         out[:, t : t + n] += adj[:, s : s + 1]

@@ -68,6 +68,16 @@ class OutputStage:
     gain: torch.Tensor | None = None  # (I, groups * n) digital gain of the outputs (drift_comp)
 
 
+@dataclass(frozen=True)
+class FittedScalars:
+    """Host copies of a layer's calibrated scalars (read by programming and by every read's setup)."""
+
+    delta_x: float  # the DAC step
+    x_signed: bool  # the input code is signed
+    adc_signed: bool  # the column ADC is signed
+    adc_calibrated: bool  # the ADC range buffer holds a fitted range (no NaN)
+
+
 class CrossbarLayer(nn.Module):
     """Base class: a (groups, k, n) weight matrix on crossbar tiles. Subclasses reshape I/O."""
 
@@ -109,6 +119,7 @@ class CrossbarLayer(nn.Module):
         self.register_buffer("x_signed", torch.tensor(False, device=dev))
         self.register_buffer("adc_max_abs", torch.full((hw.slices,), float("nan"), dtype=torch.float64, device=dev))
         self.register_buffer("adc_signed", torch.tensor(True, device=dev))
+        self._fitted: tuple[tuple[tuple[torch.Tensor, int], ...], FittedScalars] | None = None  # see `fitted`
         self._mapped: MappedWeights | None = None
         self._prog: ProgrammedState | None = None
         self._levels: tuple[MappedWeights, TileGrid, torch.Tensor] | None = None  # placed target levels
@@ -135,9 +146,23 @@ class CrossbarLayer(nn.Module):
         raise NotImplementedError
 
     @property
+    def fitted(self) -> FittedScalars:
+        """The calibrated scalars on the host, copied from the device in one transfer only when one of
+        their buffers changed (another tensor, or written in place: its version counter moved), so
+        programming an instance makes no device-to-host round trip (a stall per layer on a GPU)."""
+        buffers = (self.delta_x, self.x_signed, self.adc_signed, self.adc_max_abs)
+        held = self._fitted
+        if held is None or any(b is not t or b._version != v for b, (t, v) in zip(buffers, held[0])):
+            as64 = [t.to(torch.float64) for t in (self.delta_x, self.x_signed, self.adc_signed)]
+            values = torch.stack([*as64, torch.isnan(self.adc_max_abs).any().to(torch.float64)]).tolist()
+            scalars = FittedScalars(values[0], bool(values[1]), bool(values[2]), not bool(values[3]))
+            held = self._fitted = (tuple((b, b._version) for b in buffers), scalars)
+        return held[1]
+
+    @property
     def coding(self) -> InputCoding:
         ip = self.hw.input
-        return InputCoding(ip.input_bits, ip.dac_bits, bool(self.x_signed))
+        return InputCoding(ip.input_bits, ip.dac_bits, self.fitted.x_signed)
 
     @property
     def delta_v_v(self) -> float:
@@ -193,13 +218,14 @@ class CrossbarLayer(nn.Module):
         if a.kind == "ideal":
             return None
         dev = self.adc_max_abs.device
+        fitted = self.fitted
         if a.full_scale_a is not None:  # given range; the sign still comes from calibration
             given = a.full_scale_a / (self.hw.device.delta_g_s * self.delta_v_v)
-            return ADC.calibrated(a.bits, torch.tensor([given], device=dev), signed=bool(self.adc_signed))
-        if torch.isnan(self.adc_max_abs).any():
+            return ADC.calibrated(a.bits, torch.full((1,), given, device=dev), signed=fitted.adc_signed)
+        if not fitted.adc_calibrated:
             raise RuntimeError(f"layer {self.name}: ADC range not calibrated; call calibrate() first")
         max_abs = self.adc_max_abs if a.range_scope == "slice" else self.adc_max_abs.max().reshape(1)
-        return ADC.calibrated(a.bits, max_abs, bool(self.adc_signed))
+        return ADC.calibrated(a.bits, max_abs, fitted.adc_signed)
 
     def _apply(self, fn, recurse: bool = True):
         """Moving the layer (``.to(device)``) moves its parameters and calibration buffers; the
@@ -273,7 +299,7 @@ class CrossbarLayer(nn.Module):
             grid=self.grid,
             hw=self.hw,
             coding=self.coding,
-            delta_x=float(self.delta_x),
+            delta_x=self.fitted.delta_x,
             delta_v_v=delta_v_v,
             layer_index=self.layer_index,
             fold=self.observer is None and self.allow_fold,
@@ -415,7 +441,7 @@ class CrossbarLayer(nn.Module):
         ideal minus non-ideal, through an ideal ADC, in the layer's output units.
         Returns (I, G, t_r, M, t_c, wcols); padded columns of the last column tile are NaN."""
         grid, cells = self.grid, self.state.cells
-        codes = self.coding.quantise(x, float(self.delta_x))
+        codes = self.coding.quantise(x, self.fitted.delta_x)
         diff = (cells.h - self.effective_conductance(cells))[..., : grid.used_cols]
         diff = sense(diff.permute(*READ_LAYOUT), grid)  # (I, G, t_r, R, t_c, wcols, S), linear
         op = self.tile_operator(False)
@@ -430,6 +456,6 @@ class CrossbarLayer(nn.Module):
         p = self.coding.planes
         d = d.reshape(i, g, tr, p, -1, grid.t_c, grid.wcols)
         d = torch.einsum("igtpmcw,p->igtmcw", d, self.coding.plane_coefficients(d.device))
-        d = d * (float(self.delta_x) * self.mapped.delta_w)
+        d = d * (self.fitted.delta_x * self.mapped.delta_w)
         col = torch.arange(grid.t_c * grid.wcols, device=d.device).view(grid.t_c, grid.wcols)
         return d.masked_fill(col >= grid.n, float("nan"))

@@ -80,11 +80,16 @@ class LayerDraws:
         return None if healthy is None or at_gmax is None else codes_from_weights(healthy, at_gmax)
 
 
-def _keys(seeds: Sequence[int], layers: Sequence[int], stream: int, device: torch.device) -> torch.Tensor:
-    """(instances, layers) int64 keys, computed exactly on the host (a few scalars per trial)."""
-    rows = [[counter_rng.stream_key_int(int(s), li, stream) for li in layers] for s in seeds]
-    signed = [[k - (1 << 64) if k >= 1 << 63 else k for k in row] for row in rows]
-    return torch.tensor(signed, dtype=torch.int64, device=device)
+def _keys(seeds: Sequence[int], layers: Sequence[int], streams: Sequence[int], device: torch.device) -> torch.Tensor:
+    """(instances, streams, layers) int64 keys, computed exactly on the host (a few scalars per trial)
+    and moved in one copy (from pinned memory without blocking on a GPU: the trial's only host-to-
+    device transfer before its metrics come back)."""
+    rows = [[[counter_rng.stream_key_int(int(s), li, k) for li in layers] for k in streams] for s in seeds]
+    signed = [[[k - (1 << 64) if k >= 1 << 63 else k for k in row] for row in per_stream] for per_stream in rows]
+    host = torch.tensor(signed, dtype=torch.int64, device="cpu")
+    if device.type == "cuda":
+        return host.pin_memory().to(device, non_blocking=True)
+    return host.to(device)
 
 
 def _split(flat: torch.Tensor, shapes: Sequence[tuple[int, ...]]) -> list[torch.Tensor]:
@@ -108,12 +113,14 @@ def draw_layers(
     shapes = [tuple(shape) for _, shape in layers]
     sizes = [math.prod(shape) for shape in shapes]
     per_layer: list[dict[str, torch.Tensor]] = [{} for _ in layers]
+    used = [stream for effect in STATIC_EFFECTS for stream in effect.used(hw)]
+    keys = _keys(seeds, index, [stream.index for stream in used], device) if used else None
     for effect in STATIC_EFFECTS:
         raw = {}
         for stream in effect.used(hw):
-            keys = _keys(seeds, index, stream.index, device)
+            assert keys is not None
             draw = counter_rng.normal if stream.kind == "normal" else counter_rng.bits32
-            raw[stream.name] = draw(keys, sizes)
+            raw[stream.name] = draw(keys[:, used.index(stream)], sizes)
         if raw:
             for name, flat in effect.derive(raw, hw).items():
                 for values, part in zip(per_layer, _split(flat, shapes)):

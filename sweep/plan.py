@@ -65,6 +65,9 @@ def result_content(spec: SweepSpec, weights: dict[str, str] | None = None) -> di
         update.pop("write_granularity", None)
     d["execution"] = {k: getattr(spec.execution, k) for k in RESULT_EXECUTION_FIELDS}
     d["draw_scheme"] = DRAW_SCHEME
+    versions = {c.name: c.results_version for s in spec.strategies() for c in s.components if c.results_version > 1}
+    if versions:  # only sweeps using a component whose numbers changed get new ids
+        d["mitigation_versions"] = dict(sorted(versions.items()))
     if spec.model.checkpoint:
         d["model"]["checkpoint"] = file_sha256(spec.model.checkpoint)
     if weights:

@@ -353,6 +353,25 @@ def test_fpt_reads_several_batches_per_forward_with_the_running_statistics_of_on
     assert not torch.allclose(wrong, one, rtol=1e-3, atol=1e-5)
 
 
+def test_fpt_statistics_do_not_depend_on_the_layout_a_read_returns():
+    """A tiled read returns a convolution's output as a channels-last view, the folded read a
+    contiguous map. FPT's EMA steps (results version 2) take the batch statistics of a contiguous
+    copy, so the same map gives the same running statistics bit for bit whichever layout it came in."""
+    from engine.mitigations.fpt import _batchwise
+
+    torch.manual_seed(0)
+    x = torch.randn(96, 6, 12, 12) * 3 + 1
+    stats = []
+    for layout in (torch.contiguous_format, torch.channels_last):
+        bn = nn.BatchNorm2d(6)
+        step = _batchwise(bn, 32, 0.1)
+        y = step(x.to(memory_format=layout))
+        stats.append((bn.running_mean.clone(), bn.running_var.clone(), y.contiguous()))
+        assert int(bn.num_batches_tracked) == 3
+    for a, b in zip(*stats):
+        assert torch.equal(a, b)
+
+
 # row remapping -------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", ["row_flip", "row_perm", "row_flip+row_perm"])
 def test_row_remapping_reduces_mismatches_with_stuck_cells(lenet, calib_inputs, name):

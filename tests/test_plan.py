@@ -75,6 +75,22 @@ def test_result_affecting_changes_change_the_hash():
     assert plan_of({"trials": 5}).points[0].id == a.points[0].id  # more instances: same points
 
 
+def test_a_component_whose_numbers_changed_gets_new_point_ids_and_only_there():
+    """FPT's batch statistics moved to a contiguous map (results version 2, rounding-level changes):
+    sweeps using fpt, alone or in a composite, hash the version, so a resumed sweep never mixes its
+    rows with version-1 rows; sweeps without it keep their ids."""
+    from engine.mitigations.fpt import FreeParameterTuning
+    from sweep.plan import result_content
+
+    assert FreeParameterTuning.results_version == 2
+    without = plan_of({})
+    assert "mitigation_versions" not in result_content(without.spec)
+    for mitigations in (["none", "fpt"], ["none", "ec+fpt"]):
+        content = result_content(plan_of({"mitigations": mitigations}).spec)
+        assert content["mitigation_versions"] == {"fpt": 2}, mitigations
+        assert plan_of({"mitigations": mitigations}).points[0].id != without.points[0].id
+
+
 @pytest.mark.parametrize(
     "extra, needle",
     [

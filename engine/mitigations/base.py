@@ -89,6 +89,9 @@ class Mitigation(BaseModel):
     name: ClassVar[str]
     scheme: ClassVar[Scheme] = "direct"
     offline: ClassVar[bool] = False  # its variant is trained once per sweep by the driver
+    # Bumped when a change alters this component's numbers; above 1 it is part of the point id of every
+    # sweep that uses the component (sweep.plan), so a resumed sweep never mixes rows of two versions.
+    results_version: ClassVar[int] = 1
 
     def variant_key(self, base_key: str, hw: HardwareSpec) -> str | None:
         """Key of the model variant this component needs (None: the base model)."""

@@ -111,6 +111,8 @@ class FreeParameterTuning(Mitigation):
     batches: int = Field(32, ge=1, le=100_000, description="calibration batches (Jung: 32)")
     batch_size: int = Field(32, ge=1, le=1 << 16, description="images per batch (Jung: 32)")
     momentum: float = Field(0.1, gt=0, le=1, description="EMA momentum of the running statistics")
+    # 2: batch statistics on a contiguous copy of the map (the same numbers whatever layout a read returns)
+    results_version: ClassVar[int] = 2
 
     def variant_key(self, base_key: str, hw) -> str:
         return "fpt-bn"
@@ -150,10 +152,7 @@ class FreeParameterTuning(Mitigation):
         alone = not equal or xmodel.n_instances > 1 or xmodel.hw.any_read_noise
         together = 1 if alone else max(1, per_read // size)
         copies = {name: copy.deepcopy(bn) for name, bn in xmodel.batchnorms().items()}
-        for bn in copies.values():
-            bn.momentum = self.momentum
-            bn.train()
-        subs = {n: _batchwise(bn, size, self.momentum) if together > 1 else bn for n, bn in copies.items()}
+        subs = {n: _batchwise(bn, size, self.momentum) for n, bn in copies.items()}
         with xmodel.substituted(subs):
             for start in range(0, len(chunks), together):
                 xmodel(torch.cat(chunks[start : start + together]))
@@ -161,8 +160,14 @@ class FreeParameterTuning(Mitigation):
 
 
 def _batchwise(bn: nn.modules.batchnorm._BatchNorm, size: int, momentum: float) -> nn.Module:
-    """A module applying ``bn``'s train-mode forward to consecutive batches of ``size`` rows, in order
-    (``bn`` keeps the running statistics)."""
+    """A module applying ``bn``'s train-mode forward (EMA momentum ``momentum``) to consecutive
+    batches of ``size`` rows, in order (``bn`` keeps the running statistics).
+
+    The statistics are taken on a contiguous copy of the input. A tiled read returns a convolution's
+    output as a channels-last view; the batch statistics' summation order follows the layout, so
+    without the copy FPT's numbers would depend on which read path produced the map, and the CPU's
+    train-mode BN of a few channels is ~7x slower on that layout (results version 2, see
+    :attr:`FreeParameterTuning.results_version`)."""
     import torch
     import torch.nn.functional as F
     from torch import nn
@@ -173,7 +178,7 @@ def _batchwise(bn: nn.modules.batchnorm._BatchNorm, size: int, momentum: float) 
             self.bn = bn
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            parts = x.split(size)
+            parts = x.contiguous().split(size)
             assert bn.num_batches_tracked is not None  # track_running_stats is on
             bn.num_batches_tracked.add_(len(parts))
             return torch.cat(

@@ -63,7 +63,7 @@ def _yu_eq6(layer, inputs, empirical: dict) -> dict:
     import torch
 
     r = layer.grid.rows
-    codes = torch.cat([layer.coding.quantise(x, float(layer.delta_x)).flatten() for x in inputs])
+    codes = torch.cat([layer.coding.quantise(x, layer.fitted.delta_x).flatten() for x in inputs])
     p_v = float((layer.coding.split(codes) != 0).double().mean())
     # fraction of ones over the cells that hold weight digits (both arrays); padding cells of
     # partly used tiles are not part of the weight and would bias p_g low
