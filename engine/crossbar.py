@@ -70,7 +70,7 @@ class OutputStage:
 
 @dataclass(frozen=True)
 class FittedScalars:
-    """Host copies of a layer's calibrated scalars (read by programming and by every read's setup)."""
+    """Host copies of a layer's calibrated scalars (what programming and the ADC read of them)."""
 
     delta_x: float  # the DAC step
     x_signed: bool  # the input code is signed
@@ -150,14 +150,37 @@ class CrossbarLayer(nn.Module):
         """The calibrated scalars on the host, copied from the device in one transfer only when one of
         their buffers changed (another tensor, or written in place: its version counter moved), so
         programming an instance makes no device-to-host round trip (a stall per layer on a GPU)."""
-        buffers = (self.delta_x, self.x_signed, self.adc_signed, self.adc_max_abs)
         held = self._fitted
-        if held is None or any(b is not t or b._version != v for b, (t, v) in zip(buffers, held[0])):
+        if held is None or not self._fitted_current(held[0]):
             as64 = [t.to(torch.float64) for t in (self.delta_x, self.x_signed, self.adc_signed)]
             values = torch.stack([*as64, torch.isnan(self.adc_max_abs).any().to(torch.float64)]).tolist()
             scalars = FittedScalars(values[0], bool(values[1]), bool(values[2]), not bool(values[3]))
-            held = self._fitted = (tuple((b, b._version) for b in buffers), scalars)
+            held = self._fitted = (self._fitted_key(), scalars)
         return held[1]
+
+    def _fitted_key(self) -> tuple[tuple[torch.Tensor, int], ...]:
+        """Each calibration buffer with its in-place version. The key holds the tensors themselves, so
+        a replaced buffer is never mistaken for a new one allocated at its address."""
+        buffers = (self.delta_x, self.x_signed, self.adc_signed, self.adc_max_abs)
+        return tuple((b, b._version) for b in buffers)
+
+    def _fitted_current(self, key: tuple[tuple[torch.Tensor, int], ...]) -> bool:
+        return all(b is t and bv == v for (b, bv), (t, v) in zip(self._fitted_key(), key))
+
+    def set_signs(self, *, x_signed: bool | None = None, adc_signed: bool | None = None) -> None:
+        """Set the input code's and the column ADC's signs from values known on the host (crossbar
+        training fits them per batch): a buffer is written only when its sign changes, and the host
+        copy follows without reading the device."""
+        fitted = self.fitted
+        changes = {
+            name: value
+            for name, value in (("x_signed", x_signed), ("adc_signed", adc_signed))
+            if value is not None and getattr(fitted, name) != value
+        }
+        for name, value in changes.items():
+            getattr(self, name).fill_(value)
+        if changes:
+            self._fitted = (self._fitted_key(), replace(fitted, **changes))
 
     @property
     def coding(self) -> InputCoding:

@@ -180,12 +180,13 @@ def test_moving_the_twin_rebuilds_its_state_on_the_new_device(lenet, digits, cal
         assert torch.equal(xm(x), before)
 
 
-class _HostRoundTrips(torch.utils._python_dispatch.TorchDispatchMode):
-    """Counts the ops that make a GPU wait for the host or the host for the GPU: a tensor made from
-    host data (a blocking host-to-device copy) and the data-dependent reads (``.item()``/``float()``/
-    ``bool()`` of a tensor, ``nonzero``, ``torch.equal``, boolean-mask selection)."""
+class _AtenRoundTrips(torch.utils._python_dispatch.TorchDispatchMode):
+    """The aten ops that make the host wait for a GPU or a GPU for the host: a tensor made from host
+    data (a blocking host-to-device copy) and the data-dependent reads (a scalar read, ``nonzero``,
+    ``torch.equal``, boolean-mask selection)."""
 
-    DEVICE_TO_HOST = (
+    COUNTED = (
+        "aten::lift_fresh",
         "aten::_local_scalar_dense",
         "aten::is_nonzero",
         "aten::equal",
@@ -193,15 +194,45 @@ class _HostRoundTrips(torch.utils._python_dispatch.TorchDispatchMode):
         "aten::masked_select",
     )
 
+    def __init__(self, counts: dict[str, int]) -> None:
+        super().__init__()
+        self.counts = counts
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func._schema.name in self.COUNTED:
+            self.counts[func._schema.name] = self.counts.get(func._schema.name, 0) + 1
+        return func(*args, **(kwargs or {}))
+
+
+class _HostReads(torch.overrides.TorchFunctionMode):
+    """The Python-level reads of a tensor's values on the host (``tolist`` and ``.cpu()``/``.numpy()``
+    copy without an aten op on the CPU, so the dispatch mode alone misses them)."""
+
+    COUNTED = ("tolist", "item", "cpu", "numpy", "__float__", "__int__", "__bool__", "__index__")
+
+    def __init__(self, counts: dict[str, int]) -> None:
+        super().__init__()
+        self.counts = counts
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        name = getattr(func, "__name__", "")
+        if name in self.COUNTED:
+            self.counts[name] = self.counts.get(name, 0) + 1
+        return func(*args, **(kwargs or {}))
+
+
+class _HostRoundTrips(contextlib.ExitStack):
+    """Counts, by name, what would synchronise a CUDA stream (CPU tensors stand in for the device)."""
+
     def __init__(self) -> None:
         super().__init__()
         self.counts: dict[str, int] = {}
 
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        name = func._schema.name
-        if name in self.DEVICE_TO_HOST or name == "aten::lift_fresh":
-            self.counts[name] = self.counts.get(name, 0) + 1
-        return func(*args, **(kwargs or {}))
+    def __enter__(self) -> _HostRoundTrips:
+        super().__enter__()
+        self.enter_context(_HostReads(self.counts))
+        self.enter_context(_AtenRoundTrips(self.counts))
+        return self
 
 
 @pytest.mark.parametrize(
@@ -235,6 +266,28 @@ def test_programming_an_instance_and_reading_make_no_host_round_trip(lenet, digi
             out = xm(x)
     assert trips.counts == {"aten::lift_fresh": 1}, trips.counts
     assert out.shape == ref.shape and not torch.equal(out, ref)  # another instance was read
+
+
+def test_signs_set_from_the_host_are_written_once_and_never_read_back(lenet):
+    """Crossbar training sets the input and ADC signs from its per-batch ranges on every update: a
+    buffer is written only when its sign changes, and the host copy follows without a device read.
+    Breakage caught: a write per update (the next programming then reads the device back), or a host
+    copy that disagrees with the buffer."""
+    from engine import convert
+
+    layer = convert(lenet, HardwareSpec.model_validate({"adc": {"bits": 6}})).crossbar_layers()[1]
+    before = layer.fitted
+    version = layer.x_signed._version
+    trips = _HostRoundTrips()
+    with trips:
+        layer.set_signs(x_signed=before.x_signed)  # unchanged: no write
+        assert layer.x_signed._version == version
+        layer.set_signs(x_signed=not before.x_signed, adc_signed=not before.adc_signed)
+        after = layer.fitted
+    assert trips.counts == {}, trips.counts
+    assert (after.x_signed, after.adc_signed) == (not before.x_signed, not before.adc_signed)
+    layer._fitted = None  # the host copy equals what the buffers now hold
+    assert layer.fitted == after
 
 
 def test_crossbar_training_creates_no_tensor_on_the_default_device():

@@ -208,7 +208,7 @@ class AnalogLayer(nn.Module):
                 self._read_streams = [
                     seeding.torch_generator(self.seed, self.layer_index, seeding.READ_NOISE, h.device)
                 ]
-            self.xbar.x_signed.fill_(signed)
+            self.xbar.set_signs(x_signed=signed)
             self.xbar.program_cells(
                 self.instance.cells(levels, self.layer_index, remember=False),
                 reuse_ir_distortion=self.updates % self.hw.update.refresh_every != 0,
@@ -228,7 +228,7 @@ class AnalogLayer(nn.Module):
             h_eff = fwd.effective_cells
             assert h_eff is not None
             h_t = h_eff[..., : self._rows_t].transpose(3, 4).transpose(5, 6).contiguous()  # (1, A, 1, t_c, t_r, C', R)
-            self.xbar_t.x_signed.fill_(signed)
+            self.xbar_t.set_signs(x_signed=signed)
             self.xbar_t.program_cells(LayerCells(h=h_t, seeds=(self.seed,)), read_streams=self._read_streams)
             self._programmed_t = (self.updates, signed)
         return self.xbar_t
@@ -240,7 +240,7 @@ class AnalogLayer(nn.Module):
         a, tracker = self.hw.adc, self.ranges["ex" if backward else "y"]
         step = tracker.batch_step(sensed) if self.training else tracker.fitted_step()
         if a.full_scale_a is not None and not backward:  # the layer's given-range ADC, with this run's sign
-            self.xbar.adc_signed.fill_(tracker.signed)
+            self.xbar.set_signs(adc_signed=tracker.signed)
             adc = self.xbar.adc
             assert adc is not None
             return adc
