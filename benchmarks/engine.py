@@ -17,7 +17,10 @@ in the same run (medians of repeats, every configuration timed in turn with the 
   ``[none]``, default 64 x 64 tiles, 8-bit ADC, exact IR drop and the quantized configuration's
   faults (every strategy shares the trial's instance and its solve).
 
-Where a GPU is available the same cases run on it and go under the ``cuda`` key.
+CPU static draws run compiled (``execution.compile_draws``: a long sweep's steady state under
+``auto``; the same bits as eager); ``*_eager_draws`` are the same cases with eager draws, and
+``first_draw_s`` the first, compiling draw. Where a GPU is available the same cases run on it (draws
+eager) and go under the ``cuda`` key.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from engine import HardwareSpec, convert, evaluate, evaluate_float
+from engine import HardwareSpec, convert, evaluate, evaluate_float, fused_draws
 from engine.data import load_dataset, loader
 from engine.instance import HardwareInstance
 from engine.mitigations import parse_strategy
@@ -54,9 +57,18 @@ def _sample(xm, hw: HardwareSpec, seed: int) -> None:
     inst = HardwareInstance([seed], hw)
     layers = xm.crossbar_layers()
     inst.prefetch([(la.layer_index, la.grid.cell_shape) for la in layers], layers[0].weight.device)
-    for layer in layers:
-        inst.cells(layer.target_levels(), layer.layer_index)
+    inst.program_all([(la.layer_index, la.target_levels()) for la in layers])
     _sync(layers[0].weight.device)
+
+
+def _eager_draws(run):
+    """``run()`` with the static draws made eagerly (a short sweep, or a worker before ``auto`` compiles)."""
+    policy = fused_draws.status()["policy"]
+    fused_draws.set_policy("never")
+    try:
+        return run()
+    finally:
+        fused_draws.set_policy(policy)
 
 
 def _sync(device: torch.device) -> None:
@@ -87,17 +99,27 @@ def _case(name: str, model: torch.nn.Module, test, calib, repeats: int, irdrop: 
         m.calibrate(calib)
     q = xm["quantized"]
     seed = iter(range(10**6))
+    started = time.perf_counter()
+    _sample(q, q.hw, next(seed))  # the first compiled draw of this model (CPU): compile and check
+    compile_s = time.perf_counter() - started
     t = interleaved_medians(
         {
             "float": lambda: evaluate_float(model, test),
             "sample": lambda: _sample(q, q.hw, next(seed)),
+            "sample_eager": lambda: _eager_draws(lambda: _sample(q, q.hw, next(seed))),
             "quantized": lambda: evaluate(q, test, [next(seed)]),
+            "quantized_eager": lambda: _eager_draws(lambda: evaluate(q, test, [next(seed)])),
             "batched_8": lambda: evaluate(q, test, [next(seed) for _ in range(8)]),
             "bitserial": lambda: evaluate(xm["bitserial"], test, [next(seed)]),
         },
         repeats,
     )
     row = {"model": name, "float_s": t["float"], "sample_s": t["sample"], "ratio_sample": t["sample"] / t["float"]}
+    row["draws"] = fused_draws.status()
+    row["first_draw_s"] = compile_s
+    for key in ("sample", "quantized"):
+        row[f"{key}_eager_draws_s"] = t[f"{key}_eager"]
+        row[f"ratio_{key}_eager_draws"] = t[f"{key}_eager"] / t["float"]
     for cfg in CONFIGS:
         row[f"trial_{cfg}_s"] = t[cfg]
         row[f"ratio_{cfg}"] = t[cfg] / t["float"]
@@ -140,6 +162,9 @@ def main(argv: list[str] | None = None) -> None:
         help="comma list; cuda runs only where a GPU is; without cpu the stored CPU figures are kept",
     )
     args = ap.parse_args(argv)
+    # a long sweep's steady state: the CPU draws compiled (``auto`` compiles after 3 s of eager drawing);
+    # each row also reports the eager-draw figures and the first (compiling) draw
+    fused_draws.reset("always")
     devices = [d for d in args.devices.split(",") if d == "cpu" or (d == "cuda" and torch.cuda.is_available())]
     payload: dict = {
         "goals": {
@@ -150,6 +175,7 @@ def main(argv: list[str] | None = None) -> None:
             "ratio_3_strategies_irdrop": 1.4,
         },
         "eval_batch": args.eval_batch,
+        "draw_policy": "always (CPU draws compiled; *_eager_draws: eager)",
     }
     previous = os.path.join(os.path.dirname(__file__), "results", "engine.json")
     if os.path.exists(previous):  # keep the stored figures of the devices this run does not measure
@@ -167,7 +193,15 @@ def main(argv: list[str] | None = None) -> None:
             "results": _cases(torch.device("cuda"), args),
         }
     path = write("engine", payload)
-    cols = ("ratio_quantized", "ratio_bitserial", "ratio_batched_8", "ratio_sample", "ratio_3_strategies_irdrop")
+    cols = (
+        "ratio_quantized",
+        "ratio_quantized_eager_draws",
+        "ratio_bitserial",
+        "ratio_batched_8",
+        "ratio_sample",
+        "ratio_sample_eager_draws",
+        "ratio_3_strategies_irdrop",
+    )
     for key, rows in (("cpu", payload.get("results")), ("cuda", payload.get("cuda", {}).get("results"))):
         if not rows:
             continue

@@ -193,8 +193,9 @@ class CrossbarModel(nn.Module):
         if instance is not None and not isinstance(instance, HardwareInstance):
             instance = HardwareInstance(instance, self.hw)
         layers = self.crossbar_layers()
-        if instance is not None and layers:  # every layer's static draws in one pass
+        if instance is not None and layers:  # every layer's static draws, then its programming, in one pass
             instance.prefetch([(la.layer_index, la.grid.cell_shape) for la in layers], layers[0].weight.device)
+            instance.program_all([(la.layer_index, la.target_levels()) for la in layers])
         for layer in layers:
             layer.program(instance, reuse_ir_distortion)
         return instance

@@ -92,6 +92,17 @@ def stream_keys(
     return torch.tensor(keys, dtype=torch.int64, device=device)
 
 
+def stream_keys_signed(seeds: Sequence[int], layers: Sequence[int], streams: Sequence[int]) -> list[list[list[int]]]:
+    """[seed][stream][layer] keys as int64 values (their uint64 bits), each intermediate mix made once."""
+    g = (1 << 64) - 1
+    out = []
+    for seed in seeds:
+        base = mix64_int(int(seed))
+        per_layer = [mix64_int((base + GAMMA * (li + 1)) & g) for li in layers]
+        out.append([[_signed(mix64_int(k + GAMMA * (st + 1))) for k in per_layer] for st in streams])
+    return out
+
+
 def stream_key_int(seed: int, layer: int, stream: int) -> int:
     """The same key as a Python int in [0, 2**64) (references, documentation)."""
     k = mix64_int(mix64_int(seed) + GAMMA * (layer + 1))
@@ -103,23 +114,29 @@ def words(keys: torch.Tensor, n_words: int | Sequence[int]) -> torch.Tensor:
 
     ``keys`` (instances,) with ``n_words`` an int; or (instances, S) keys of S segments (one per
     layer) with ``n_words`` their lengths, concatenated: j restarts at 0 in every segment, so a
-    segment's words do not depend on the others, and all layers of a model hash in one pass.
-    (Segment s starting at word t_s is GAMMA (t + 1) + (key_s - GAMMA t_s) for global index t:
-    one constant per segment added to one global counter.)"""
+    segment's words do not depend on the others, and all layers of a model hash in one pass."""
     if isinstance(n_words, int):
         keys, n_words = keys.reshape(-1, 1), [n_words]
+    return mix64_(keyed_counters(keys, n_words))
+
+
+def keyed_counters(keys: torch.Tensor, n_words: Sequence[int]) -> torch.Tensor:
+    """(..., total) int64 key + GAMMA (j + 1), the words before the finaliser, for keys (..., S) of S
+    segments of ``n_words`` words each (j restarts at 0 in every segment). Segment s starting at word
+    t_s is GAMMA (t + 1) + (key_s - GAMMA t_s) for global index t: one constant per segment added to
+    one global counter."""
     total = int(sum(n_words))
     ctr = _counters(total, keys.device)
     starts = [0]
     for n in n_words[:-1]:
         starts.append(starts[-1] + n)
-    adj = keys.clone()  # (I, S): key_s - GAMMA t_s (wrapping), GAMMA t_s = ctr[t_s - 1]: no host data
+    adj = keys.clone()  # key_s - GAMMA t_s (wrapping), GAMMA t_s = ctr[t_s - 1]: no host data
     if len(starts) > 1:
-        adj[:, 1:] -= torch.cat([ctr[t - 1 : t] for t in starts[1:]])
-    out = ctr.expand(keys.shape[0], total).clone()
+        adj[..., 1:] -= torch.cat([ctr[t - 1 : t] for t in starts[1:]])
+    out = ctr.expand(*keys.shape[:-1], total).clone()
     for s, (t, n) in enumerate(zip(starts, n_words)):  # one in-place add per layer segment
-        out[:, t : t + n] += adj[:, s : s + 1]
-    return mix64_(out)
+        out[..., t : t + n] += adj[..., s : s + 1]
+    return out
 
 
 def _counters(total: int, device: torch.device) -> torch.Tensor:
@@ -174,11 +191,57 @@ def normal(keys: torch.Tensor, n: int | Sequence[int]) -> torch.Tensor:
     / 2**32, theta = 2 pi float32(lo32 as a signed int32) / 2**32 in [-pi, pi) (segments as in
     :func:`uint32`)."""
     w = words(keys, _halves(n))
-    r = (w >> 32).bitwise_and_(_MASK32).add_(1).to(torch.float32).mul_(2.0**-32)  # u1 in (0, 1]
-    r.log_().mul_(-2.0).sqrt_()
-    theta = w.view(torch.int32)[..., 0::2].to(torch.float32).mul_(2.0 * math.pi * 2.0**-32)
+    u1 = (w >> 32).bitwise_and_(_MASK32).add_(1).to(torch.float32).mul_(2.0**-32)  # in (0, 1]
+    lo = w.view(torch.int32)[..., 0::2].to(torch.float32)
     del w
+    return _trim(box_muller(u1, lo), n)
+
+
+def box_muller(u1: torch.Tensor, lo: torch.Tensor) -> torch.Tensor:
+    """(I, 2 m) normals from (I, m) ``u1`` in (0, 1] and ``lo`` = float32 of the signed low 32 bits
+    (both exact functions of the words' integer bits; consumed): the only floating-point step of a
+    normal draw, shared by every way the words are made (:mod:`engine.fused_draws`)."""
+    r = u1.log_().mul_(-2.0).sqrt_()
+    theta = lo.mul_(2.0 * math.pi * 2.0**-32)
     # cos and sin on contiguous tensors (the CPU's vectorised kernels; a strided output falls back to
     # the scalar loop, same values at 2.5x the cost), each times r, then interleaved once
     out = torch.stack((torch.cos(theta).mul_(r), torch.sin(theta).mul_(r)), dim=-1)
-    return _trim(out.reshape(r.shape[0], -1), n)
+    return out.reshape(r.shape[0], -1)
+
+
+U32_END = 1 << 32  # the end of the 32-bit draws' range, as an interval bound
+
+
+def indicators(bits: torch.Tensor, bounds: Sequence[tuple[int, int]]) -> list[torch.Tensor]:
+    """float32 0/1 tensors, one per half-open interval [a, b) of ``bounds`` (0 <= a <= b <= 2**32):
+    1 where the unsigned 32-bit draw u lies in it. ``bits``: the raw int32 bits of :func:`bits32`
+    (compared in unsigned order without widening) or int64 values in [0, 2**32). Intervals of fixed
+    integer bounds on one uniform draw are how coupled categorical draws (e.g. stuck-at faults) are
+    made: each probability is exact to 2**-32 and the same on every device. ``u < t`` is computed as
+    ``t - clamp(u, t - 1, t)`` in integers (a boolean mask costs several times more per cell on a CPU)."""
+    for a, b in bounds:
+        if not 0 <= a <= b <= U32_END:
+            raise ValueError(f"interval [{a}, {b}) is not within [0, 2**32)")
+    shift = 0
+    if bits.dtype == torch.int32:  # u < t  <=>  (bits ^ -2**31) < t - 2**31 as signed int32
+        bits, shift = bits ^ -(2**31), -(2**31)
+    below: dict[int, torch.Tensor] = {}
+
+    def below_(t: int) -> torch.Tensor:  # 1 where u < t, else 0, float32 (made once per distinct bound)
+        if t not in below:
+            below[t] = bits.clamp(t + shift - 1, t + shift).sub_(t + shift).neg_().to(torch.float32)
+        return below[t]
+
+    out = []
+    for a, b in bounds:
+        if a == b:
+            out.append(torch.zeros_like(bits, dtype=torch.float32))
+        elif a == 0 and b == U32_END:
+            out.append(torch.ones_like(bits, dtype=torch.float32))
+        elif a == 0:
+            out.append(below_(b))  # read-only operands: one tensor may serve two intervals
+        elif b == U32_END:
+            out.append(torch.neg(below_(a)).add_(1.0))
+        else:
+            out.append(torch.sub(below_(b), below_(a)))
+    return out

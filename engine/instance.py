@@ -7,11 +7,12 @@ h = L, a cell stuck at G_max gives h = 2**b - 1, stuck at G_min h = 0. Keeping G
 physics needs it (digital subtraction baselines, read noise).
 
 Random draws per (seed, layer): the streams the static effects of :data:`engine.nonideal.STATIC_EFFECTS`
-declare and use (faults: one 32-bit uniform per cell; variation: a standard normal per cell and term;
-drift: a normal per cell), from the counter-based generator of :mod:`engine.counter_rng` on the
-layer's device; the effects then change the programmed conductance in their order. Streams a spec
-does not use are not drawn; every draw is addressed by its own (stream, cell) counter, so skipping
-one never shifts another.
+declare and use (faults: one 32-bit uniform per cell, cut at integer thresholds; variation: a standard
+normal per cell and term; drift: a normal per cell), from the counter-based generator of
+:mod:`engine.counter_rng` on the layer's device (:mod:`engine.fused_draws`: all streams in one
+pass); the effects then change the programmed conductance in their order, over all layers of a trial
+at once (:meth:`HardwareInstance.program_all`). Streams a spec does not use are not drawn; every draw
+is addressed by its own (stream, cell) counter, so skipping one never shifts another.
 
 :class:`HardwareInstance` is one trial's chip: the seeds and the hardware description. Every
 strategy of a trial programs the same instance; its static draws are made once per layer and its
@@ -24,12 +25,13 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
 
 from . import counter_rng
+from .fused_draws import StreamRequest, draw_streams
 from .hardware import HardwareSpec
 from .nonideal import STATIC_EFFECTS
 from .nonideal.faults import codes_from_weights
@@ -84,12 +86,31 @@ def _keys(seeds: Sequence[int], layers: Sequence[int], streams: Sequence[int], d
     """(instances, streams, layers) int64 keys, computed exactly on the host (a few scalars per trial)
     and moved in one copy (from pinned memory without blocking on a GPU: the trial's only host-to-
     device transfer before its metrics come back)."""
-    rows = [[[counter_rng.stream_key_int(int(s), li, k) for li in layers] for k in streams] for s in seeds]
-    signed = [[[k - (1 << 64) if k >= 1 << 63 else k for k in row] for row in per_stream] for per_stream in rows]
-    host = torch.tensor(signed, dtype=torch.int64, device="cpu")
+    host = torch.tensor(counter_rng.stream_keys_signed(seeds, layers, streams), dtype=torch.int64, device="cpu")
     if device.type == "cuda":
         return host.pin_memory().to(device, non_blocking=True)
     return host.to(device)
+
+
+class _LayerPart(Mapping[str, torch.Tensor]):
+    """One layer's (I, *shape) views of draws made with other layers' (:func:`draw_flat`), each
+    sliced when first read."""
+
+    def __init__(self, flat: Mapping[str, torch.Tensor], start: int, shape: tuple[int, ...]) -> None:
+        self._flat, self._start, self._shape = flat, start, shape
+        self._views: dict[str, torch.Tensor] = {}
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        if name not in self._views:
+            values, n = self._flat[name], math.prod(self._shape)
+            self._views[name] = values[:, self._start : self._start + n].reshape(values.shape[0], *self._shape)
+        return self._views[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._flat)
+
+    def __len__(self) -> int:
+        return len(self._flat)
 
 
 def _split(flat: torch.Tensor, shapes: Sequence[tuple[int, ...]]) -> list[torch.Tensor]:
@@ -109,23 +130,37 @@ def draw_layers(
     """Static draws of several layers (layer index, cell shape) on ``device``: each stream the static
     effects use, every layer in one hashing pass (no Python loop over instances, layers' cells or
     tiles); streams no effect uses are not drawn."""
-    index = [li for li, _ in layers]
+    flat = draw_flat(seeds, layers, hw, device)
     shapes = [tuple(shape) for _, shape in layers]
-    sizes = [math.prod(shape) for shape in shapes]
     per_layer: list[dict[str, torch.Tensor]] = [{} for _ in layers]
-    used = [stream for effect in STATIC_EFFECTS for stream in effect.used(hw)]
-    keys = _keys(seeds, index, [stream.index for stream in used], device) if used else None
-    for effect in STATIC_EFFECTS:
-        raw = {}
-        for stream in effect.used(hw):
-            assert keys is not None
-            draw = counter_rng.normal if stream.kind == "normal" else counter_rng.bits32
-            raw[stream.name] = draw(keys[:, used.index(stream)], sizes)
-        if raw:
-            for name, flat in effect.derive(raw, hw).items():
-                for values, part in zip(per_layer, _split(flat, shapes)):
-                    values[name] = part
+    for name, values in flat.values.items():
+        for mine, part in zip(per_layer, _split(values, shapes)):
+            mine[name] = part
     return [LayerDraws(values) for values in per_layer]
+
+
+def draw_flat(
+    seeds: Sequence[int], layers: Sequence[tuple[int, tuple[int, ...]]], hw: HardwareSpec, device: torch.device
+) -> LayerDraws:
+    """The draws of :func:`draw_layers` before they are split by layer: (I, cells) per name, the
+    layers' cells concatenated in order, each layer padded to an even count (:func:`_split`)."""
+    index = [li for li, _ in layers]
+    sizes = [math.prod(shape) for _, shape in layers]
+    out: dict[str, torch.Tensor] = {}
+    used = [(effect, stream) for effect in STATIC_EFFECTS for stream in effect.used(hw)]
+    if used:
+        keys = _keys(seeds, index, [stream.index for _, stream in used], device)
+        cuts = [effect.intervals(stream, hw) if stream.kind == "intervals" else {} for effect, stream in used]
+        requests = [StreamRequest(stream.kind, tuple(c.values())) for (_, stream), c in zip(used, cuts)]
+        drawn = draw_streams(keys, sizes, requests)  # every stream of every layer: one pass
+        for effect in STATIC_EFFECTS:
+            raw: dict[str, torch.Tensor] = {}
+            for (owner, stream), c, values in zip(used, cuts, drawn):
+                if owner is effect:
+                    raw.update(zip(c or [stream.name], values))
+            if raw:
+                out.update(effect.derive(raw, hw))
+    return LayerDraws(out)
 
 
 def program_levels(levels: torch.Tensor, draws: LayerDraws, hw: HardwareSpec, instances: int) -> torch.Tensor:
@@ -172,6 +207,7 @@ class HardwareInstance:
         self.hw = hw
         self.max_solutions = max_solutions
         self._draws: dict[tuple, LayerDraws] = {}
+        self._flat: dict[tuple, LayerDraws] = {}  # layers drawn together -> their draws before the split
         self._cells: dict[tuple, list[LayerCells]] = {}
         self._solved: dict[tuple, list[tuple[torch.Tensor, torch.Tensor]]] = {}
         self.stats = {"draws": 0, "programs": 0, "solves": 0}
@@ -180,13 +216,37 @@ class HardwareInstance:
         """Draw every listed layer (layer index, cell shape) not drawn yet, all in one pass."""
         todo = [(li, tuple(shape)) for li, shape in layers if (li, tuple(shape), str(device)) not in self._draws]
         if todo:
-            for (li, shape), d in zip(todo, draw_layers(self.seeds, todo, self.hw, device)):
-                self._draws[(li, shape, str(device))] = d
+            flat = draw_flat(self.seeds, todo, self.hw, device)
+            keys = tuple((li, shape, str(device)) for li, shape in todo)
+            start = 0
+            for key in keys:  # each layer's views, made on first use (programming reads the flat draws)
+                self._draws[key] = LayerDraws(_LayerPart(flat.values, start, key[1]))
+                start += math.prod(key[1]) + math.prod(key[1]) % 2
+            self._flat[keys] = flat
             self.stats["draws"] += len(todo)
 
     def draws(self, layer_index: int, shape: tuple[int, ...], device: torch.device) -> LayerDraws:
         self.prefetch([(layer_index, tuple(shape))], device)
         return self._draws[(layer_index, tuple(shape), str(device))]
+
+    def program_all(self, layers: Sequence[tuple[int, torch.Tensor]]) -> None:
+        """Program several layers' target levels (layer index, (A, G, t_r, t_c, R, C) levels) for later
+        :meth:`cells` calls: in one pass over their concatenated cells when they were drawn together
+        by one :meth:`prefetch` for a single instance (a few tensor operations per trial, not per
+        layer; the same values as layer by layer, elementwise), else layer by layer."""
+        keys = tuple((li, tuple(levels.shape), str(levels.device)) for li, levels in layers)
+        flat = self._flat.get(keys)
+        fresh = not any(self._cells.get(key) for key in keys)
+        if flat is None or len(self.seeds) != 1 or not fresh or any(lv.dim() != 6 for _, lv in layers):
+            for li, levels in layers:
+                self.cells(levels, li)
+            return
+        h = program_levels(_flat_levels([levels for _, levels in layers]), flat, self.hw, 1)
+        for (_, levels), key, part in zip(layers, keys, _split(h, [key[1] for key in keys])):
+            self._cells[key] = [
+                LayerCells(h=part, draws=self._draws[key], seeds=self.seeds, levels=levels, instance=self)
+            ]
+        self.stats["programs"] += len(layers)
 
     def cells(self, levels: torch.Tensor, layer_index: int, remember: bool = True) -> LayerCells:
         """The instance's cells programmed with ``levels`` (A, G, t_r, t_c, R, C) or (I, A, ...);
@@ -224,6 +284,28 @@ class HardwareInstance:
         del known[: -self.max_solutions]
         self.stats["solves"] += 1
         return g
+
+
+_FLAT_LEVELS: list[tuple[tuple[torch.Tensor, ...], tuple[int, ...], torch.Tensor]] = []
+
+
+def _flat_levels(levels: Sequence[torch.Tensor]) -> torch.Tensor:
+    """(1, cells) float32: layers' target levels concatenated like their draws (:func:`_split`'s even
+    padding). A model's targets are the same tensors trial after trial (placed once per mapping), so
+    the last few concatenations are kept, keyed by those tensors and their versions."""
+    versions = tuple(lv._version for lv in levels)
+    for known, known_versions, flat in _FLAT_LEVELS:
+        if len(known) == len(levels) and all(a is b for a, b in zip(known, levels)) and known_versions == versions:
+            return flat
+    parts = []
+    for lv in levels:
+        parts.append(lv.reshape(1, -1).to(torch.float32))
+        if lv.numel() % 2:
+            parts.append(lv.new_zeros((1, 1), dtype=torch.float32))
+    flat = torch.cat(parts, dim=1)
+    _FLAT_LEVELS.insert(0, (tuple(levels), versions, flat))
+    del _FLAT_LEVELS[4:]
+    return flat
 
 
 def ideal_cells(levels: torch.Tensor) -> LayerCells:

@@ -148,6 +148,12 @@ class ExecutionSection(_Section):
     trials_per_task: int = Field(4, ge=1, le=100_000)
     max_in_flight: int | None = Field(None, ge=1, description="tasks in flight (default 2 x workers)")
     max_task_failures: int = Field(3, ge=0, le=1000, description="re-runs of a task whose worker died")
+    compile_draws: Literal["auto", "always", "never"] = Field(
+        "auto",
+        description="compile the integer part of each CPU worker's static draws with torch.compile "
+        "(checked bit for bit against eager, same results either way): auto = once a worker has "
+        "spent 3 s drawing eagerly; always; never",
+    )
     solve_memory_mb: float | None = Field(
         None,
         gt=0,

@@ -16,6 +16,7 @@ import torch
 from engine import (
     TrialEvaluator,
     calibration_batches,
+    fused_draws,
     load_dataset,
     loader,
     materialise,
@@ -32,6 +33,7 @@ from .spec import SweepSpec, resolve_point
 class TrialWorker:
     def __init__(self, raw: dict, cpus: float, gpus: float) -> None:
         torch.set_num_threads(max(1, int(cpus)))  # same arithmetic whatever the worker count
+        fused_draws.set_policy(SweepSpec.model_validate(raw).execution.compile_draws)
         self.device = torch.device("cuda" if gpus > 0 and torch.cuda.is_available() else "cpu")
         self.raw = raw
         self.checkpoints: dict[str, Any] = {}

@@ -7,7 +7,13 @@ import os
 import pytest
 import torch
 
+from engine import fused_draws
+
 torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+# Compiled static draws give the eager bits by construction and are checked (tests/test_fused_draws.py
+# runs them on purpose); the suite pins the eager path so that no test depends on when ``auto`` switches.
+fused_draws.reset("never")
 
 
 def free_port() -> int:

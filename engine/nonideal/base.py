@@ -32,11 +32,12 @@ if TYPE_CHECKING:
 class Stream:
     """One stream of static draws, a value per cell: ``index`` keys the counter hash (part of the
     draw scheme: never renumber or reuse one), ``kind`` its transform - a standard normal
-    (Box-Muller, :func:`engine.counter_rng.normal`) or the raw 32-bit word (:func:`~engine.counter_rng.bits32`)."""
+    (Box-Muller, :func:`engine.counter_rng.normal`) or 0/1 indicators of integer intervals of the
+    32-bit draw (:func:`engine.counter_rng.indicators`, the intervals from :meth:`StaticEffect.intervals`)."""
 
     name: str
     index: int
-    kind: Literal["normal", "bits32"]
+    kind: Literal["normal", "intervals"]
 
 
 Draws = Mapping[str, "torch.Tensor"]  # stream name (or a name its effect derives) -> (I, *cell_shape)
@@ -54,6 +55,11 @@ class StaticEffect:
 
     def used(self, hw: HardwareSpec) -> tuple[Stream, ...]:
         """The streams this hardware draws (none: the effect is off)."""
+        raise NotImplementedError
+
+    def intervals(self, stream: Stream, hw: HardwareSpec) -> dict[str, tuple[int, int]]:
+        """An ``intervals`` stream's named half-open intervals [a, b) of the 32-bit draw (0 <= a <= b <=
+        2**32): each name becomes a float32 0/1 draw per cell (whether the draw lies in it)."""
         raise NotImplementedError
 
     def derive(self, raw: Draws, hw: HardwareSpec) -> Draws:

@@ -16,6 +16,7 @@ import math
 
 import torch
 
+from ..counter_rng import U32_END, indicators
 from ..hardware import HardwareSpec, StuckAtFaults
 from .base import Draws, StaticEffect, Stream
 
@@ -30,24 +31,19 @@ def thresholds(spec: StuckAtFaults) -> tuple[int, int]:
     return math.floor(p_max * 2.0**32), math.floor(min(p_max + p_min, 1.0) * 2.0**32)
 
 
+def fault_intervals(spec: StuckAtFaults) -> dict[str, tuple[int, int]]:
+    """The fault map's intervals on the 32-bit draw u: healthy cells u >= t_all, stuck at G_max u < t_max."""
+    t_max, t_all = thresholds(spec)
+    return {"healthy": (t_all, U32_END), "at_gmax": (0, t_max)}
+
+
 def fault_weights(u32: torch.Tensor, spec: StuckAtFaults) -> tuple[torch.Tensor, torch.Tensor]:
     """The fault map as float32 0/1 weights (healthy, stuck at G_max) from 32-bit uniform draws: int64
-    values in [0, 2**32), or the raw int32 bits of :func:`engine.counter_rng.bits32` (compared in
-    unsigned order without widening). Programming applies them in two arithmetic passes,
-    h * healthy + (levels - 1) * at_gmax (:func:`apply_fault_weights_`). ``u < t`` is computed as
-    ``t - clamp(u, t - 1, t)`` in integers: boolean masks cost several times more per cell on a CPU."""
-    t_max, t_all = thresholds(spec)
-    if u32.dtype == torch.int32:  # u < t  <=>  (bits ^ -2**31) < t - 2**31 as signed int32
-        u32, t_max, t_all = u32 ^ -(2**31), t_max - 2**31, t_all - 2**31
-    lo, hi = torch.iinfo(u32.dtype).min, torch.iinfo(u32.dtype).max
-
-    def below(t: int) -> torch.Tensor:  # 1 where u < t, else 0, float32
-        if t <= lo or t > hi:  # p = 0 or p = 1: no cell or every cell
-            return torch.full_like(u32, float(t > hi), dtype=torch.float32)
-        return u32.clamp(t - 1, t).sub_(t).neg_().to(torch.float32)
-
-    stuck = below(t_all)
-    return stuck.neg_().add_(1.0), below(t_max)
+    values in [0, 2**32), or the raw int32 bits of :func:`engine.counter_rng.bits32`
+    (:func:`engine.counter_rng.indicators` of :func:`fault_intervals`). Programming applies them in
+    two arithmetic passes, h * healthy + (levels - 1) * at_gmax (:func:`apply_fault_weights_`)."""
+    healthy, at_gmax = indicators(u32, list(fault_intervals(spec).values()))
+    return healthy, at_gmax
 
 
 def codes_from_weights(healthy: torch.Tensor, at_gmax: torch.Tensor) -> torch.Tensor:
@@ -70,18 +66,17 @@ def apply_fault_weights_(
 
 class StuckAt(StaticEffect):
     """Static effect: stuck cells read G_max or G_min whatever was programmed (after every conductance
-    effect), from one 32-bit draw per cell (stream 0)."""
+    effect), from one 32-bit draw per cell (stream 0) cut at the rates' integer thresholds."""
 
     name = "faults"
-    streams = (Stream("faults", 0, "bits32"),)
+    streams = (Stream("faults", 0, "intervals"),)
     acts_on = "level"
 
     def used(self, hw: HardwareSpec) -> tuple[Stream, ...]:
         return self.streams if hw.faults.enabled else ()
 
-    def derive(self, raw: Draws, hw: HardwareSpec) -> Draws:
-        healthy, at_gmax = fault_weights(raw["faults"], hw.faults)
-        return {"healthy": healthy, "at_gmax": at_gmax}
+    def intervals(self, stream: Stream, hw: HardwareSpec) -> dict[str, tuple[int, int]]:
+        return fault_intervals(hw.faults)
 
     def program(self, g: torch.Tensor, target: torch.Tensor, draws: Draws, hw: HardwareSpec) -> torch.Tensor:
         return apply_fault_weights_(g, draws["healthy"], draws["at_gmax"], hw.device.levels - 1)

@@ -1,0 +1,191 @@
+"""Static draws in one integer pass (engine.fused_draws): the compiled path gives the eager bits on
+every stream layout and shape, a compiled result that differs is caught and dropped, the ``auto``
+policy compiles only after its eager budget, the spec field reaches the worker, and programming every
+layer in one pass gives the layer-by-layer values."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from engine import HardwareSpec, convert, fused_draws
+from engine import counter_rng as cr
+from engine.fused_draws import StreamRequest, draw_streams
+from engine.instance import HardwareInstance
+from sweep.spec import validate
+
+R = StreamRequest
+END = cr.U32_END
+FAULTS = {"stuck_at_gmax_rate": 0.0175, "stuck_at_gmin_rate": 0.0904}
+ODD = {"crossbar": {"rows": 37, "cols": 29}, "mapping": {"realisation": "offset"}}  # layers of odd cell counts
+
+
+@pytest.fixture(autouse=True)
+def _restore_policy():
+    yield
+    fused_draws.reset("never")  # the suite's policy (conftest): never depend on when auto switches
+
+
+def _compiled_or_skip() -> None:
+    st = fused_draws.status()
+    if st["disabled"] and "differ" not in st["disabled"]:
+        pytest.skip(f"torch.compile is not usable here: {st['disabled']}")
+
+
+def _same(a: list[list[torch.Tensor]], b: list[list[torch.Tensor]]) -> bool:
+    return len(a) == len(b) and all(
+        len(x) == len(y) and all(torch.equal(p, q) for p, q in zip(x, y)) for x, y in zip(a, b)
+    )
+
+
+@pytest.mark.parametrize(
+    "sizes,instances",
+    [([100, 51], 1), ([1, 3, 5, 7], 2), ([4800, 38401, 16384], 1), ([2, 1000, 77], 3)],
+    ids=["odd_tail", "tiny_odd", "lenet_like", "three_instances"],
+)
+def test_compiled_draws_are_the_eager_bits(sizes, instances):
+    """Every output of the compiled integer pass, after the shared Box-Muller step, equals the eager
+    draws bit for bit: normals and interval indicators (empty, full, lower, upper and inner intervals,
+    the int32 sign boundary included), odd segment lengths (padded words), several instances."""
+    fused_draws.reset("always")
+    requests = [
+        R("normal"),
+        R("intervals", ((0, 0), (0, END), (0, 2**31), (2**31, END), (12345, 3_000_000_000))),
+        R("normal"),
+        R("intervals", ((0, 75_161_927), (463_470_690, END))),
+    ]
+    keys = torch.tensor(cr.stream_keys_signed(list(range(11, 11 + instances)), range(len(sizes)), [1, 0, 4, 5]))
+    got = draw_streams(keys, sizes, requests)
+    _compiled_or_skip()
+    assert fused_draws.status()["compiled"] and fused_draws.status()["disabled"] is None
+    want = fused_draws._eager(keys, sizes, requests)
+    assert _same(got, want)
+    n_cells = sum(n + n % 2 for n in sizes)
+    assert got[0][0].shape == (instances, n_cells) and got[1][1].shape == (instances, n_cells)
+    # the eager reference is the documented generator: cell c of stream 0 is the c-th 32-bit half-word
+    u = cr.uint32(keys[:, 1], sizes)
+    assert torch.equal(got[1][2], (u < 2**31).float()) and torch.equal(got[1][4], ((u >= 12345) & (u < 3e9)).float())
+
+
+def test_a_compiled_result_that_differs_is_dropped_for_the_eager_one():
+    """The first compiled result of a shape is checked against eager: a compiler that got one bit
+    wrong (simulated by flipping a bit of its output) turns compilation off with a warning, and the
+    caller still gets the eager draws. Breakage caught: trusting the compiler without the check."""
+    fused_draws.reset("always")
+    requests = [R("normal"), R("intervals", ((0, 2**30),))]
+    keys = torch.tensor(cr.stream_keys_signed([5], [0, 1], [1, 0]))
+    honest = torch.compile(fused_draws._integer_pass)
+
+    def one_bit_off(*args):
+        out = list(honest(*args))
+        out[0] = out[0].clone()
+        out[0].view(torch.int32)[0, 3] ^= 1
+        return tuple(out)
+
+    fused_draws._STATE.compiled = one_bit_off
+    with pytest.warns(RuntimeWarning, match="differ from the eager"):
+        got = draw_streams(keys, [64, 9], requests)
+    _compiled_or_skip()
+    assert _same(got, fused_draws._eager(keys, [64, 9], requests))
+    assert not fused_draws.status()["compiled"] and "differ" in fused_draws.status()["disabled"]
+    draw_streams(keys, [64, 9], requests)  # stays eager: the broken compiler is not called again
+    assert fused_draws._STATE.checked == set()
+
+
+def test_auto_compiles_only_after_its_eager_budget(monkeypatch):
+    """``auto`` draws eagerly until the process has spent the budget (one compilation's cost), then
+    compiles; ``never`` never does, whatever the time spent."""
+    requests = [R("normal")]
+    keys = torch.tensor(cr.stream_keys_signed([3], [0], [1]))
+    monkeypatch.setattr(fused_draws, "AUTO_COMPILE_AFTER_S", 1e-9)
+    fused_draws.reset("never")
+    for _ in range(3):
+        draw_streams(keys, [1000], requests)
+    assert fused_draws.status()["eager_s"] > 0 and not fused_draws.status()["compiled"]
+    fused_draws.reset("auto")
+    monkeypatch.setattr(fused_draws, "AUTO_COMPILE_AFTER_S", 3600.0)
+    first = draw_streams(keys, [1000], requests)
+    assert fused_draws.status()["eager_s"] > 0 and not fused_draws.status()["compiled"]
+    monkeypatch.setattr(fused_draws, "AUTO_COMPILE_AFTER_S", 1e-9)
+    second = draw_streams(keys, [1000], requests)
+    _compiled_or_skip()
+    assert fused_draws.status()["compiled"] and _same(first, second)
+
+
+@pytest.mark.parametrize(
+    "hw",
+    [
+        {"faults": FAULTS, "variation": {"sigma_rel": 0.05}},
+        {"faults": FAULTS, "variation": {"sigma_rel": 0.1, "sigma_abs_delta_g": 0.3, "ceiling": "g_max"}},
+        {"variation": {"sigma_rel": 0.2, "distribution": "lognormal", "domain": "resistance"}},
+        {"faults": {"stuck_at_gmin_rate": 1.0}},
+        {"drift": {"model": "pcm"}, "time_s": 3600.0, "faults": FAULTS},
+    ],
+    ids=["faults_rel", "abs_rel_ceiling", "lognormal_resistance", "all_stuck", "drift"],
+)
+def test_whole_trials_are_the_same_with_compiled_draws(lenet, digits, calib_inputs, hw):
+    """Programming and reading a model with compiled draws gives the outputs of eager draws, bit for
+    bit, for every static effect; one instance and two instances (odd cell counts: padded words)."""
+    spec = HardwareSpec.model_validate({**hw, **ODD})
+    xm = convert(lenet, spec)
+    xm.calibrate(calib_inputs)
+    x = digits.test.tensors[0][:50]
+    outs: dict[str, list[torch.Tensor]] = {}
+    for policy in ("never", "always"):
+        fused_draws.reset(policy)
+        outs[policy] = []
+        with torch.no_grad():
+            for seeds in ([4], [5, 6]):
+                xm.program(seeds)
+                outs[policy].append(xm(x))
+    _compiled_or_skip()
+    assert fused_draws.status()["compiled"]
+    assert all(torch.equal(a, b) for a, b in zip(outs["never"], outs["always"]))
+
+
+def test_programming_every_layer_in_one_pass_is_layer_by_layer(lenet):
+    """``program_all`` programs all layers of a trial in one pass over their concatenated cells: the
+    same values as programming each layer alone (odd cell counts included), kept for the layers'
+    own ``cells`` calls. Breakage caught: misaligned padding between layers."""
+    spec = HardwareSpec.model_validate(
+        {"faults": FAULTS, "variation": {"sigma_rel": 0.1, "sigma_abs_delta_g": 0.2}, **ODD}
+    )
+    layers = convert(lenet, spec).crossbar_layers()
+    items = [(la.layer_index, la.target_levels()) for la in layers]
+    assert any(math.prod(lv.shape) % 2 for _, lv in items)  # an odd layer: padding is exercised
+    together, alone = HardwareInstance([9], spec), HardwareInstance([9], spec)
+    cpu = torch.device("cpu")
+    together.prefetch([(li, tuple(lv.shape)) for li, lv in items], cpu)
+    alone.prefetch([(li, tuple(lv.shape)) for li, lv in items], cpu)
+    together.program_all(items)
+    assert together.stats["programs"] == len(items)
+    for li, lv in items:
+        a, b = together.cells(lv, li), alone.cells(lv, li)
+        assert torch.equal(a.h, b.h) and torch.equal(a.faults, b.faults)
+    assert together.stats["programs"] == len(items)  # the cells calls found the programmed layers
+
+
+def test_the_spec_field_sets_the_workers_policy_and_bad_values_are_refused(tmp_path):
+    """``execution.compile_draws`` reaches the worker's draws; an unknown value is refused by name."""
+    from sweep.worker import TrialWorker
+
+    raw = {
+        "name": "policy",
+        "model": {"name": "lenet5", "train": {"epochs": 1}},
+        "data": {"name": "digits"},
+        "trials": 1,
+        "output": {"dir": str(tmp_path), "mlflow": {"enabled": False}},
+        "execution": {"compile_draws": "always"},
+    }
+    threads = torch.get_num_threads()
+    try:
+        TrialWorker(raw, cpus=1, gpus=0)
+        assert fused_draws.status()["policy"] == "always"
+        TrialWorker({**raw, "execution": {"compile_draws": "never"}}, cpus=1, gpus=0)
+        assert fused_draws.status()["policy"] == "never"
+    finally:
+        torch.set_num_threads(threads)
+    with pytest.raises(Exception, match="compile_draws"):
+        validate({**raw, "execution": {"compile_draws": "sometimes"}})
