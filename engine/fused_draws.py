@@ -16,8 +16,10 @@ with a warning, so results never depend on whether a compiler is present.
 Policy (``execution.compile_draws``, :func:`set_policy`): ``never``; ``always`` (compile at the first
 draw); ``auto`` (default) compiles once this process has spent :data:`AUTO_COMPILE_AFTER_S` drawing
 eagerly, about what one compilation costs - the ski-rental rule, so neither choice costs more than
-twice the better one. GPU draws stay eager in this version (the compiled path is validated on CPUs
-only).
+about twice the better one (a LeNet-5 worker compiles after ~5,000 trials, a ResNet-20 one after
+~1,000). GPU draws stay eager in this version (the compiled path is validated on CPUs only), and so
+do draws of more than :data:`COMPILE_MAX_WORDS` words per call, which the eager path makes one
+stream at a time in less memory.
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ import torch
 from . import counter_rng
 
 Policy = Literal["auto", "always", "never"]
-AUTO_COMPILE_AFTER_S = 3.0  # ~ one compilation of the integer pass on a 2-core CPU (measured: 1.5-4.8 s)
+AUTO_COMPILE_AFTER_S = 10.0  # ~ one compilation on a 2-core CPU: 2-5 s with Inductor's disk cache warm, 17 s cold
+COMPILE_MAX_WORDS = 1 << 25  # above: eager, one stream at a time (the fused pass holds every stream's words at once)
 _M32 = 0xFFFF_FFFF
 
 
@@ -94,7 +97,10 @@ def draw_streams(
     """Per request, its draws for every cell of the segments ``sizes`` (one per layer, each padded to
     an even length, as :func:`engine.counter_rng.words` lays them out): ``[normals]`` or one 0/1
     float32 tensor per interval, each (instances, cells). ``keys``: (instances, streams, segments)."""
-    if _compile_now(keys.device):
+    if (
+        _compile_now(keys.device)
+        and keys.shape[0] * keys.shape[1] * sum((n + 1) // 2 for n in sizes) <= COMPILE_MAX_WORDS
+    ):
         try:
             return _compiled(keys, sizes, requests)
         except Exception as err:  # a missing or failing compiler: the eager path gives the same bits

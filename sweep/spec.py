@@ -152,7 +152,7 @@ class ExecutionSection(_Section):
         "auto",
         description="compile the integer part of each CPU worker's static draws with torch.compile "
         "(checked bit for bit against eager, same results either way): auto = once a worker has "
-        "spent 3 s drawing eagerly; always; never",
+        "spent 10 s drawing eagerly; always; never",
     )
     solve_memory_mb: float | None = Field(
         None,

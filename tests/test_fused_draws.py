@@ -114,6 +114,21 @@ def test_auto_compiles_only_after_its_eager_budget(monkeypatch):
     assert fused_draws.status()["compiled"] and _same(first, second)
 
 
+def test_draws_too_large_for_one_fused_pass_stay_eager(monkeypatch):
+    """Above COMPILE_MAX_WORDS words per call the draws stay eager (one stream at a time), even with
+    ``always``; at or below it they compile."""
+    requests = [R("normal"), R("intervals", ((0, 2**20),))]
+    keys = torch.tensor(cr.stream_keys_signed([3], [0, 1], [1, 0]))
+    fused_draws.reset("always")
+    monkeypatch.setattr(fused_draws, "COMPILE_MAX_WORDS", 2 * (500 + 26) - 1)
+    draw_streams(keys, [1000, 51], requests)
+    assert not fused_draws.status()["compiled"] and fused_draws.status()["eager_s"] > 0
+    monkeypatch.setattr(fused_draws, "COMPILE_MAX_WORDS", 2 * (500 + 26))
+    draw_streams(keys, [1000, 51], requests)
+    _compiled_or_skip()
+    assert fused_draws.status()["compiled"]
+
+
 @pytest.mark.parametrize(
     "hw",
     [
