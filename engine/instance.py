@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import math
+import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -286,16 +287,17 @@ class HardwareInstance:
         return g
 
 
-_FLAT_LEVELS: list[tuple[tuple[torch.Tensor, ...], tuple[int, ...], torch.Tensor]] = []
+_FLAT_LEVELS: list[tuple[tuple[weakref.ref, ...], tuple[int, ...], torch.Tensor]] = []
 
 
 def _flat_levels(levels: Sequence[torch.Tensor]) -> torch.Tensor:
     """(1, cells) float32: layers' target levels concatenated like their draws (:func:`_split`'s even
     padding). A model's targets are the same tensors trial after trial (placed once per mapping), so
-    the last few concatenations are kept, keyed by those tensors and their versions."""
+    the last two concatenations are kept while those tensors live, keyed by them and their versions."""
     versions = tuple(lv._version for lv in levels)
-    for known, known_versions, flat in _FLAT_LEVELS:
-        if len(known) == len(levels) and all(a is b for a, b in zip(known, levels)) and known_versions == versions:
+    _FLAT_LEVELS[:] = [e for e in _FLAT_LEVELS if all(r() is not None for r in e[0])]  # models gone: drop
+    for refs, known_versions, flat in _FLAT_LEVELS:
+        if len(refs) == len(levels) and all(r() is lv for r, lv in zip(refs, levels)) and known_versions == versions:
             return flat
     parts = []
     for lv in levels:
@@ -303,8 +305,8 @@ def _flat_levels(levels: Sequence[torch.Tensor]) -> torch.Tensor:
         if lv.numel() % 2:
             parts.append(lv.new_zeros((1, 1), dtype=torch.float32))
     flat = torch.cat(parts, dim=1)
-    _FLAT_LEVELS.insert(0, (tuple(levels), versions, flat))
-    del _FLAT_LEVELS[4:]
+    _FLAT_LEVELS.insert(0, (tuple(weakref.ref(lv) for lv in levels), versions, flat))
+    del _FLAT_LEVELS[2:]
     return flat
 
 

@@ -204,3 +204,22 @@ def test_the_spec_field_sets_the_workers_policy_and_bad_values_are_refused(tmp_p
         torch.set_num_threads(threads)
     with pytest.raises(Exception, match="compile_draws"):
         validate({**raw, "execution": {"compile_draws": "sometimes"}})
+
+
+def test_the_concatenated_levels_are_kept_only_while_the_models_levels_live():
+    """One-pass programming reuses a model's concatenated target levels trial after trial, makes them
+    again when a level tensor is written in place, and holds none of a model that is gone."""
+    import gc
+
+    from engine import instance
+
+    levels = [torch.ones(2, 1, 1, 1, 3, 3), torch.ones(2, 1, 1, 1, 2, 2)]
+    first = instance._flat_levels(levels)
+    assert instance._flat_levels(levels) is first and first.shape == (1, 18 + 8)
+    levels[1].mul_(3)
+    again = instance._flat_levels(levels)
+    assert again is not first and torch.equal(again[0, 18:], torch.full((8,), 3.0))
+    del levels, first, again
+    gc.collect()
+    instance._flat_levels([torch.zeros(1, 1, 1, 1, 1, 3)])  # odd: padded to 4
+    assert len(instance._FLAT_LEVELS) == 1 and instance._FLAT_LEVELS[0][2].shape == (1, 4)
