@@ -9,8 +9,8 @@ with its integer bounds, and the integer-to-float conversions Box-Muller starts 
 result on every compiler, so on a CPU ``torch.compile`` (Inductor) may fuse that part of every
 stream into a few loops without changing a bit; Box-Muller's log, sqrt, cos and sin stay eager
 (:func:`engine.counter_rng.box_muller`, shared by both paths), because a compiled libm rounds them
-differently. The first compiled result of each stream layout is checked bit for bit against the
-eager one; any difference, or a compiler that cannot build, turns compilation off for the process
+differently. The first compiled result of each stream layout and shape is checked bit for bit
+against the eager one; any difference, or a compiler that cannot build, turns compilation off for the process
 with a warning, so results never depend on whether a compiler is present.
 
 Policy (``execution.compile_draws``, :func:`set_policy`): ``never``; ``always`` (compile at the first
