@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> None:
         help="comma list; cuda runs only where a GPU is; without cpu the stored CPU figures are kept",
     )
     args = ap.parse_args(argv)
-    # a long sweep's steady state: the CPU draws compiled (``auto`` compiles after 3 s of eager drawing);
+    # a long sweep's steady state: the CPU draws compiled (``auto`` compiles after 10 s of eager drawing);
     # each row also reports the eager-draw figures and the first (compiling) draw
     fused_draws.reset("always")
     devices = [d for d in args.devices.split(",") if d == "cpu" or (d == "cuda" and torch.cuda.is_available())]

@@ -88,8 +88,8 @@ def stream_keys(
         return mix64_(mix64_(k).add_(_signed(GAMMA * (stream + 1))))
     if any(int(s) < 0 for s in seeds):
         raise ValueError(f"instance seeds must be >= 0 (got {list(seeds)})")
-    keys = [_signed(stream_key_int(int(s), layer, stream)) for s in seeds]
-    return torch.tensor(keys, dtype=torch.int64, device=device)
+    keys = stream_keys_signed(seeds, [layer], [stream])
+    return torch.tensor([k[0][0] for k in keys], dtype=torch.int64, device=device)
 
 
 def stream_keys_signed(seeds: Sequence[int], layers: Sequence[int], streams: Sequence[int]) -> list[list[list[int]]]:
@@ -114,29 +114,23 @@ def words(keys: torch.Tensor, n_words: int | Sequence[int]) -> torch.Tensor:
 
     ``keys`` (instances,) with ``n_words`` an int; or (instances, S) keys of S segments (one per
     layer) with ``n_words`` their lengths, concatenated: j restarts at 0 in every segment, so a
-    segment's words do not depend on the others, and all layers of a model hash in one pass."""
+    segment's words do not depend on the others, and all layers of a model hash in one pass.
+    (Segment s starting at word t_s is GAMMA (t + 1) + (key_s - GAMMA t_s) for global index t:
+    one constant per segment added to one global counter.)"""
     if isinstance(n_words, int):
         keys, n_words = keys.reshape(-1, 1), [n_words]
-    return mix64_(keyed_counters(keys, n_words))
-
-
-def keyed_counters(keys: torch.Tensor, n_words: Sequence[int]) -> torch.Tensor:
-    """(..., total) int64 key + GAMMA (j + 1), the words before the finaliser, for keys (..., S) of S
-    segments of ``n_words`` words each (j restarts at 0 in every segment). Segment s starting at word
-    t_s is GAMMA (t + 1) + (key_s - GAMMA t_s) for global index t: one constant per segment added to
-    one global counter."""
     total = int(sum(n_words))
     ctr = _counters(total, keys.device)
     starts = [0]
     for n in n_words[:-1]:
         starts.append(starts[-1] + n)
-    adj = keys.clone()  # key_s - GAMMA t_s (wrapping), GAMMA t_s = ctr[t_s - 1]: no host data
+    adj = keys.clone()  # (I, S): key_s - GAMMA t_s (wrapping), GAMMA t_s = ctr[t_s - 1]: no host data
     if len(starts) > 1:
-        adj[..., 1:] -= torch.cat([ctr[t - 1 : t] for t in starts[1:]])
-    out = ctr.expand(*keys.shape[:-1], total).clone()
+        adj[:, 1:] -= torch.cat([ctr[t - 1 : t] for t in starts[1:]])
+    out = ctr.expand(keys.shape[0], total).clone()
     for s, (t, n) in enumerate(zip(starts, n_words)):  # one in-place add per layer segment
-        out[..., t : t + n] += adj[..., s : s + 1]
-    return out
+        out[:, t : t + n] += adj[:, s : s + 1]
+    return mix64_(out)
 
 
 def _counters(total: int, device: torch.device) -> torch.Tensor:

@@ -1,6 +1,6 @@
 """Every static stream of a trial in one integer pass: eager, or compiled where that is exact and pays.
 
-A trial's static draws (:func:`engine.instance.draw_layers`) are K streams of SplitMix64 words
+A trial's static draws (:func:`engine.instance.draw_flat`) are K streams of SplitMix64 words
 over all layers' cells (:mod:`engine.counter_rng`). Eagerly each stream costs about a dozen tensor
 passes over its words before its transform. Everything up to the transforms' floating-point part
 is integer arithmetic - the counters, the keyed finaliser, an ``intervals`` stream's comparisons

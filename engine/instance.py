@@ -114,15 +114,27 @@ class _LayerPart(Mapping[str, torch.Tensor]):
         return len(self._flat)
 
 
-def _split(flat: torch.Tensor, shapes: Sequence[tuple[int, ...]]) -> list[torch.Tensor]:
-    """Per-layer (I, *shape) views of segments concatenated by :mod:`engine.counter_rng` (each
-    padded to an even length)."""
-    out, start = [], 0
+def _starts(shapes: Sequence[tuple[int, ...]]) -> list[int]:
+    """Where each layer's cells start in the flat layout of :mod:`engine.counter_rng`'s segments (every
+    layer padded to an even count: cells pair up into 64-bit words)."""
+    starts, start = [], 0
     for shape in shapes:
+        starts.append(start)
         n = math.prod(shape)
-        out.append(flat[:, start : start + n].reshape(flat.shape[0], *shape))
-        start += n + (n % 2)
-    return out
+        start += n + n % 2
+    return starts
+
+
+def _split(flat: torch.Tensor, shapes: Sequence[tuple[int, ...]]) -> list[torch.Tensor]:
+    """Per-layer (I, *shape) views of the flat layout (:func:`_starts`)."""
+    return [
+        flat[:, t : t + math.prod(shape)].reshape(flat.shape[0], *shape) for t, shape in zip(_starts(shapes), shapes)
+    ]
+
+
+def _layer_draws(flat: LayerDraws, shapes: Sequence[tuple[int, ...]]) -> list[LayerDraws]:
+    """Each layer's draws: views of ``flat``, sliced when first read."""
+    return [LayerDraws(_LayerPart(flat.values, t, shape)) for t, shape in zip(_starts(shapes), shapes)]
 
 
 def draw_layers(
@@ -131,13 +143,7 @@ def draw_layers(
     """Static draws of several layers (layer index, cell shape) on ``device``: each stream the static
     effects use, every layer in one hashing pass (no Python loop over instances, layers' cells or
     tiles); streams no effect uses are not drawn."""
-    flat = draw_flat(seeds, layers, hw, device)
-    shapes = [tuple(shape) for _, shape in layers]
-    per_layer: list[dict[str, torch.Tensor]] = [{} for _ in layers]
-    for name, values in flat.values.items():
-        for mine, part in zip(per_layer, _split(values, shapes)):
-            mine[name] = part
-    return [LayerDraws(values) for values in per_layer]
+    return _layer_draws(draw_flat(seeds, layers, hw, device), [tuple(shape) for _, shape in layers])
 
 
 def draw_flat(
@@ -219,10 +225,8 @@ class HardwareInstance:
         if todo:
             flat = draw_flat(self.seeds, todo, self.hw, device)
             keys = tuple((li, shape, str(device)) for li, shape in todo)
-            start = 0
-            for key in keys:  # each layer's views, made on first use (programming reads the flat draws)
-                self._draws[key] = LayerDraws(_LayerPart(flat.values, start, key[1]))
-                start += math.prod(key[1]) + math.prod(key[1]) % 2
+            # each layer's views are made on first use: programming reads the flat draws
+            self._draws.update(zip(keys, _layer_draws(flat, [shape for _, shape in todo])))
             self._flat[keys] = flat
             self.stats["draws"] += len(todo)
 
