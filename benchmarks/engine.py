@@ -56,7 +56,6 @@ def _sample(xm, hw: HardwareSpec, seed: int) -> None:
     draws (one pass) and programmed conductances."""
     inst = HardwareInstance([seed], hw)
     layers = xm.crossbar_layers()
-    inst.prefetch([(la.layer_index, la.grid.cell_shape) for la in layers], layers[0].weight.device)
     inst.program_all([(la.layer_index, la.target_levels()) for la in layers])
     _sync(layers[0].weight.device)
 

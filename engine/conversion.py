@@ -43,7 +43,20 @@ class CrossbarModel(nn.Module):
         self._memo: dict[Hashable, Any] = {}  # per-twin data of mitigations (see memo)
 
     def crossbar_layers(self) -> list[CrossbarLayer]:
-        return [m for m in self.net.modules() if isinstance(m, CrossbarLayer)]
+        """The crossbar layers in ``modules()`` order (depth first, each once), found without building
+        the qualified names ``modules()`` makes (called several times per trial)."""
+        out: list[CrossbarLayer] = []
+        seen: set[int] = set()
+        stack = [self.net]
+        while stack:
+            m = stack.pop()
+            if id(m) in seen:
+                continue
+            seen.add(id(m))
+            if isinstance(m, CrossbarLayer):
+                out.append(m)
+            stack.extend(reversed([c for c in m._modules.values() if c is not None]))
+        return out
 
     @property
     def n_instances(self) -> int:
@@ -193,8 +206,7 @@ class CrossbarModel(nn.Module):
         if instance is not None and not isinstance(instance, HardwareInstance):
             instance = HardwareInstance(instance, self.hw)
         layers = self.crossbar_layers()
-        if instance is not None and layers:  # every layer's static draws, then its programming, in one pass
-            instance.prefetch([(la.layer_index, la.grid.cell_shape) for la in layers], layers[0].weight.device)
+        if instance is not None and layers:  # every layer's static draws and programming in one pass
             instance.program_all([(la.layer_index, la.target_levels()) for la in layers])
         for layer in layers:
             layer.program(instance, reuse_ir_distortion)

@@ -11,9 +11,11 @@ Every static draw of a hardware instance is a pure function of
     u32(c)     = lo32(word(c // 2)) for even c,  hi32(word(c // 2)) for odd c
 
 so cell c of a layer's cells in their canonical layout (arrays, groups, t_r, t_c, rows, cols)
-gets one 32-bit uniform integer per stream. Normals come in Box-Muller pairs from one word j:
-z(2j) = r cos(theta), z(2j + 1) = r sin(theta), r = sqrt(-2 ln u1), u1 = float32(hi32 + 1) / 2**32
-in (0, 1], theta = 2 pi float32(lo32 read as a signed int32) / 2**32 in [-pi, pi) (|z| <= 6.66).
+gets one 32-bit uniform integer per stream. Normals come in Box-Muller pairs (Box & Muller 1958)
+from one word j: z(2j) = r cos(theta), z(2j + 1) = r sin(theta), r = sqrt(-2 ln u1),
+u1 = float32(2 (hi32 >> 2) + 1) / 2**31 in (0, 1], theta = 2 pi lo32 / 2**32 (|z| <= 6.56), evaluated with
+integer operations and correctly rounded float32 +, -, *, / only (:func:`box_muller`), so a normal
+has the same bits on every device and compiler, and a numpy reference reproduces it bit for bit.
 All layers of a model are hashed in one pass (each with its own key and counters), so sampling
 costs a few tensor operations per trial, not per layer.
 
@@ -26,9 +28,9 @@ segments of one SplitMix64 sequence at pseudo-random offsets (overlap probabilit
 The statistical tests (``tests/test_counter_rng.py``) check uniformity, normality and the
 independence of streams, layers and neighbouring instances.
 
-Integer words and uniforms are bit-identical on every device; normals go through the device's
-float32 ``log``, ``cos`` and ``sin``, which are not correctly rounded, so CPU and CUDA may differ
-in the last bit of a normal. Instances are a leading tensor dimension: nothing depends on how
+Words, uniforms and normals are bit-identical on every device: torch's own float32 ``log``, ``sqrt``,
+``cos`` and ``sin`` are not correctly rounded (on this CPU eager ``sqrt`` is not; a compiled one
+is), so none is used. Instances are a leading tensor dimension: nothing depends on how
 many are drawn together. int64 multiplication wraps modulo 2**64 in torch (two's complement) on
 CPU and CUDA; the tests check every bit against a numpy ``uint64`` reference.
 """
@@ -36,7 +38,7 @@ CPU and CUDA; the tests check every bit against a numpy ``uint64`` reference.
 from __future__ import annotations
 
 import functools
-import math
+import struct
 from collections.abc import Sequence
 
 import torch
@@ -181,26 +183,83 @@ def uniform(keys: torch.Tensor, n: int | Sequence[int]) -> torch.Tensor:
 
 def normal(keys: torch.Tensor, n: int | Sequence[int]) -> torch.Tensor:
     """(instances, n) float32 standard normals, a Box-Muller pair from each word: cell 2j takes
-    r cos(theta) and cell 2j + 1 r sin(theta) of word j, r = sqrt(-2 ln u1), u1 = float32(hi32 + 1)
-    / 2**32, theta = 2 pi float32(lo32 as a signed int32) / 2**32 in [-pi, pi) (segments as in
+    r cos(theta) and cell 2j + 1 r sin(theta) of word j (:func:`box_muller`; segments as in
     :func:`uint32`)."""
-    w = words(keys, _halves(n))
-    u1 = (w >> 32).bitwise_and_(_MASK32).add_(1).to(torch.float32).mul_(2.0**-32)  # in (0, 1]
-    lo = w.view(torch.int32)[..., 0::2].to(torch.float32)
-    del w
-    return _trim(box_muller(u1, lo), n)
+    return _trim(box_muller(words(keys, _halves(n))), n)
 
 
-def box_muller(u1: torch.Tensor, lo: torch.Tensor) -> torch.Tensor:
-    """(I, 2 m) normals from (I, m) ``u1`` in (0, 1] and ``lo`` = float32 of the signed low 32 bits
-    (both exact functions of the words' integer bits; consumed): the only floating-point step of a
-    normal draw, shared by every way the words are made (:mod:`engine.fused_draws`)."""
-    r = u1.log_().mul_(-2.0).sqrt_()
-    theta = lo.mul_(2.0 * math.pi * 2.0**-32)
-    # cos and sin on contiguous tensors (the CPU's vectorised kernels; a strided output falls back to
-    # the scalar loop, same values at 2.5x the cost), each times r, then interleaved once
-    out = torch.stack((torch.cos(theta).mul_(r), torch.sin(theta).mul_(r)), dim=-1)
-    return out.reshape(r.shape[0], -1)
+def _f32(bits: int) -> float:
+    """The float32 with these bits, as a Python float (exact: every backend rounds the same operand)."""
+    return struct.unpack("<f", struct.pack("<I", bits))[0]
+
+
+# ln(m) on [sqrt(1/2), sqrt(2)): FreeBSD msun e_logf.c (from Sun's fdlibm), max error < 1 ulp
+_LN2_HI, _LN2_LO = _f32(0x3F317180), _f32(0x3717F7D1)  # ln 2 = hi + lo, hi with 12 trailing zero bits
+_LG1, _LG2, _LG3, _LG4 = _f32(0x3F2AAAAA), _f32(0x3ECCCE13), _f32(0x3E91E9EE), _f32(0x3E789E26)
+_SQRT_HALF = 0x3F3504F3  # float32 bits of sqrt(1/2)
+# sin and cos on [-pi/4, pi/4]: Cephes sinf.c / cosf.c (S. Moshier), relative error ~1e-7
+_SIN1, _SIN2, _SIN3 = _f32(0xBE2AAAA3), _f32(0x3C08839E), _f32(0xB94CA1F9)
+_COS1, _COS2, _COS3 = _f32(0x3D2AAAA5), _f32(0xBAB6061A), _f32(0x37CCF5CE)
+_PHI = _f32(0x30C90FDB)  # float32(pi / 2**31): radians per unit of the 32-bit angle
+_RSQRT_GUESS = 0x5F3759DF  # 1/sqrt(y) to 3.5 % from y's bits (Lomont 2003); Newton: 1.8e-3, 4.6e-6, 3e-11
+
+
+def box_muller(w: torch.Tensor) -> torch.Tensor:
+    """(I, m) int64 words -> (I, 2 m) float32 normals r cos(theta), r sin(theta) per word (interleaved),
+    r = sqrt(-2 ln u1), theta = 2 pi lo32 2**-32 (Box & Muller 1958), u1 = float32(2 j + 1) 2**-31 with
+    j = hi32 >> 2: the midpoints of 2**30 equal cells of (0, 1), rounded to float32 (so u1 may be 1).
+
+    Only integer operations and correctly rounded float32 +, -, *, / (no fused multiply-add: each is
+    its own kernel eagerly, and Inductor compiles with -ffp-contract=off), in a fixed order, so the
+    bits are the same on every device, eager or compiled (:mod:`engine.fused_draws`):
+
+    * ln u1 = k ln 2 + ln m, u1 = 2**k m with m in [sqrt(1/2), sqrt(2)) from the float's bits, and
+      ln m = f - hfsq + s (hfsq + R(s**2)), f = m - 1, s = f / (2 + f), hfsq = f**2 / 2 (FreeBSD
+      ``logf``, < 1 ulp);
+    * r = y q, y = -2 ln u1, q = 1/sqrt(y) by three Newton steps q <- q (3/2 - y/2 q**2) from the
+      exponent-halving guess (relative error < 1e-10 before rounding; y = 0 gives r = 0);
+    * theta = (pi/2) a + phi: a the quadrant, phi = (pi / 2**31) t, t = lo32 - 2**30 a in
+      [-2**29, 2**29) exactly, then Cephes' sin and cos polynomials on |phi| <= pi/4 and the quadrant's
+      swap and signs (sign flips on the float bits: exact).
+
+    Accuracy against float64 evaluation of the same u1 and theta: below 1e-6 absolute (|z| <= 6.56)."""
+    i32, f32 = torch.int32, torch.float32
+    # radius: x = float32(2 (hi32 >> 2) + 1) = u1 2**31; its bits, shifted so the mantissa lands in
+    # [sqrt(1/2), sqrt(2)). (w >> 33) & (2**31 - 1) = hi32 >> 1; setting bit 0 makes it 2 (hi32 >> 2) + 1.
+    bits = torch.bitwise_right_shift(w, 33).bitwise_and_(0x7FFF_FFFF).bitwise_or_(1).to(f32).view(i32)
+    bits.add_(0x3F800000 - _SQRT_HALF)
+    k = torch.bitwise_right_shift(bits, 23).sub_(127 + 31).to(f32)  # u1 = 2**k m
+    f = bits.bitwise_and_(0x7FFFFF).add_(_SQRT_HALF).view(f32).sub_(1.0)  # m - 1, exact
+    s = torch.add(f, 2.0)
+    s = torch.div(f, s)
+    z = torch.mul(s, s)
+    v = torch.mul(z, z)
+    big_r = torch.mul(v, _LG4).add_(_LG2).mul_(v)  # R = t2 + t1 as in e_logf.c
+    big_r.add_(v.mul_(_LG3).add_(_LG1).mul_(z))
+    hfsq = z.copy_(f).mul_(0.5).mul_(f)
+    big_r.add_(hfsq).mul_(s).add_(s.copy_(k).mul_(_LN2_LO))
+    # y = -2 ln u1 = 2 (((hfsq - (s (hfsq + R) + k ln2_lo)) - f) - k ln2_hi) >= 0
+    y = hfsq.sub_(big_r).sub_(f).sub_(k.mul_(_LN2_HI)).mul_(2.0).clamp_min_(0.0)
+    q = torch.bitwise_right_shift(y.view(i32), 1).neg_().add_(_RSQRT_GUESS).view(f32)
+    half_y = f.copy_(y).mul_(0.5)
+    for _ in range(3):  # Newton on 1/sqrt(y); (y/2 q) q first: y = 0 keeps q finite and gives r = 0
+        q.mul_(big_r.copy_(half_y).mul_(q).mul_(q).neg_().add_(1.5))
+    r = y.mul_(q)
+    # angle: lo32 = 2**30 a + t, a = round(lo32 / 2**30) (mod 4), t in [-2**29, 2**29) (low 30 bits, signed)
+    lo = w.to(i32)  # the low 32 bits, two's complement
+    quadrant = torch.bitwise_right_shift(lo, 29).add_(1).bitwise_right_shift_(1)
+    phi = lo.bitwise_and_((1 << 30) - 1).bitwise_xor_(1 << 29).sub_(1 << 29).to(f32).mul_(_PHI)
+    p2 = torch.mul(phi, phi)
+    sin = torch.mul(p2, _SIN3).add_(_SIN2).mul_(p2).add_(_SIN1).mul_(p2).mul_(phi).add_(phi)
+    cos = torch.mul(p2, _COS3).add_(_COS2).mul_(p2).add_(_COS1).mul_(p2).mul_(p2).sub_(p2.mul_(0.5)).add_(1.0)
+    odd = torch.bitwise_and(quadrant, 1).to(f32)  # odd quadrants swap sin and cos (x * 0 + y * 1 = y exactly)
+    even = torch.sub(1.0, odd)
+    first = torch.mul(sin, odd).add_(torch.mul(cos, even))
+    second = sin.mul_(even).add_(cos.mul_(odd))
+    # cos theta < 0 in quadrants 1 and 2, sin theta < 0 in 2 and 3: flip the sign bits (r >= 0)
+    first.view(i32).bitwise_xor_(torch.add(quadrant, 1).bitwise_and_(2).bitwise_left_shift_(30))
+    second.view(i32).bitwise_xor_(quadrant.bitwise_and_(2).bitwise_left_shift_(30))
+    return torch.stack((first.mul_(r), second.mul_(r)), dim=-1).reshape(w.shape[0], -1)
 
 
 U32_END = 1 << 32  # the end of the 32-bit draws' range, as an interval bound

@@ -1,25 +1,23 @@
-"""Every static stream of a trial in one integer pass: eager, or compiled where that is exact and pays.
+"""Every static stream of a trial in one pass: eager, or compiled where that is exact and pays.
 
-A trial's static draws (:func:`engine.instance.draw_flat`) are K streams of SplitMix64 words
-over all layers' cells (:mod:`engine.counter_rng`). Eagerly each stream costs about a dozen tensor
-passes over its words before its transform. Everything up to the transforms' floating-point part
-is integer arithmetic - the counters, the keyed finaliser, an ``intervals`` stream's comparisons
-with its integer bounds, and the integer-to-float conversions Box-Muller starts from
-(u1 = float32(hi32 + 1) 2**-32 and float32(lo32 as a signed int32)). Integer operations have one
-result on every compiler, so on a CPU ``torch.compile`` (Inductor) may fuse that part of every
-stream into a few loops without changing a bit; Box-Muller's log, sqrt, cos and sin stay eager
-(:func:`engine.counter_rng.box_muller`, shared by both paths), because a compiled libm rounds them
-differently. The first compiled result of each stream layout and shape is checked bit for bit
-against the eager one; any difference, or a compiler that cannot build, turns compilation off for the process
-with a warning, so results never depend on whether a compiler is present.
+A trial's static draws (:func:`engine.instance.draw_flat`) are K streams of SplitMix64 words over
+all layers' cells (:mod:`engine.counter_rng`), each turned into normals or interval indicators.
+Every step is an integer operation or a correctly rounded float32 +, -, * or / in a fixed order
+(:func:`engine.counter_rng.box_muller` makes normals without libm), and those have one result on
+every compiler: Inductor compiles C++ with ``-ffp-contract=off`` (no fused multiply-add) and without
+unsafe math. So on a CPU ``torch.compile`` may fuse every stream - counters, keyed finaliser,
+Box-Muller, interval comparisons, cell order - into one kernel without changing a bit, where eagerly
+each normal stream costs about seventy tensor passes. The first compiled result of each stream
+layout and shape is still checked bit for bit against the eager one; any difference, or a compiler
+that cannot build, turns compilation off for the process with a warning, so results never depend on
+whether a compiler is present.
 
 Policy (``execution.compile_draws``, :func:`set_policy`): ``never``; ``always`` (compile at the first
 draw); ``auto`` (default) compiles once this process has spent :data:`AUTO_COMPILE_AFTER_S` drawing
 eagerly, about what one compilation costs - the ski-rental rule, so neither choice costs more than
-about twice the better one (a LeNet-5 worker compiles after ~5,000 trials, a ResNet-20 one after
-~1,000). GPU draws stay eager in this version (the compiled path is validated on CPUs only), and so
-do draws of more than :data:`COMPILE_MAX_WORDS` words per call, which the eager path makes one
-stream at a time in less memory.
+about twice the better one. GPU draws stay eager in this version (the compiled path is validated on
+CPUs only), and so do draws of more than :data:`COMPILE_MAX_WORDS` words per call, which the eager
+path makes one stream at a time in less memory.
 """
 
 from __future__ import annotations
@@ -27,7 +25,7 @@ from __future__ import annotations
 import functools
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -38,7 +36,6 @@ from . import counter_rng
 Policy = Literal["auto", "always", "never"]
 AUTO_COMPILE_AFTER_S = 10.0  # ~ one compilation on a 2-core CPU: 2-5 s with Inductor's disk cache warm, 17 s cold
 COMPILE_MAX_WORDS = 1 << 25  # above: eager, one stream at a time (the fused pass holds every stream's words at once)
-_M32 = 0xFFFF_FFFF
 
 
 @dataclass(frozen=True)
@@ -55,6 +52,21 @@ class StreamRequest:
                 raise ValueError(f"interval [{a}, {b}) is not within [0, 2**32)")
 
 
+@dataclass(frozen=True)
+class ProgramRecipe:
+    """Programming the fused pass may apply to its own draws (the common static effects: stuck-at
+    faults, gaussian conductance variation), as indices into the pass's flat outputs (one per normal
+    stream, one per interval). With p = (G_min/dG, sigma_rel, sigma_abs/dG, G_max/dG, 2**b - 1):
+    g = L + p0; g += (g p1) z_rel; g += z_abs p2; g = max(g, 0); g = min(g, p3) (ceiling);
+    h = g - p0; h = h healthy + at_gmax p4 - the eager steps of :func:`engine.instance.program_levels`
+    one for one, each correctly rounded."""
+
+    rel: int | None
+    abs: int | None
+    ceiling: bool
+    faults: tuple[int, int] | None  # (healthy, at_gmax)
+
+
 @dataclass
 class _State:
     policy: Policy = "auto"
@@ -62,6 +74,7 @@ class _State:
     compiled: Any = None  # the torch.compile'd integer pass, made on first use
     checked: set[tuple] = field(default_factory=set)  # stream layouts whose compiled result was checked
     disabled: str | None = None  # why compilation is off for this process
+    programmed: int = 0  # compiled passes that also programmed the cells (draw_and_program)
 
 
 _STATE = _State()
@@ -82,12 +95,14 @@ def reset(policy: Policy = "auto") -> None:
 
 
 def status() -> dict[str, Any]:
-    """The process's draw path: policy, eager seconds so far, whether compiled draws are in use."""
+    """The process's draw path: policy, eager seconds so far, whether compiled draws are in use, how
+    many compiled passes also programmed the cells."""
     return {
         "policy": _STATE.policy,
         "eager_s": _STATE.eager_s,
         "compiled": bool(_STATE.checked) and _STATE.disabled is None,
         "disabled": _STATE.disabled,
+        "programmed": _STATE.programmed,
     }
 
 
@@ -97,12 +112,9 @@ def draw_streams(
     """Per request, its draws for every cell of the segments ``sizes`` (one per layer, each padded to
     an even length, as :func:`engine.counter_rng.words` lays them out): ``[normals]`` or one 0/1
     float32 tensor per interval, each (instances, cells). ``keys``: (instances, streams, segments)."""
-    if (
-        _compile_now(keys.device)
-        and keys.shape[0] * keys.shape[1] * sum((n + 1) // 2 for n in sizes) <= COMPILE_MAX_WORDS
-    ):
+    if compiles(keys.device, _words(keys, sizes)):
         try:
-            return _compiled(keys, sizes, requests)
+            return _compiled(keys, sizes, requests)[0]
         except Exception as err:  # a missing or failing compiler: the eager path gives the same bits
             _disable(f"torch.compile failed ({type(err).__name__}: {str(err).splitlines()[0][:200]})")
     t0 = time.perf_counter()
@@ -110,6 +122,42 @@ def draw_streams(
     if keys.device.type == "cpu":
         _STATE.eager_s += time.perf_counter() - t0
     return out
+
+
+def draw_and_program(
+    keys: torch.Tensor,
+    sizes: Sequence[int],
+    requests: Sequence[StreamRequest],
+    levels: torch.Tensor,
+    params: torch.Tensor,
+    recipe: ProgramRecipe,
+    eager_program: Callable[[list[list[torch.Tensor]]], torch.Tensor],
+) -> tuple[list[list[torch.Tensor]], torch.Tensor] | None:
+    """:func:`draw_streams` and the programmed cells h = ``recipe`` applied to target ``levels`` (1,
+    cells) with ``params`` (float32, 5), in one compiled pass; None where this call is not compiled
+    (policy, device, size, a failed compiler): the caller then draws and programs eagerly.
+    ``eager_program(draws)`` is the engine's eager programming, the reference of the first check."""
+    if not compiles(keys.device, _words(keys, sizes)):
+        return None
+    try:
+        draws, h = _compiled(keys, sizes, requests, (levels, params, recipe, eager_program))
+    except Exception as err:  # a missing or failing compiler: the eager path gives the same bits
+        _disable(f"torch.compile failed ({type(err).__name__}: {str(err).splitlines()[0][:200]})")
+        return None
+    assert h is not None
+    if _STATE.disabled is None:
+        _STATE.programmed += 1
+    return draws, h
+
+
+def compiles(device: torch.device, words: int) -> bool:
+    """Whether a call drawing ``words`` SplitMix64 words (instances x streams x words per stream) on
+    ``device`` runs compiled now (policy, device, size): callers skip preparing a compiled call otherwise."""
+    return _compile_now(device) and words <= COMPILE_MAX_WORDS
+
+
+def _words(keys: torch.Tensor, sizes: Sequence[int]) -> int:
+    return keys.shape[0] * keys.shape[1] * sum((n + 1) // 2 for n in sizes)
 
 
 def _compile_now(device: torch.device) -> bool:
@@ -133,33 +181,43 @@ def _eager(keys: torch.Tensor, sizes: Sequence[int], requests: Sequence[StreamRe
     return out
 
 
-def _compiled(keys: torch.Tensor, sizes: Sequence[int], requests: Sequence[StreamRequest]) -> list[list[torch.Tensor]]:
-    import torch._inductor.config as inductor_config  # loaded with the compiler, only when compiling
+_Program = tuple[torch.Tensor, torch.Tensor, ProgramRecipe, Callable[[list[list[torch.Tensor]]], torch.Tensor]]
 
+
+def _compiled(
+    keys: torch.Tensor, sizes: Sequence[int], requests: Sequence[StreamRequest], program: _Program | None = None
+) -> tuple[list[list[torch.Tensor]], torch.Tensor | None]:
+    """The compiled pass: the draws, and the programmed cells where ``program`` is given; the eager
+    values (and compilation off) where the first result of this layout and shape differs from them."""
     if _STATE.compiled is None:
-        _STATE.compiled = torch.compile(_integer_pass)
+        _STATE.compiled = torch.compile(_fused_pass)
     n_words = tuple((n + 1) // 2 for n in sizes)
     ctr = counter_rng._counters(max(n_words), keys.device)  # GAMMA (j + 1), read-only
     kinds = tuple(r.kind for r in requests)
     counts = tuple(len(r.bounds) for r in requests)
     bounds = _bounds(tuple(b for r in requests for b in r.bounds), keys.device)
-    with inductor_config.patch(compile_threads=1):  # one small kernel: no pool of compile workers
-        flat = iter(_STATE.compiled(ctr, keys, n_words, bounds, kinds, counts))
-    out = []
-    for req in requests:
-        if req.kind == "normal":
-            u1, lo = next(flat), next(flat)
-            out.append([counter_rng.box_muller(u1, lo)])
-        else:
-            out.append([next(flat) for _ in req.bounds])
-    shape = (kinds, counts, keys.device.type, tuple(keys.shape), n_words)
+    levels, params, recipe, eager_program = program if program is not None else (None, None, None, None)
+    args = (ctr, keys, n_words, bounds, kinds, counts, levels, params, recipe)
+    shape = (kinds, counts, keys.device.type, tuple(keys.shape), n_words, recipe)
+    if shape in _STATE.checked:  # compiled and checked: just call it
+        flat = list(_STATE.compiled(*args))
+    else:  # a new layout or shape compiles (Inductor's config is loaded with the compiler, only now)
+        import torch._inductor.config as inductor_config
+
+        with inductor_config.patch(compile_threads=1):  # one small kernel: no pool of compile workers
+            flat = list(_STATE.compiled(*args))
+    h = flat.pop() if recipe is not None else None
+    it = iter(flat)
+    out = [[next(it) for _ in (req.bounds if req.kind == "intervals" else (None,))] for req in requests]
     if shape not in _STATE.checked:  # the first compiled result of each shape, bit for bit against eager
         ref = _eager(keys, sizes, requests)
-        if not all(torch.equal(a, b) for xs, ys in zip(out, ref) for a, b in zip(xs, ys)):
+        ref_h = eager_program(ref) if eager_program is not None else None
+        same = all(torch.equal(a, b) for xs, ys in zip(out, ref) for a, b in zip(xs, ys))
+        if not same or (h is not None and not (ref_h is not None and torch.equal(h, ref_h))):
             _disable("the compiled draws differ from the eager ones on this machine")
-            return ref
+            return ref, ref_h
         _STATE.checked.add(shape)
-    return out
+    return out, h
 
 
 def _mix64(z: torch.Tensor) -> torch.Tensor:
@@ -171,40 +229,62 @@ def _mix64(z: torch.Tensor) -> torch.Tensor:
     return z ^ ((z >> 31) & ((1 << 33) - 1))
 
 
-def _integer_pass(
+def _fused_pass(
     ctr: torch.Tensor,
     keys: torch.Tensor,
     n_words: tuple[int, ...],
     bounds: torch.Tensor,
     kinds: tuple[str, ...],
     counts: tuple[int, ...],
+    levels: torch.Tensor | None = None,
+    params: torch.Tensor | None = None,
+    recipe: ProgramRecipe | None = None,
 ) -> tuple[torch.Tensor, ...]:
-    """The integer part of :func:`draw_streams` (compiled): word j of segment s and stream k is
+    """:func:`draw_streams` in one pass (compiled): word j of segment s and stream k is
     mix64(key_{k,s} + GAMMA (j + 1)) (:func:`engine.counter_rng.words`; ``ctr`` holds GAMMA (j + 1),
-    ``keys`` is (I, K, S)); per normal stream (u1, float32(lo32 read as a signed int32)) per word, per
+    ``keys`` is (I, K, S)); per normal stream its normals (:func:`engine.counter_rng.box_muller`), per
     interval the indicator per cell (cell c: the low half of word c // 2 for even c, the high half for
-    odd c). Slices, concatenation and elementwise operations only: Inductor's CPU code for indirect
-    indexing and for an int64 ``arange`` was found wrong in torch 2.14 (wrong words, a corrupted heap)."""
+    odd c - the words' int32 view, in cell order). ``bounds``: (intervals, 2) int32, each interval
+    [a, b) as the inclusive range [a - 2**31, b - 1 - 2**31] of ``u32 - 2**31`` (:func:`_bounds`).
+    Slices, concatenation and elementwise operations only: Inductor's CPU code for indirect indexing
+    and for an int64 ``arange`` was found wrong in torch 2.14 (wrong words, a corrupted heap)."""
     z = torch.cat([ctr[:n] + keys[:, :, s : s + 1] for s, n in enumerate(n_words)], dim=-1)
     w = _mix64(z)
     out: list[torch.Tensor] = []
     b = 0
     for k, (kind, count) in enumerate(zip(kinds, counts)):
-        wk = w[:, k]
         if kind == "normal":
-            out.append((((wk >> 32) & _M32) + 1).to(torch.float32) * 2.0**-32)
-            lo = wk & _M32
-            out.append((lo - (lo & (1 << 31)) * 2).to(torch.float32))
+            out.append(counter_rng.box_muller(w[:, k]))
         else:
-            halves = (wk & _M32, (wk >> 32) & _M32)
+            shifted = w[:, k].view(torch.int32) ^ -(2**31)  # u32 - 2**31 as a signed int32: same order
             for j in range(count):
-                a, e = bounds[b + j, 0], bounds[b + j, 1]
-                inside = [((u >= a) & (u < e)).to(torch.float32) for u in halves]
-                out.append(torch.stack(inside, dim=-1).reshape(wk.shape[0], -1))
+                out.append(((shifted >= bounds[b + j, 0]) & (shifted <= bounds[b + j, 1])).to(torch.float32))
             b += count
+    if recipe is not None and levels is not None and params is not None:
+        out.append(_program(out, levels, params, recipe))
     return tuple(out)
+
+
+def _program(draws: list[torch.Tensor], levels: torch.Tensor, p: torch.Tensor, recipe: ProgramRecipe) -> torch.Tensor:
+    """The programmed cells of :class:`ProgramRecipe` (compiled with the draws)."""
+    g = levels + p[0]
+    if recipe.rel is not None:
+        g = g + (g * p[1]) * draws[recipe.rel]
+    if recipe.abs is not None:
+        g = g + draws[recipe.abs] * p[2]
+    g = torch.clamp_min(g, 0.0)
+    if recipe.ceiling:
+        g = torch.minimum(g, p[3])
+    h = g - p[0]
+    if recipe.faults is not None:
+        healthy, at_gmax = recipe.faults
+        h = h * draws[healthy] + draws[at_gmax] * p[4]
+    return h
 
 
 @functools.lru_cache(maxsize=32)
 def _bounds(bounds: tuple[tuple[int, int], ...], device: torch.device) -> torch.Tensor:
-    return torch.tensor(bounds if bounds else [(0, 0)], dtype=torch.int64, device=device).reshape(-1, 2)
+    """Half-open intervals [a, b) of u32 as inclusive int32 ranges of u32 - 2**31 (an empty one as
+    [2**31 - 1, -2**31], which nothing lies in): the compiled pass compares 32-bit values, not 64."""
+    ranges = [(2**31 - 1, -(2**31)) if a == b else (a - 2**31, b - 1 - 2**31) for a, b in bounds]
+    return torch.tensor(ranges if ranges else [(0, 0)], dtype=torch.int32, device=device).reshape(-1, 2)

@@ -31,11 +31,13 @@ from dataclasses import dataclass
 
 import torch
 
-from . import counter_rng
-from .fused_draws import StreamRequest, draw_streams
+from . import counter_rng, fused_draws
+from .fused_draws import ProgramRecipe, StreamRequest, draw_and_program, draw_streams
 from .hardware import HardwareSpec
 from .nonideal import STATIC_EFFECTS
-from .nonideal.faults import codes_from_weights
+from .nonideal.base import StaticEffect, Stream
+from .nonideal.faults import StuckAt, codes_from_weights
+from .nonideal.variation import Variation
 
 
 @dataclass(frozen=True)
@@ -151,23 +153,79 @@ def draw_flat(
 ) -> LayerDraws:
     """The draws of :func:`draw_layers` before they are split by layer: (I, cells) per name, the
     layers' cells concatenated in order, each layer padded to an even count (:func:`_split`)."""
-    index = [li for li, _ in layers]
-    sizes = [math.prod(shape) for _, shape in layers]
-    out: dict[str, torch.Tensor] = {}
-    used = [(effect, stream) for effect in STATIC_EFFECTS for stream in effect.used(hw)]
-    if used:
-        keys = _keys(seeds, index, [stream.index for _, stream in used], device)
-        cuts = [effect.intervals(stream, hw) if stream.kind == "intervals" else {} for effect, stream in used]
-        requests = [StreamRequest(stream.kind, tuple(c.values())) for (_, stream), c in zip(used, cuts)]
-        drawn = draw_streams(keys, sizes, requests)  # every stream of every layer: one pass
+    streams = _Streams.of(hw)
+    if not streams.used:
+        return LayerDraws({})
+    keys = _keys(seeds, [li for li, _ in layers], streams.indices, device)
+    return streams.assemble(draw_streams(keys, [math.prod(shape) for _, shape in layers], streams.requests), hw)
+
+
+@dataclass(frozen=True)
+class _Streams:
+    """The static streams a hardware description draws, in order: (effect, stream) pairs, each
+    ``intervals`` stream's named intervals, and the requests for :mod:`engine.fused_draws`."""
+
+    used: tuple[tuple[StaticEffect, Stream], ...]
+    cuts: tuple[dict[str, tuple[int, int]], ...]
+
+    @staticmethod
+    def of(hw: HardwareSpec) -> _Streams:
+        used = tuple((effect, stream) for effect in STATIC_EFFECTS for stream in effect.used(hw))
+        return _Streams(used, tuple(e.intervals(st, hw) if st.kind == "intervals" else {} for e, st in used))
+
+    @property
+    def indices(self) -> list[int]:
+        return [stream.index for _, stream in self.used]
+
+    @property
+    def requests(self) -> list[StreamRequest]:
+        return [StreamRequest(stream.kind, tuple(c.values())) for (_, stream), c in zip(self.used, self.cuts)]
+
+    def names(self) -> list[str]:
+        """The name of each flat output of the fused pass (a normal stream's, or an interval's)."""
+        return [name for (_, stream), c in zip(self.used, self.cuts) for name in (c or [stream.name])]
+
+    def assemble(self, drawn: list[list[torch.Tensor]], hw: HardwareSpec) -> LayerDraws:
+        """Each effect's draws by name (its :meth:`StaticEffect.derive` of its streams)."""
+        out: dict[str, torch.Tensor] = {}
         for effect in STATIC_EFFECTS:
             raw: dict[str, torch.Tensor] = {}
-            for (owner, stream), c, values in zip(used, cuts, drawn):
+            for (owner, stream), c, values in zip(self.used, self.cuts, drawn):
                 if owner is effect:
                     raw.update(zip(c or [stream.name], values))
             if raw:
                 out.update(effect.derive(raw, hw))
-    return LayerDraws(out)
+        return LayerDraws(out)
+
+
+def _recipe(hw: HardwareSpec, streams: _Streams) -> ProgramRecipe | None:
+    """The fused pass's programming for this hardware (:class:`engine.fused_draws.ProgramRecipe`), or
+    None where a static effect needs more than its steps (drift, lognormal or resistance-domain
+    variation, level-dependent sigma): those program eagerly."""
+    active = {type(e) for e in STATIC_EFFECTS if e.used(hw)}
+    var = hw.variation
+    if not active <= {Variation, StuckAt} or var.sigma_poly_us:
+        return None
+    if var.sigma_rel > 0 and (var.distribution != "gaussian" or var.domain != "conductance"):
+        return None
+    names = streams.names()
+    at = {name: names.index(name) for name in names}
+    faults = (at["healthy"], at["at_gmax"]) if StuckAt in active else None
+    return ProgramRecipe(at.get("z_rel"), at.get("z_abs"), var.ceiling == "g_max", faults)
+
+
+@functools.lru_cache(maxsize=16)
+def _recipe_params(values: tuple[float, ...], device: torch.device) -> torch.Tensor:
+    return torch.tensor(values, dtype=torch.float32, device=device)
+
+
+def _params(hw: HardwareSpec, device: torch.device) -> torch.Tensor:
+    """(G_min/dG, sigma_rel, sigma_abs/dG, G_max/dG, 2**b - 1) as float32 on ``device``: a tensor, so a
+    sweep over sigma reuses one compiled pass."""
+    dev, var = hw.device, hw.variation
+    sigma_abs = var.sigma_abs_s / dev.delta_g_s if var.sigma_abs_s > 0 else var.sigma_abs_delta_g
+    values = (dev.g_min_n, var.sigma_rel, sigma_abs, dev.g_max_s / dev.delta_g_s, float(dev.levels - 1))
+    return _recipe_params(values, device)
 
 
 def program_levels(levels: torch.Tensor, draws: LayerDraws, hw: HardwareSpec, instances: int) -> torch.Tensor:
@@ -235,11 +293,17 @@ class HardwareInstance:
         return self._draws[(layer_index, tuple(shape), str(device))]
 
     def program_all(self, layers: Sequence[tuple[int, torch.Tensor]]) -> None:
-        """Program several layers' target levels (layer index, (A, G, t_r, t_c, R, C) levels) for later
-        :meth:`cells` calls: in one pass over their concatenated cells when they were drawn together
-        by one :meth:`prefetch` for a single instance (a few tensor operations per trial, not per
-        layer; the same values as layer by layer, elementwise), else layer by layer."""
+        """Draw and program several layers' target levels (layer index, (A, G, t_r, t_c, R, C) levels,
+        on one device) for later :meth:`cells` calls: for a single instance in one pass over their
+        concatenated cells (a few tensor operations per trial, not per layer; the same values as layer
+        by layer, elementwise) - one compiled pass with the draws where :mod:`engine.fused_draws`
+        compiles and the static effects allow it - else layer by layer."""
+        if not layers:
+            return
         keys = tuple((li, tuple(levels.shape), str(levels.device)) for li, levels in layers)
+        if self._program_fused(layers, keys):
+            return
+        self.prefetch([(li, tuple(levels.shape)) for li, levels in layers], layers[0][1].device)
         flat = self._flat.get(keys)
         fresh = not any(self._cells.get(key) for key in keys)
         if flat is None or len(self.seeds) != 1 or not fresh or any(lv.dim() != 6 for _, lv in layers):
@@ -252,6 +316,43 @@ class HardwareInstance:
                 LayerCells(h=part, draws=self._draws[key], seeds=self.seeds, levels=levels, instance=self)
             ]
         self.stats["programs"] += len(layers)
+
+    def _program_fused(self, layers: Sequence[tuple[int, torch.Tensor]], keys: tuple) -> bool:
+        """:meth:`program_all` as one compiled draw-and-program pass (:func:`engine.fused_draws.draw_and_program`);
+        False, with nothing done, where that does not apply (several instances, layers drawn or
+        programmed before, effects beyond the pass's recipe, the compile policy)."""
+        if len(self.seeds) != 1 or any(lv.dim() != 6 for _, lv in layers):
+            return False
+        if any(key in self._draws or self._cells.get(key) for key in keys):
+            return False
+        streams = _Streams.of(self.hw)
+        recipe = _recipe(self.hw, streams) if streams.used else None
+        device = layers[0][1].device
+        words = len(streams.used) * sum((math.prod(key[1]) + 1) // 2 for key in keys)
+        if recipe is None or not fused_draws.compiles(device, words):
+            return False
+        levels = _flat_levels([lv for _, lv in layers])
+        shapes = [key[1] for key in keys]
+        hw = self.hw
+
+        def eager_program(drawn: list[list[torch.Tensor]]) -> torch.Tensor:
+            return program_levels(levels, streams.assemble(drawn, hw), hw, 1)
+
+        keys_t = _keys(self.seeds, [li for li, _ in layers], streams.indices, device)
+        sizes = [math.prod(shape) for shape in shapes]
+        done = draw_and_program(keys_t, sizes, streams.requests, levels, _params(hw, device), recipe, eager_program)
+        if done is None:
+            return False
+        flat = streams.assemble(done[0], hw)
+        self._draws.update(zip(keys, _layer_draws(flat, shapes)))
+        self._flat[keys] = flat
+        self.stats["draws"] += len(layers)
+        for (_, levels_i), key, part in zip(layers, keys, _split(done[1], shapes)):
+            self._cells[key] = [
+                LayerCells(h=part, draws=self._draws[key], seeds=self.seeds, levels=levels_i, instance=self)
+            ]
+        self.stats["programs"] += len(layers)
+        return True
 
     def cells(self, levels: torch.Tensor, layer_index: int, remember: bool = True) -> LayerCells:
         """The instance's cells programmed with ``levels`` (A, G, t_r, t_c, R, C) or (I, A, ...);

@@ -8,7 +8,7 @@ The derivation is documented because users must be able to reproduce any row by 
   effect declares its streams (``engine.nonideal``, ``StaticEffect.streams``): 0 faults (one 32-bit
   uniform per cell), 1 absolute-variation normal, 4 relative-variation normal, 5 the normal behind
   each cell's drift exponent. Evaluated on the model's
-  device, with the same integer bits on every device; the draws of layer 3 do not depend on how
+  device, with the same bits on every device (normals included); the draws of layer 3 do not depend on how
   many layers, instances or batches were sampled before it.
 * **Per-read noise** (:data:`READ_NOISE`) and training write noise (:data:`WRITE_NOISE`): a torch
   generator per instance seeded from ``numpy.random.SeedSequence(entropy=seed, spawn_key=(layer, kind))``,
@@ -33,8 +33,10 @@ WRITE_NOISE = 3
 
 # Version of the static-draw derivation above; every sweep point id includes it, so rows drawn
 # under another scheme are never mixed into a resumed sweep. 2: one numpy stream per variation
-# term. 3: counter-based draws on the model's device (engine.counter_rng).
-DRAW_SCHEME = 3
+# term. 3: counter-based draws on the model's device (engine.counter_rng). 4: normals from integer
+# and correctly rounded float32 operations only (counter_rng.box_muller): the same bits on every
+# device and compiler.
+DRAW_SCHEME = 4
 
 
 def stream(seed: int, layer_index: int, kind: int) -> np.random.SeedSequence:

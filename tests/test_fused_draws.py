@@ -1,4 +1,4 @@
-"""Static draws in one integer pass (engine.fused_draws): the compiled path gives the eager bits on
+"""Static draws in one pass (engine.fused_draws): the compiled path gives the eager bits on
 every stream layout and shape, a compiled result that differs is caught and dropped, the ``auto``
 policy compiles only after its eager budget, the spec field reaches the worker, and programming every
 layer in one pass gives the layer-by-layer values."""
@@ -56,9 +56,9 @@ def _same(a: list[list[torch.Tensor]], b: list[list[torch.Tensor]]) -> bool:
     ids=["odd_tail", "tiny_odd", "lenet_like", "three_instances"],
 )
 def test_compiled_draws_are_the_eager_bits(sizes, instances):
-    """Every output of the compiled integer pass, after the shared Box-Muller step, equals the eager
-    draws bit for bit: normals and interval indicators (empty, full, lower, upper and inner intervals,
-    the int32 sign boundary included), odd segment lengths (padded words), several instances."""
+    """Every output of the compiled pass equals the eager draws bit for bit: normals and interval
+    indicators (empty, full, lower, upper and inner intervals, the int32 sign boundary included), odd
+    segment lengths (padded words), several instances."""
     fused_draws.reset("always")
     requests = [
         R("normal"),
@@ -86,7 +86,7 @@ def test_a_compiled_result_that_differs_is_dropped_for_the_eager_one():
     fused_draws.reset("always")
     requests = [R("normal"), R("intervals", ((0, 2**30),))]
     keys = torch.tensor(cr.stream_keys_signed([5], [0, 1], [1, 0]))
-    honest = torch.compile(fused_draws._integer_pass)
+    honest = torch.compile(fused_draws._fused_pass)
 
     def one_bit_off(*args):
         out = list(honest(*args))
@@ -152,7 +152,10 @@ def test_draws_too_large_for_one_fused_pass_stay_eager(monkeypatch):
 )
 def test_whole_trials_are_the_same_with_compiled_draws(lenet, digits, calib_inputs, hw):
     """Programming and reading a model with compiled draws gives the outputs of eager draws, bit for
-    bit, for every static effect; one instance and two instances (odd cell counts: padded words)."""
+    bit, for every static effect; one instance and two instances (odd cell counts: padded words). A
+    single instance with faults and gaussian conductance variation (absolute, relative, ceiling) is
+    drawn and programmed in one compiled pass; other effects program eagerly. Breakage caught: a
+    programming step that rounds differently compiled (e.g. an eager fused multiply-add)."""
     spec = HardwareSpec.model_validate({**hw, **ODD})
     xm = convert(lenet, spec)
     xm.calibrate(calib_inputs)
@@ -166,7 +169,9 @@ def test_whole_trials_are_the_same_with_compiled_draws(lenet, digits, calib_inpu
                 xm.program(seeds)
                 outs[policy].append(xm(x))
     _compiled_or_skip()
-    assert fused_draws.status()["compiled"]
+    assert fused_draws.status()["compiled"] and fused_draws.status()["disabled"] is None
+    fused = "drift" not in hw and "distribution" not in hw.get("variation", {})  # the pass's recipe applies
+    assert fused_draws.status()["programmed"] == (1 if fused else 0)
     assert all(torch.equal(a, b) for a, b in zip(outs["never"], outs["always"]))
 
 

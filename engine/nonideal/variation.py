@@ -47,7 +47,9 @@ def apply_variation(
         assert z_rel is not None, "a relative sigma needs its normals"
         resistance = spec.domain == "resistance"
         if spec.distribution == "gaussian" and not resistance:
-            g.addcmul_(g, z_rel, value=spec.sigma_rel)  # g (1 + sigma z)
+            # g (1 + sigma z) as g + (g sigma) z, three rounded steps: a fused addcmul rounds once
+            # on some devices and twice on others (engine.fused_draws compiles these same steps)
+            g.add_(torch.mul(g, spec.sigma_rel).mul_(z_rel))
         elif spec.distribution == "gaussian":
             factor: torch.Tensor = 1.0 + spec.sigma_rel * z_rel  # R'/R
             g.div_(factor.clamp_min(1e-30)).masked_fill_(factor <= 0, g_max_n)  # non-positive R: the ceiling
@@ -60,7 +62,7 @@ def apply_variation(
         if isinstance(sigma_abs, torch.Tensor):
             g.addcmul_(sigma_abs, z_abs)
         else:
-            g.add_(z_abs, alpha=sigma_abs)
+            g.add_(torch.mul(z_abs, sigma_abs))  # not add(alpha=): that may fuse into one rounding
     g.clamp_min_(0.0)
     return g.clamp_max_(g_max_n) if spec.ceiling == "g_max" else g
 
