@@ -78,6 +78,9 @@ class FittedScalars:
     adc_calibrated: bool  # the ADC range buffer holds a fitted range (no NaN)
 
 
+_FITTED_BUFFERS = ("delta_x", "x_signed", "adc_signed", "adc_max_abs")  # the calibration buffers
+
+
 class CrossbarLayer(nn.Module):
     """Base class: a (groups, k, n) weight matrix on crossbar tiles. Subclasses reshape I/O."""
 
@@ -161,11 +164,14 @@ class CrossbarLayer(nn.Module):
     def _fitted_key(self) -> tuple[tuple[torch.Tensor, int], ...]:
         """Each calibration buffer with its in-place version. The key holds the tensors themselves, so
         a replaced buffer is never mistaken for a new one allocated at its address."""
-        buffers = (self.delta_x, self.x_signed, self.adc_signed, self.adc_max_abs)
-        return tuple((b, b._version) for b in buffers)
+        buffers = self._buffers  # read directly: Module.__getattr__ costs ~1 us a name, several times a trial
+        return tuple((b, b._version) for b in (buffers[name] for name in _FITTED_BUFFERS) if b is not None)
 
     def _fitted_current(self, key: tuple[tuple[torch.Tensor, int], ...]) -> bool:
-        return all(b is t and bv == v for (b, bv), (t, v) in zip(self._fitted_key(), key))
+        buffers = self._buffers
+        return len(key) == len(_FITTED_BUFFERS) and all(
+            buffers[name] is t and t._version == v for name, (t, v) in zip(_FITTED_BUFFERS, key)
+        )
 
     def set_signs(self, *, x_signed: bool | None = None, adc_signed: bool | None = None) -> None:
         """Set the input code's and the column ADC's signs from values known on the host (crossbar
