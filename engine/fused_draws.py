@@ -214,7 +214,7 @@ def _compiled(
         ref_h = eager_program(ref) if eager_program is not None else None
         same = all(torch.equal(a, b) for xs, ys in zip(out, ref) for a, b in zip(xs, ys))
         if not same or (h is not None and not (ref_h is not None and torch.equal(h, ref_h))):
-            _disable("the compiled draws differ from the eager ones on this machine")
+            _disable("the compiled draws (or programming) differ from the eager ones on this machine")
             return ref, ref_h
         _STATE.checked.add(shape)
     return out, h

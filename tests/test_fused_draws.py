@@ -175,6 +175,37 @@ def test_whole_trials_are_the_same_with_compiled_draws(lenet, digits, calib_inpu
     assert all(torch.equal(a, b) for a, b in zip(outs["never"], outs["always"]))
 
 
+@pytest.mark.parametrize(
+    "hw",
+    [
+        {"variation": {"sigma_abs_delta_g": 0.5}},
+        {"variation": {"sigma_rel": 0.3, "ceiling": "g_max"}},
+        {"faults": FAULTS, "variation": {"sigma_abs_s": 2e-7, "ceiling": "g_max"}},
+    ],
+    ids=["abs_only", "rel_ceiling", "faults_abs_ceiling"],
+)
+def test_the_fused_programming_recipe_is_the_eager_programming(lenet, hw):
+    """Each step of the compiled draw-and-program pass (absolute or relative variation alone, the
+    G_max ceiling, faults or none) gives the eager cells and draws bit for bit, and the pass was used
+    (status counts it). Breakage caught: a recipe step missing or out of the effects' order."""
+    spec = HardwareSpec.model_validate({**hw, **ODD})
+    layers = convert(lenet, spec).crossbar_layers()
+    items = [(la.layer_index, la.target_levels()) for la in layers]
+    got = {}
+    for policy in ("never", "always"):
+        fused_draws.reset(policy)
+        inst = HardwareInstance([21], spec)
+        inst.program_all(items)
+        got[policy] = [(inst.cells(lv, li).h, dict(inst.cells(lv, li).draws.values)) for li, lv in items]
+    _compiled_or_skip()
+    assert fused_draws.status()["programmed"] == 1 and fused_draws.status()["disabled"] is None
+    for (h0, d0), (h1, d1) in zip(got["never"], got["always"]):
+        assert torch.equal(h0, h1) and d0.keys() == d1.keys() and all(torch.equal(d0[k], d1[k]) for k in d0)
+    h = got["always"][0][0]
+    if "ceiling" in hw.get("variation", {}):  # the ceiling binds somewhere: the step is exercised
+        assert float(h.max()) == pytest.approx(spec.device.g_max_s / spec.device.delta_g_s - spec.device.g_min_n)
+
+
 def test_programming_every_layer_in_one_pass_is_layer_by_layer(lenet):
     """``program_all`` programs all layers of a trial in one pass over their concatenated cells: the
     same values as programming each layer alone (odd cell counts included), kept for the layers'
