@@ -71,7 +71,7 @@ class ProgramRecipe:
 class _State:
     policy: Policy = "auto"
     eager_s: float = 0.0  # CPU seconds this process spent in eager draws
-    compiled: Any = None  # the torch.compile'd integer pass, made on first use
+    compiled: Any = None  # the torch.compile'd fused pass, made on first use
     checked: set[tuple] = field(default_factory=set)  # stream layouts whose compiled result was checked
     disabled: str | None = None  # why compilation is off for this process
     programmed: int = 0  # compiled passes that also programmed the cells (draw_and_program)

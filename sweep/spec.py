@@ -150,9 +150,9 @@ class ExecutionSection(_Section):
     max_task_failures: int = Field(3, ge=0, le=1000, description="re-runs of a task whose worker died")
     compile_draws: Literal["auto", "always", "never"] = Field(
         "auto",
-        description="compile the integer part of each CPU worker's static draws with torch.compile "
-        "(checked bit for bit against eager, same results either way): auto = once a worker has "
-        "spent 10 s drawing eagerly; always; never",
+        description="compile each CPU worker's static draws (and the programming of faults and gaussian "
+        "variation) with torch.compile (checked bit for bit against eager, same results either way): "
+        "auto = once a worker has spent 10 s drawing eagerly; always; never",
     )
     solve_memory_mb: float | None = Field(
         None,
