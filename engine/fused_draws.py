@@ -32,6 +32,8 @@ from typing import Any, Literal
 import torch
 
 from . import counter_rng
+from .nonideal.faults import apply_fault_weights_
+from .nonideal.variation import bound_, vary_absolute_, vary_relative_
 
 Policy = Literal["auto", "always", "never"]
 AUTO_COMPILE_AFTER_S = 10.0  # ~ one compilation on a 2-core CPU: 2-5 s with Inductor's disk cache warm, 17 s cold
@@ -56,15 +58,17 @@ class StreamRequest:
 class ProgramRecipe:
     """Programming the fused pass may apply to its own draws (the common static effects: stuck-at
     faults, gaussian conductance variation), as indices into the pass's flat outputs (one per normal
-    stream, one per interval). With p = (G_min/dG, sigma_rel, sigma_abs/dG, G_max/dG, 2**b - 1):
-    g = L + p0; g += (g p1) z_rel; g += z_abs p2; g = max(g, 0); g = min(g, p3) (ceiling);
-    h = g - p0; h = h healthy + at_gmax p4 - the eager steps of :func:`engine.instance.program_levels`
-    one for one, each correctly rounded."""
+    stream, one per interval). With p = (G_min/dG, sigma_rel, sigma_abs/dG, G_max/dG) as a tensor (a
+    sweep over sigma reuses the kernel): g = L + p0, then the effects' own steps in
+    :func:`engine.instance.program_levels`' order - :func:`~engine.nonideal.variation.vary_relative_`,
+    :func:`~engine.nonideal.variation.vary_absolute_`, :func:`~engine.nonideal.variation.bound_`,
+    h = g - p0, :func:`~engine.nonideal.faults.apply_fault_weights_` with ``full_level`` = 2**b - 1."""
 
     rel: int | None
     abs: int | None
     ceiling: bool
     faults: tuple[int, int] | None  # (healthy, at_gmax)
+    full_level: int
 
 
 @dataclass
@@ -134,7 +138,7 @@ def draw_and_program(
     eager_program: Callable[[list[list[torch.Tensor]]], torch.Tensor],
 ) -> tuple[list[list[torch.Tensor]], torch.Tensor] | None:
     """:func:`draw_streams` and the programmed cells h = ``recipe`` applied to target ``levels`` (1,
-    cells) with ``params`` (float32, 5), in one compiled pass; None where this call is not compiled
+    cells) with ``params`` (float32, 4), in one compiled pass; None where this call is not compiled
     (policy, device, size, a failed compiler): the caller then draws and programs eagerly.
     ``eager_program(draws)`` is the engine's eager programming, the reference of the first check."""
     if not compiles(keys.device, _words(keys, sizes)):
@@ -269,16 +273,13 @@ def _program(draws: list[torch.Tensor], levels: torch.Tensor, p: torch.Tensor, r
     """The programmed cells of :class:`ProgramRecipe` (compiled with the draws)."""
     g = levels + p[0]
     if recipe.rel is not None:
-        g = g + (g * p[1]) * draws[recipe.rel]
+        vary_relative_(g, draws[recipe.rel], p[1])
     if recipe.abs is not None:
-        g = g + draws[recipe.abs] * p[2]
-    g = torch.clamp_min(g, 0.0)
-    if recipe.ceiling:
-        g = torch.minimum(g, p[3])
-    h = g - p[0]
+        vary_absolute_(g, draws[recipe.abs], p[2])
+    h = bound_(g, p[3] if recipe.ceiling else None).sub_(p[0])
     if recipe.faults is not None:
         healthy, at_gmax = recipe.faults
-        h = h * draws[healthy] + draws[at_gmax] * p[4]
+        apply_fault_weights_(h, draws[healthy], draws[at_gmax], recipe.full_level)
     return h
 
 

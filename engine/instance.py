@@ -211,7 +211,7 @@ def _recipe(hw: HardwareSpec, streams: _Streams) -> ProgramRecipe | None:
     names = streams.names()
     at = {name: names.index(name) for name in names}
     faults = (at["healthy"], at["at_gmax"]) if StuckAt in active else None
-    return ProgramRecipe(at.get("z_rel"), at.get("z_abs"), var.ceiling == "g_max", faults)
+    return ProgramRecipe(at.get("z_rel"), at.get("z_abs"), var.ceiling == "g_max", faults, hw.device.levels - 1)
 
 
 @functools.lru_cache(maxsize=16)
@@ -220,11 +220,11 @@ def _recipe_params(values: tuple[float, ...], device: torch.device) -> torch.Ten
 
 
 def _params(hw: HardwareSpec, device: torch.device) -> torch.Tensor:
-    """(G_min/dG, sigma_rel, sigma_abs/dG, G_max/dG, 2**b - 1) as float32 on ``device``: a tensor, so a
-    sweep over sigma reuses one compiled pass."""
+    """(G_min/dG, sigma_rel, sigma_abs/dG, G_max/dG) as float32 on ``device``: a tensor, so a sweep
+    over sigma reuses one compiled pass."""
     dev, var = hw.device, hw.variation
     sigma_abs = var.sigma_abs_s / dev.delta_g_s if var.sigma_abs_s > 0 else var.sigma_abs_delta_g
-    values = (dev.g_min_n, var.sigma_rel, sigma_abs, dev.g_max_s / dev.delta_g_s, float(dev.levels - 1))
+    values = (dev.g_min_n, var.sigma_rel, sigma_abs, dev.g_max_s / dev.delta_g_s)
     return _recipe_params(values, device)
 
 

@@ -25,6 +25,7 @@ import torch
 
 from ..hardware import RERAM_WAN2022_TIMES, DriftSpec, HardwareSpec
 from .base import Draws, ProgramContext, ReadContext, ReadEffect, StaticEffect, Stream
+from .variation import vary_absolute_
 
 _ZERO_CLIP = 1e-7
 
@@ -67,7 +68,7 @@ def apply_drift(g: torch.Tensor, g_target: torch.Tensor, z: torch.Tensor, hw: Ha
     g_rel = g_target * (dev.delta_g_s / dev.g_max_s)
     if hw.drift.model == "reram_wan2022":
         if hw.time_s is not None:
-            g.addcmul_(relaxation_sigma_s(g_rel, hw.time_s, dev.g_max_s) / dev.delta_g_s, z).clamp_min_(0.0)
+            vary_absolute_(g, z, relaxation_sigma_s(g_rel, hw.time_s, dev.g_max_s) / dev.delta_g_s).clamp_min_(0.0)
         return g
     return g.mul_(drift_factor(drift_exponents(g_rel, z, hw.drift), hw.drift_time_factor))
 

@@ -26,6 +26,25 @@ from ..hardware import HardwareSpec, ProgrammingVariation
 from .base import Draws, StaticEffect, Stream
 
 
+def vary_relative_(g: torch.Tensor, z: torch.Tensor, sigma: float | torch.Tensor) -> torch.Tensor:
+    """In place: g (1 + sigma z) (RxNN), as g + (g sigma) z in three rounded steps - a fused addcmul
+    rounds once on some devices and twice on others. ``sigma`` a float or a float32 scalar tensor
+    (the compiled pass of :mod:`engine.fused_draws` runs these same steps)."""
+    return g.add_(torch.mul(g, sigma).mul_(z))
+
+
+def vary_absolute_(g: torch.Tensor, z: torch.Tensor, sigma: float | torch.Tensor) -> torch.Tensor:
+    """In place: g + sigma z in two rounded steps (not ``add(alpha=)``, which may fuse into one);
+    ``sigma`` a float, a float32 scalar tensor or per-cell sigmas."""
+    return g.add_(torch.mul(z, sigma))
+
+
+def bound_(g: torch.Tensor, g_max_n: float | torch.Tensor | None) -> torch.Tensor:
+    """In place: conductances floored at 0 S and, with a ceiling ``g_max_n`` (G_max / dG), clipped there."""
+    g.clamp_min_(0.0)
+    return g if g_max_n is None else g.clamp_max_(g_max_n)
+
+
 def apply_variation(
     g: torch.Tensor,
     z_abs: torch.Tensor | None,
@@ -47,9 +66,7 @@ def apply_variation(
         assert z_rel is not None, "a relative sigma needs its normals"
         resistance = spec.domain == "resistance"
         if spec.distribution == "gaussian" and not resistance:
-            # g (1 + sigma z) as g + (g sigma) z, three rounded steps: a fused addcmul rounds once
-            # on some devices and twice on others (engine.fused_draws compiles these same steps)
-            g.add_(torch.mul(g, spec.sigma_rel).mul_(z_rel))
+            vary_relative_(g, z_rel, spec.sigma_rel)
         elif spec.distribution == "gaussian":
             factor: torch.Tensor = 1.0 + spec.sigma_rel * z_rel  # R'/R
             g.div_(factor.clamp_min(1e-30)).masked_fill_(factor <= 0, g_max_n)  # non-positive R: the ceiling
@@ -59,12 +76,8 @@ def apply_variation(
             g.mul_(torch.exp(sign * s * z_rel + sign * -0.5 * s * s))
     if isinstance(sigma_abs, torch.Tensor) or sigma_abs > 0:
         assert z_abs is not None, "an absolute sigma needs its normals"
-        if isinstance(sigma_abs, torch.Tensor):
-            g.addcmul_(sigma_abs, z_abs)
-        else:
-            g.add_(torch.mul(z_abs, sigma_abs))  # not add(alpha=): that may fuse into one rounding
-    g.clamp_min_(0.0)
-    return g.clamp_max_(g_max_n) if spec.ceiling == "g_max" else g
+        vary_absolute_(g, z_abs, sigma_abs)
+    return bound_(g, g_max_n if spec.ceiling == "g_max" else None)
 
 
 def poly_sigma(g_t: torch.Tensor, spec: ProgrammingVariation, g_max_s: float) -> torch.Tensor:
