@@ -22,7 +22,7 @@ from .hardware import HardwareSpec
 from .instance import HardwareInstance, LayerCells
 from .layers import CrossbarConv2d, CrossbarLinear
 from .mapping import Scheme
-from .periphery import RangeTracker
+from .periphery import CodeScratch, RangeTracker
 
 T = TypeVar("T")
 M = TypeVar("M")
@@ -314,6 +314,7 @@ def convert(model: nn.Module, hw: HardwareSpec, keep_digital: Iterable[str] = ()
         else:
             raise ValueError(f"keep_digital: no Linear/Conv2d layer named {name!r}; layers are {names}")
     index = 0
+    scratch = CodeScratch()  # the layers read one after another: one buffer for every layer's input codes
     for name in names:
         if name in keep:
             continue
@@ -323,6 +324,7 @@ def convert(model: nn.Module, hw: HardwareSpec, keep_digital: Iterable[str] = ()
             if isinstance(mod, nn.Conv2d)
             else CrossbarLinear.from_module(cast(nn.Linear, mod), hw, name, index)
         )
+        new.code_scratch = scratch
         net.set_submodule(name, new)
         index += 1
     return CrossbarModel(net, hw)

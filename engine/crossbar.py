@@ -44,7 +44,7 @@ from .instance import HardwareInstance, LayerCells, ideal_cells
 from .mapping import MappedWeights, Scheme, map_weights
 from .nonideal import NETWORK_EFFECTS
 from .nonideal.iv import NewtonReport
-from .periphery import ADC, InputCoding
+from .periphery import ADC, CodeScratch, InputCoding
 from .programming import (
     NetworkPlan,
     ProgrammedState,
@@ -126,6 +126,7 @@ class CrossbarLayer(nn.Module):
         self._mapped: MappedWeights | None = None
         self._prog: ProgrammedState | None = None
         self._levels: tuple[MappedWeights, TileGrid, torch.Tensor] | None = None  # placed target levels
+        self.code_scratch = CodeScratch()  # where reads write their input codes (shared by a converted model's layers)
         self.set_hardware(hw)
 
     # Configuration ---------------------------------------------------------------------------
@@ -196,7 +197,10 @@ class CrossbarLayer(nn.Module):
     @property
     def delta_v_v(self) -> float:
         """DAC step of this layer in volts: the largest chunk magnitude drives v_read_v."""
-        return self.hw.input.v_read_v / self.coding.max_chunk
+        return self._delta_v_v(self.coding)
+
+    def _delta_v_v(self, coding: InputCoding) -> float:
+        return self.hw.input.v_read_v / coding.max_chunk
 
     @property
     def mapped(self) -> MappedWeights:
@@ -305,7 +309,8 @@ class CrossbarLayer(nn.Module):
         (``reuse_ir_distortion``: see :meth:`program`). ``read_streams``: per-instance generators the
         per-read noise continues from (crossbar training re-programs after every update; default: the
         instances' streams from their start)."""
-        delta_v_v = self.delta_v_v
+        coding = self.coding  # the input code and the DAC step in volts, made once per programming
+        delta_v_v = self._delta_v_v(coding)
         plan = NetworkPlan.of(self.hw, cells.seeds is not None, delta_v_v)
         if plan.solved and cells.row_source is not None:
             raise ValueError(
@@ -327,7 +332,7 @@ class CrossbarLayer(nn.Module):
         setup = ReadSetup(
             grid=self.grid,
             hw=self.hw,
-            coding=self.coding,
+            coding=coding,
             delta_x=self.fitted.delta_x,
             delta_v_v=delta_v_v,
             layer_index=self.layer_index,
@@ -427,18 +432,29 @@ class CrossbarLayer(nn.Module):
             )
         if prog.delta_x == 0.0:  # a fitted quantity: never read a layer whose input range was not calibrated
             raise RuntimeError(f"layer {self.name}: input range (DAC step) not calibrated; call calibrate() first")
-        return prog.path.forward(self, prog, prog.coding.quantise(x, prog.delta_x))
+        codes = prog.coding.quantise(x, prog.delta_x, self.code_scratch.take(x))
+        return prog.path.forward(self, prog, codes)
 
     def float_forward(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def fold_layout(self, w_eff: torch.Tensor) -> torch.Tensor:
-        """(I, G, k, n) folded weight -> the contiguous layout :meth:`folded_forward` passes to its kernel."""
+    def native_layout(self, instances: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """An empty weight in the contiguous layout :meth:`folded_forward` passes to its kernel (dtype
+        and device of ``like``), and its (I, G, k, n) view."""
         raise NotImplementedError
+
+    def native_weight(self, w_eff: torch.Tensor, scale: float, gain: torch.Tensor | None) -> torch.Tensor:
+        """The kernel's weight: the (I, G, k, n) folded weight times the dx * dw scale (and the digital
+        output gain), written into the kernel's layout in one pass (no layout copy after it)."""
+        native, view = self.native_layout(w_eff.shape[0], w_eff)
+        torch.mul(w_eff, scale, out=view)
+        if gain is not None:
+            view.mul_(gain.view(gain.shape[0], self.grid.groups, 1, self.grid.n))
+        return native
 
     def folded_forward(self, codes: torch.Tensor, w_native: torch.Tensor) -> torch.Tensor:
         """Linear read: codes @ W_eff + bias per instance and group (native kernels); ``w_native``
-        (from :meth:`fold_layout`) already carries the dx * dw scale."""
+        (from :meth:`native_weight`) already carries the dx * dw scale."""
         raise NotImplementedError
 
     def from_matrix(self, y: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:

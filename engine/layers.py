@@ -42,8 +42,9 @@ class CrossbarLinear(CrossbarLayer):
     def tile_operator(self, cell_draws: bool) -> MatmulTiles:
         return MatmulTiles(self.grid, self._as_matrix)
 
-    def fold_layout(self, w_eff: torch.Tensor) -> torch.Tensor:
-        return w_eff[:, 0].contiguous()  # (I, k, n)
+    def native_layout(self, instances: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        w = torch.empty(instances, self.k, self.n, dtype=like.dtype, device=like.device)  # (I, k, n) for bmm
+        return w, w.unsqueeze(1)
 
     def folded_forward(self, codes: torch.Tensor, w_native: torch.Tensor) -> torch.Tensor:
         c = self._as_matrix(codes, w_native.shape[0])
@@ -135,11 +136,11 @@ class CrossbarConv2d(CrossbarLayer):
     def float_forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._conv(x, self.weight, self.bias, self.groups)
 
-    def fold_layout(self, w_eff: torch.Tensor) -> torch.Tensor:
-        """(I, G, k, n) -> (I * out_channels, in_channels / groups, kh, kw), instances as conv groups."""
-        i = w_eff.shape[0]
-        w = w_eff.transpose(-1, -2).reshape(i * self.out_channels, self.in_channels // self.groups, *self.kernel_size)
-        return w.contiguous()
+    def native_layout(self, instances: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(I * out_channels, in_channels / groups, kh, kw), instances as conv groups; viewed as (I, G, k, n)."""
+        shape = (instances * self.out_channels, self.in_channels // self.groups, *self.kernel_size)
+        w = torch.empty(shape, dtype=like.dtype, device=like.device)
+        return w, w.view(instances, self.groups, self.n, self.k).transpose(-1, -2)
 
     def folded_forward(self, codes: torch.Tensor, w_native: torch.Tensor) -> torch.Tensor:
         w = w_native

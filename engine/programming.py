@@ -110,7 +110,7 @@ class ProgrammedState:
     path: ReadPath  # how it is read (engine.reads), chosen once
     zero_outputs: torch.Tensor | None = None  # (groups * n,) bool: Yu eq. 11 outputs read as 0
     iv_v0: float | None = None  # sinh I-V: V_0 in units of the DAC step (None: linear cells)
-    w_eff: torch.Tensor | None = None  # (I, G, k, n) folded weight in units of dw (the folded read)
+    w_eff: torch.Tensor | None = None  # (I, G, k, n) folded weight in units of dw (the folded read; may be a view)
     currents: BitLineCurrents | None = None  # the network phase: DAC voltages -> bit-line currents
     precombined: bool = False  # the operand holds sensed conductances (analog subtraction, linear sensing)
     correction_matrix: torch.Tensor | None = None  # (I, G, t_r, R, Q) sensed digital correction (EC)
@@ -142,8 +142,8 @@ def program_state(
     ``read_streams``: generators the per-read noise continues from (default: the instances' own);
     ``plan``: the network plan of these cells when the caller made it already."""
     hw, grid = setup.hw, setup.grid
-    noisy = cells.seeds is not None and hw.any_read_noise
-    effects = [e for e in READ_EFFECTS if e.used(hw)] if noisy else []
+    effects = [e for e in READ_EFFECTS if e.used(hw)] if cells.seeds is not None else []
+    noisy = bool(effects)  # hw.any_read_noise on a sampled instance, from the one scan
     read_effects = [e for e in effects if e.stage == "bit_line"]  # on the cells' raw currents
     plan = plan or NetworkPlan.of(hw, cells.seeds is not None, setup.delta_v_v)
     op = make_op(any(e.needs_cell_draws(hw) for e in read_effects) or plan.takes_read is not None)
@@ -177,14 +177,16 @@ def program_state(
         fit_adc=setup.fit_adc,
     )
     if isinstance(base["path"], FoldedRead):
-        sensed = sense(raw, grid) if corr is None else sense(raw, grid) + corr  # exact with an ideal ADC
+        sensed = sense(raw, grid, contiguous=True)  # exact with an ideal ADC; row-major, so reshapes are views
+        if corr is not None:
+            sensed = sensed + corr
         # (I,G,t_r,R,t_c,wcols); one slice needs no shift-and-add pass
         folded = sensed[..., 0] if grid.slices == 1 else (sensed * base["slice_coef"]).sum(-1)
         folded = folded.reshape(i, g, tr * r, grid.t_c * grid.wcols)
-        w_eff = folded[:, :, : grid.k, : grid.n]
+        w_eff = folded[:, :, : grid.k, : grid.n]  # a view: the kernel's weight is written from it in one pass
         if setup.zero_outputs is not None:  # Yu eq. 11 in the folded weight
             w_eff = w_eff.masked_fill(setup.zero_outputs.view(grid.groups, 1, grid.n), 0.0)
-        base["w_eff"] = w_eff.contiguous()
+        base["w_eff"] = w_eff
     else:
         if corr is not None:
             base["correction_matrix"] = corr.reshape(i, g, tr, r, -1)

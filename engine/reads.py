@@ -74,10 +74,7 @@ def _folded_weight(layer: CrossbarLayer, prog: ProgrammedState) -> torch.Tensor:
     scale, gain = prog.delta_x * layer.mapped.delta_w, layer.output_gain
     last = prog.memo("w_native", lambda: [None])  # the last (scale, gain, kernel weight) built
     if last[0] is None or last[0][0] != scale or last[0][1] is not gain:
-        w = prog.w_eff * scale
-        if gain is not None:
-            w = w * gain.view(gain.shape[0], layer.grid.groups, 1, layer.grid.n)
-        last[0] = (scale, gain, layer.fold_layout(w))
+        last[0] = (scale, gain, layer.native_weight(prog.w_eff, scale, gain))
     return last[0][2]
 
 

@@ -116,12 +116,16 @@ class TileGrid:
         return x.reshape(*lead, self.groups, self.t_r, self.rows)
 
 
-def sense(t: torch.Tensor, grid: TileGrid) -> torch.Tensor:
+def sense(t: torch.Tensor, grid: TileGrid, contiguous: bool = False) -> torch.Tensor:
     """(..., A, t_c, used) physical columns -> (..., t_c, wcols, S) signed column values:
-    I+ - I- (differential) or I_data - I_ref (offset). Linear, so it also applies to G."""
+    I+ - I- (differential) or I_data - I_ref (offset). Linear, so it also applies to G.
+    ``contiguous``: the result in its own row-major order (else the elementwise kernel's choice,
+    which follows the strides of ``t``), so later reshapes of it are views."""
     lead = t.shape[:-3]
     data = t[..., : grid.data_cols].reshape(*lead, grid.arrays, grid.t_c, grid.wcols, grid.slices)
-    if not grid.offset:
-        return data[..., 0, :, :, :] - data[..., 1, :, :, :]
-    ref = t[..., 0, :, grid.data_cols : grid.used_cols].unsqueeze(-2)
-    return data[..., 0, :, :, :] - ref
+    minus = data[..., 1, :, :, :] if not grid.offset else t[..., 0, :, grid.data_cols : grid.used_cols].unsqueeze(-2)
+    plus = data[..., 0, :, :, :]
+    if not contiguous:
+        return plus - minus
+    out = torch.empty(plus.shape, dtype=t.dtype, device=t.device)  # minus is plus-shaped or broadcasts to it
+    return torch.sub(plus, minus, out=out)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import replace
 
 import pytest
@@ -10,6 +11,8 @@ from torch import nn
 
 from engine import HardwareSpec, convert, evaluate, evaluate_float
 from engine.data import loader
+from engine.models import build_model
+from engine.periphery import CodeScratch
 from engine.reads import DigitisedRead, TiledRead
 
 IDEAL_ADC = {"adc": {"kind": "ideal"}}
@@ -241,3 +244,44 @@ def test_fast_read_with_error_correction_equals_the_general_read(kind):
     diff = (fast - general).abs()
     assert float(diff.max()) <= 2.001 * one_code  # one code of each of the two conversions at most
     assert float((diff > 1e-3 * one_code).float().mean()) <= 0.01
+
+
+@pytest.mark.parametrize(
+    "hw",
+    [
+        {"faults": {"stuck_at_gmax_rate": 0.02, "stuck_at_gmin_rate": 0.05}, **IDEAL_ADC},  # folded reads
+        {"variation": {"sigma_rel": 0.05}, "input": {"input_bits": 8, "dac_bits": 2}, "adc": {"bits": 8}},  # tiled
+    ],
+    ids=["folded", "tiled"],
+)
+def test_code_scratch_is_shared_reused_and_changes_no_output(hw, monkeypatch):
+    """Large inference codes are written to one buffer shared by a model's layers (no allocation per
+    read). A residual network reads the same logits with and without it, bit for bit: a read whose
+    codes overwrote a live activation (the skip path) or another layer's codes would change them."""
+    torch.manual_seed(0)
+    net = build_model("resnet20", in_channels=3, num_classes=10, input_size=16).eval()
+    x = torch.randn(6, 3, 16, 16)
+    xm = convert(net, HardwareSpec.model_validate(hw))
+    xm.calibrate([x])
+    xm.program([3, 4])  # two instances: the folded convs read them as conv groups
+    layers = xm.crossbar_layers()
+    scratch = layers[0].code_scratch
+    assert all(la.code_scratch is scratch for la in layers)
+    with torch.no_grad():
+        monkeypatch.setattr(CodeScratch, "MIN_BYTES", 1 << 40)  # never reuse
+        plain = xm(x)
+        assert scratch._buffer is None
+        monkeypatch.setattr(CodeScratch, "MIN_BYTES", 0)  # always reuse
+        reused = xm(x)
+        buffer = scratch._buffer
+        assert buffer is not None and buffer.numel() == 2 * 6 * 16 * 16 * 16  # the largest layer input
+        again = xm(x)
+        assert scratch._buffer is buffer
+    assert torch.equal(plain, reused) and torch.equal(plain, again)
+    like = torch.zeros(4, 8)
+    with torch.no_grad():
+        assert scratch.take(like) is not None and scratch.take(like.t()) is None  # not dense in a layout it keeps
+    assert scratch.take(like) is None  # autograd may keep the codes
+    copied = copy.deepcopy(xm)  # a copy shares one fresh scratch among its own layers
+    assert len({id(la.code_scratch) for la in copied.crossbar_layers()}) == 1
+    assert copied.crossbar_layers()[0].code_scratch is not scratch
