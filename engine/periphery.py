@@ -133,9 +133,9 @@ class CodeScratch:
     model's layers): an inference read's codes are dead once its read returns and the layers read one
     after another. A fresh host tensor of several MiB comes from newly mapped pages (page faults on
     first touch, more than the quantiser's arithmetic); a small one from a free list still in cache,
-    which beats a reused buffer. Measured (ResNet-20, 250-image batches, 4-16 MB codes): a trial's
-    forward 120-170 ms faster of ~1 s; LeNet-5 (codes under 2.6 MB): 0.3 ms slower of 15 ms with
-    reuse, hence the size floor. Not used on accelerators (their caching allocators reuse already),
+    which beats a reused buffer. Measured A/B in one process (ResNet-20, 250-image batches, 4-16 MB
+    codes): a trial's forward 120-245 ms faster of ~1 s; LeNet-5 (codes under 2.6 MB): 0.3 ms slower
+    of 15 ms with reuse, hence the size floor. Not used on accelerators (their caching allocators reuse already),
     where autograd may keep the codes (grad enabled) or where the input is neither contiguous nor
     channels-last (the codes keep the input's layout)."""
 

@@ -281,6 +281,7 @@ def test_code_scratch_is_shared_reused_and_changes_no_output(hw, monkeypatch):
     like = torch.zeros(4, 8)
     with torch.no_grad():
         assert scratch.take(like) is not None and scratch.take(like.t()) is None  # not dense in a layout it keeps
+        assert scratch.take(torch.zeros(4, 8, device="meta")) is None  # accelerators: their allocator reuses
     assert scratch.take(like) is None  # autograd may keep the codes
     copied = copy.deepcopy(xm)  # a copy shares one fresh scratch among its own layers
     assert len({id(la.code_scratch) for la in copied.crossbar_layers()}) == 1
