@@ -222,14 +222,27 @@ def box_muller(w: torch.Tensor) -> torch.Tensor:
       [-2**29, 2**29) exactly, then Cephes' sin and cos polynomials on |phi| <= pi/4 and the quadrant's
       swap and signs (sign flips on the float bits: exact).
 
-    Accuracy against float64 evaluation of the same u1 and theta: below 1e-6 absolute (|z| <= 6.56)."""
+    Accuracy against float64 evaluation of the same u1 and theta: below 1e-6 absolute (|z| <= 6.56).
+    The arithmetic is :func:`box_muller_from` on the words' 32-bit halves (int32 operations and
+    int32 -> float32 conversions only), which the compiled pass runs apart from the 64-bit hashing."""
+    return box_muller_from(w.to(torch.int32), torch.bitwise_right_shift(w, 32).to(torch.int32))
+
+
+def box_muller_from(lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+    """:func:`box_muller` from each word's low and high 32 bits, (I, m) int32 each (left unchanged):
+    the (I, 2 m) interleaved normals."""
     i32, f32 = torch.int32, torch.float32
     # radius: x = float32(2 (hi32 >> 2) + 1) = u1 2**31; its bits, shifted so the mantissa lands in
-    # [sqrt(1/2), sqrt(2)). (w >> 33) & (2**31 - 1) = hi32 >> 1; setting bit 0 makes it 2 (hi32 >> 2) + 1.
-    bits = torch.bitwise_right_shift(w, 33).bitwise_and_(0x7FFF_FFFF).bitwise_or_(1).to(f32).view(i32)
+    # [sqrt(1/2), sqrt(2)). (hi >> 1) & (2**31 - 1) = hi32 >> 1; setting bit 0 makes it 2 (hi32 >> 2) + 1.
+    bits = torch.bitwise_right_shift(hi, 1).bitwise_and_(0x7FFF_FFFF).bitwise_or_(1).to(f32).view(i32)
     bits.add_(0x3F800000 - _SQRT_HALF)
     k = torch.bitwise_right_shift(bits, 23).sub_(127 + 31).to(f32)  # u1 = 2**k m
-    f = bits.bitwise_and_(0x7FFFFF).add_(_SQRT_HALF).view(f32).sub_(1.0)  # m - 1, exact
+    m = bits.bitwise_and_(0x7FFFFF).add_(_SQRT_HALF).view(f32)  # in [sqrt(1/2), sqrt(2))
+    # angle: lo32 = 2**30 a + t, a = round(lo32 / 2**30) (mod 4), t in [-2**29, 2**29) (low 30 bits, signed)
+    quadrant = torch.bitwise_right_shift(lo, 29).add_(1).bitwise_right_shift_(1)
+    t = torch.bitwise_and(lo, (1 << 30) - 1).bitwise_xor_(1 << 29).sub_(1 << 29).to(f32)
+    odd = torch.bitwise_and(quadrant, 1).to(f32)  # odd quadrants swap sin and cos
+    f = m.sub_(1.0)  # m - 1, exact
     s = torch.add(f, 2.0)
     s = torch.div(f, s)
     z = torch.mul(s, s)
@@ -240,26 +253,24 @@ def box_muller(w: torch.Tensor) -> torch.Tensor:
     big_r.add_(hfsq).mul_(s).add_(s.copy_(k).mul_(_LN2_LO))
     # y = -2 ln u1 = 2 (((hfsq - (s (hfsq + R) + k ln2_lo)) - f) - k ln2_hi) >= 0
     y = hfsq.sub_(big_r).sub_(f).sub_(k.mul_(_LN2_HI)).mul_(2.0).clamp_min_(0.0)
-    q = torch.bitwise_right_shift(y.view(i32), 1).neg_().add_(_RSQRT_GUESS).view(f32)
+    q = torch.bitwise_right_shift(y.view(torch.int32), 1).neg_().add_(_RSQRT_GUESS).view(torch.float32)
     half_y = f.copy_(y).mul_(0.5)
     for _ in range(3):  # Newton on 1/sqrt(y); (y/2 q) q first: y = 0 keeps q finite and gives r = 0
         q.mul_(big_r.copy_(half_y).mul_(q).mul_(q).neg_().add_(1.5))
     r = y.mul_(q)
-    # angle: lo32 = 2**30 a + t, a = round(lo32 / 2**30) (mod 4), t in [-2**29, 2**29) (low 30 bits, signed)
-    lo = w.to(i32)  # the low 32 bits, two's complement
-    quadrant = torch.bitwise_right_shift(lo, 29).add_(1).bitwise_right_shift_(1)
-    phi = lo.bitwise_and_((1 << 30) - 1).bitwise_xor_(1 << 29).sub_(1 << 29).to(f32).mul_(_PHI)
+    phi = t.mul_(_PHI)
     p2 = torch.mul(phi, phi)
     sin = torch.mul(p2, _SIN3).add_(_SIN2).mul_(p2).add_(_SIN1).mul_(p2).mul_(phi).add_(phi)
     cos = torch.mul(p2, _COS3).add_(_COS2).mul_(p2).add_(_COS1).mul_(p2).mul_(p2).sub_(p2.mul_(0.5)).add_(1.0)
-    odd = torch.bitwise_and(quadrant, 1).to(f32)  # odd quadrants swap sin and cos (x * 0 + y * 1 = y exactly)
-    even = torch.sub(1.0, odd)
+    even = torch.sub(1.0, odd)  # x * 0 + y * 1 = y exactly
     first = torch.mul(sin, odd).add_(torch.mul(cos, even))
     second = sin.mul_(even).add_(cos.mul_(odd))
     # cos theta < 0 in quadrants 1 and 2, sin theta < 0 in 2 and 3: flip the sign bits (r >= 0)
     first.view(i32).bitwise_xor_(torch.add(quadrant, 1).bitwise_and_(2).bitwise_left_shift_(30))
     second.view(i32).bitwise_xor_(quadrant.bitwise_and_(2).bitwise_left_shift_(30))
-    return torch.stack((first.mul_(r), second.mul_(r)), dim=-1).reshape(w.shape[0], -1)
+    first.mul_(r)
+    second.mul_(r)
+    return torch.stack((first, second), dim=-1).reshape(first.shape[0], -1)
 
 
 U32_END = 1 << 32  # the end of the 32-bit draws' range, as an interval bound

@@ -79,22 +79,27 @@ def test_compiled_draws_are_the_eager_bits(sizes, instances):
     assert torch.equal(got[1][2], (u < 2**31).float()) and torch.equal(got[1][4], ((u >= 12345) & (u < 3e9)).float())
 
 
-def test_a_compiled_result_that_differs_is_dropped_for_the_eager_one():
+def test_a_compiled_result_that_differs_is_dropped_for_the_eager_one(monkeypatch):
     """The first compiled result of a shape is checked against eager: a compiler that got one bit
     wrong (simulated by flipping a bit of its output) turns compilation off with a warning, and the
     caller still gets the eager draws. Breakage caught: trusting the compiler without the check."""
     fused_draws.reset("always")
     requests = [R("normal"), R("intervals", ((0, 2**30),))]
     keys = torch.tensor(cr.stream_keys_signed([5], [0, 1], [1, 0]))
-    honest = torch.compile(fused_draws._fused_pass)
+    compile_honestly = fused_draws._compile
 
-    def one_bit_off(*args):
-        out = list(honest(*args))
-        out[0] = out[0].clone()
-        out[0].view(torch.int32)[0, 3] ^= 1
-        return tuple(out)
+    def one_bit_off(*layout):
+        honest = compile_honestly(*layout)
 
-    fused_draws._STATE.compiled = one_bit_off
+        def fused(*args):
+            out = list(honest(*args))
+            out[0] = out[0].clone()
+            out[0].view(torch.int32)[0, 3] ^= 1
+            return tuple(out)
+
+        return fused
+
+    monkeypatch.setattr(fused_draws, "_compile", one_bit_off)
     with pytest.warns(RuntimeWarning, match="differ from the eager"):
         got = draw_streams(keys, [64, 9], requests)
     _compiled_or_skip()
@@ -102,6 +107,25 @@ def test_a_compiled_result_that_differs_is_dropped_for_the_eager_one():
     assert not fused_draws.status()["compiled"] and "differ" in fused_draws.status()["disabled"]
     draw_streams(keys, [64, 9], requests)  # stays eager: the broken compiler is not called again
     assert fused_draws._STATE.checked == set()
+
+
+def test_one_compilation_per_layout_whatever_the_grad_mode():
+    """A layout compiles once per process: drawing it again with autograd on or off reuses the compiled
+    stages (Dynamo keeps at most eight specialisations per function; one per grad mode used them up
+    twice as fast, and the ninth ran eagerly). Breakage caught: the pass specialised on the grad mode."""
+    from torch._dynamo.utils import counters
+
+    fused_draws.reset("always")
+    requests = [R("normal"), R("intervals", ((0, 2**31), (2**31, 2**32 - 5)))]
+    keys = torch.tensor(cr.stream_keys_signed([9], [0, 3], [1, 0]))
+    with torch.no_grad():
+        first = draw_streams(keys, [70, 33], requests)
+    _compiled_or_skip()
+    graphs = counters["stats"]["unique_graphs"]
+    with torch.enable_grad():
+        second = draw_streams(keys, [70, 33], requests)
+    assert counters["stats"]["unique_graphs"] == graphs
+    assert _same(first, second) and _same(first, fused_draws._eager(keys, [70, 33], requests))
 
 
 def test_auto_compiles_only_after_its_eager_budget(monkeypatch):
