@@ -5,9 +5,10 @@ all layers' cells (:mod:`engine.counter_rng`), each turned into normals or inter
 Every step is an integer operation or a correctly rounded float32 +, -, * or / in a fixed order
 (:func:`engine.counter_rng.box_muller` makes normals without libm), and those have one result on
 every compiler: Inductor compiles C++ with ``-ffp-contract=off`` (no fused multiply-add) and without
-unsafe math. So on a CPU ``torch.compile`` may fuse every stream - counters, keyed finaliser,
-Box-Muller, interval comparisons, cell order - into one kernel without changing a bit, where eagerly
-each normal stream costs about seventy tensor passes. The first compiled result of each stream
+unsafe math. So on a CPU ``torch.compile`` may fuse every stream without changing a bit, where
+eagerly each normal stream costs about seventy tensor passes, in two kernels (:func:`_compile`): the
+64-bit hashing (counters, keyed finaliser), then from the words' 32-bit halves Box-Muller, interval
+comparisons, cell order and the common programming. The first compiled result of each stream
 layout and shape is still checked bit for bit against the eager one; any difference, or a compiler
 that cannot build, turns compilation off for the process with a warning, so results never depend on
 whether a compiler is present.
