@@ -225,23 +225,42 @@ def box_muller(w: torch.Tensor) -> torch.Tensor:
     Accuracy against float64 evaluation of the same u1 and theta: below 1e-6 absolute (|z| <= 6.56).
     The arithmetic is :func:`box_muller_from` on the words' 32-bit halves (int32 operations and
     int32 -> float32 conversions only), which the compiled pass runs apart from the 64-bit hashing."""
-    return box_muller_from(w.to(torch.int32), torch.bitwise_right_shift(w, 32).to(torch.int32))
+    radius = _radius(torch.bitwise_right_shift(w, 32).to(torch.int32))  # the high halves, freed after
+    return _normals(*radius, *_angle(w.to(torch.int32), consume=True))
 
 
 def box_muller_from(lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
     """:func:`box_muller` from each word's low and high 32 bits, (I, m) int32 each (left unchanged):
     the (I, 2 m) interleaved normals."""
+    return _normals(*_radius(hi), *_angle(lo, consume=False))
+
+
+def _radius(hi: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """k and m of u1 = 2**k m, m in [sqrt(1/2), sqrt(2)), from the words' high halves (int32)."""
     i32, f32 = torch.int32, torch.float32
     # radius: x = float32(2 (hi32 >> 2) + 1) = u1 2**31; its bits, shifted so the mantissa lands in
     # [sqrt(1/2), sqrt(2)). (hi >> 1) & (2**31 - 1) = hi32 >> 1; setting bit 0 makes it 2 (hi32 >> 2) + 1.
     bits = torch.bitwise_right_shift(hi, 1).bitwise_and_(0x7FFF_FFFF).bitwise_or_(1).to(f32).view(i32)
     bits.add_(0x3F800000 - _SQRT_HALF)
     k = torch.bitwise_right_shift(bits, 23).sub_(127 + 31).to(f32)  # u1 = 2**k m
-    m = bits.bitwise_and_(0x7FFFFF).add_(_SQRT_HALF).view(f32)  # in [sqrt(1/2), sqrt(2))
-    # angle: lo32 = 2**30 a + t, a = round(lo32 / 2**30) (mod 4), t in [-2**29, 2**29) (low 30 bits, signed)
+    return k, bits.bitwise_and_(0x7FFFFF).add_(_SQRT_HALF).view(f32)
+
+
+def _angle(lo: torch.Tensor, consume: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The quadrant a, t = lo32 - 2**30 a as float32 and whether a is odd (0/1), from the words' low
+    halves (int32; overwritten where ``consume``: an eager draw keeps one array fewer)."""
+    # lo32 = 2**30 a + t, a = round(lo32 / 2**30) (mod 4), t in [-2**29, 2**29) (low 30 bits, signed)
     quadrant = torch.bitwise_right_shift(lo, 29).add_(1).bitwise_right_shift_(1)
-    t = torch.bitwise_and(lo, (1 << 30) - 1).bitwise_xor_(1 << 29).sub_(1 << 29).to(f32)
-    odd = torch.bitwise_and(quadrant, 1).to(f32)  # odd quadrants swap sin and cos
+    low30 = lo.bitwise_and_((1 << 30) - 1) if consume else torch.bitwise_and(lo, (1 << 30) - 1)
+    t = low30.bitwise_xor_(1 << 29).sub_(1 << 29).to(torch.float32)
+    return quadrant, t, torch.bitwise_and(quadrant, 1).to(torch.float32)  # odd quadrants swap sin and cos
+
+
+def _normals(
+    k: torch.Tensor, m: torch.Tensor, quadrant: torch.Tensor, t: torch.Tensor, odd: torch.Tensor
+) -> torch.Tensor:
+    """Box-Muller's float arithmetic on :func:`_radius`' and :func:`_angle`'s operands (all consumed)."""
+    i32 = torch.int32
     f = m.sub_(1.0)  # m - 1, exact
     s = torch.add(f, 2.0)
     s = torch.div(f, s)
