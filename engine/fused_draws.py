@@ -232,9 +232,10 @@ def _compile(
     eight specialisations per function: layouts and shapes of a process). It runs without autograd
     (draws are constants; one specialisation per layout, not two). On an AVX2 CPU the integer stage
     is compiled to scalar loops: Inductor's AVX2 vectors of int64 load, store, multiply and convert
-    element by element (measured on the 2-core EPYC over 147k elements: an int64 ``x + 1`` 143 us
-    vectorised against 84 us scalar, an int64 -> float32 conversion 254 us against 94 us); the float
-    stage stays vectorised (scalar, Box-Muller's float arithmetic took twice as long)."""
+    element by element (measured on the 2-core EPYC: an int64 ``x + 1`` over 147k elements, 2 threads,
+    143 us vectorised against 84 us scalar; two int64 -> float32 conversions and an add over 74k, one
+    thread, 254 us against 94 us); the float stage stays vectorised (scalar, Box-Muller's float
+    arithmetic took twice as long)."""
     integer, floating = _stages()
 
     def fused(ctr, keys, bounds, levels, params):  # noqa: ANN001, ANN202 - the stages' own arguments
