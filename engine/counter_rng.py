@@ -223,8 +223,9 @@ def box_muller(w: torch.Tensor) -> torch.Tensor:
       swap and signs (sign flips on the float bits: exact).
 
     Accuracy against float64 evaluation of the same u1 and theta: below 1e-6 absolute (|z| <= 6.56).
-    The arithmetic is :func:`box_muller_from` on the words' 32-bit halves (int32 operations and
-    int32 -> float32 conversions only), which the compiled pass runs apart from the 64-bit hashing."""
+    After splitting each word into its 32-bit halves, everything is int32 operations, int32 -> float32
+    conversions and float32 arithmetic (:func:`_radius`, :func:`_angle`, :func:`_normals`), so the
+    compiled pass runs it apart from the 64-bit hashing (:func:`box_muller_from`)."""
     radius = _radius(torch.bitwise_right_shift(w, 32).to(torch.int32))  # the high halves, freed after
     return _normals(*radius, *_angle(w.to(torch.int32), consume=True))
 
@@ -260,7 +261,7 @@ def _normals(
     k: torch.Tensor, m: torch.Tensor, quadrant: torch.Tensor, t: torch.Tensor, odd: torch.Tensor
 ) -> torch.Tensor:
     """Box-Muller's float arithmetic on :func:`_radius`' and :func:`_angle`'s operands (all consumed)."""
-    i32 = torch.int32
+    i32, f32 = torch.int32, torch.float32
     f = m.sub_(1.0)  # m - 1, exact
     s = torch.add(f, 2.0)
     s = torch.div(f, s)
@@ -272,7 +273,7 @@ def _normals(
     big_r.add_(hfsq).mul_(s).add_(s.copy_(k).mul_(_LN2_LO))
     # y = -2 ln u1 = 2 (((hfsq - (s (hfsq + R) + k ln2_lo)) - f) - k ln2_hi) >= 0
     y = hfsq.sub_(big_r).sub_(f).sub_(k.mul_(_LN2_HI)).mul_(2.0).clamp_min_(0.0)
-    q = torch.bitwise_right_shift(y.view(torch.int32), 1).neg_().add_(_RSQRT_GUESS).view(torch.float32)
+    q = torch.bitwise_right_shift(y.view(i32), 1).neg_().add_(_RSQRT_GUESS).view(f32)
     half_y = f.copy_(y).mul_(0.5)
     for _ in range(3):  # Newton on 1/sqrt(y); (y/2 q) q first: y = 0 keeps q finite and gives r = 0
         q.mul_(big_r.copy_(half_y).mul_(q).mul_(q).neg_().add_(1.5))
