@@ -45,7 +45,9 @@ class CrossbarModel(nn.Module):
     def crossbar_layers(self) -> list[CrossbarLayer]:
         """The crossbar layers in ``modules()`` order (depth first, each once), found without building
         the qualified names ``modules()`` makes (called several times per trial)."""
-        out: list[CrossbarLayer] = []
+        return list(self._walk_layers())
+
+    def _walk_layers(self) -> Iterator[CrossbarLayer]:
         seen: set[int] = set()
         stack = [self.net]
         while stack:
@@ -54,14 +56,13 @@ class CrossbarModel(nn.Module):
                 continue
             seen.add(id(m))
             if isinstance(m, CrossbarLayer):
-                out.append(m)
+                yield m
             stack.extend(reversed([c for c in m._modules.values() if c is not None]))
-        return out
 
     @property
     def n_instances(self) -> int:
-        layers = self.crossbar_layers()
-        return layers[0].n_instances if layers else 1
+        first = next(self._walk_layers(), None)  # every layer holds the same instances: stop at the first
+        return first.n_instances if first is not None else 1
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         i, b = self.n_instances, x.shape[0]

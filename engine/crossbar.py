@@ -39,16 +39,17 @@ from torch import nn
 
 from . import irdrop
 from .calibration import ReadObserver
-from .hardware import HardwareSpec
+from .hardware import HardwareSpec, spec_edits
 from .instance import HardwareInstance, LayerCells, ideal_cells
 from .mapping import MappedWeights, Scheme, map_weights
 from .nonideal import NETWORK_EFFECTS
 from .nonideal.iv import NewtonReport
 from .periphery import ADC, CodeScratch, InputCoding
 from .programming import (
-    NetworkPlan,
     ProgrammedState,
+    ReadPlan,
     ReadSetup,
+    effect_registries,
     program_state,
     read_noise_streams,
     to_logical,
@@ -125,6 +126,8 @@ class CrossbarLayer(nn.Module):
         self._fitted: tuple[tuple[tuple[torch.Tensor, int], ...], FittedScalars] | None = None  # see `fitted`
         self._mapped: MappedWeights | None = None
         self._prog: ProgrammedState | None = None
+        # (objects compared by identity, values compared by equality, the plan): see read_plan
+        self._read_plan: tuple[tuple, tuple, ReadPlan] | None = None
         self._levels: tuple[MappedWeights, TileGrid, torch.Tensor] | None = None  # placed target levels
         self.code_scratch = CodeScratch()  # where reads write their input codes (shared by a converted model's layers)
         self.set_hardware(hw)
@@ -276,6 +279,7 @@ class CrossbarLayer(nn.Module):
         """Forget every derived value (mapping, placed levels, programmed state, the last IR-drop
         solve); subclasses add theirs. Rebuilt when next needed."""
         self._mapped, self._levels, self._prog, self._ir_solution = None, None, None, None
+        self._read_plan = None
 
     # Programming -----------------------------------------------------------------------------
     def program(
@@ -309,16 +313,14 @@ class CrossbarLayer(nn.Module):
         (``reuse_ir_distortion``: see :meth:`program`). ``read_streams``: per-instance generators the
         per-read noise continues from (crossbar training re-programs after every update; default: the
         instances' streams from their start)."""
-        coding = self.coding  # the input code and the DAC step in volts, made once per programming
-        delta_v_v = self._delta_v_v(coding)
-        plan = NetworkPlan.of(self.hw, cells.seeds is not None, delta_v_v)
-        if plan.solved and cells.row_source is not None:
+        plan = self.read_plan(cells)
+        if plan.network.solved and cells.row_source is not None:
             raise ValueError(
                 f"layer {self.name}: row remapping is not modelled with iv.model: sinh under exact IR "
                 f"drop (the network is solved on physical rows)"
             )
         prev = self._prog
-        if plan.solved:
+        if plan.network.solved:
             h_eff = cells.h  # the wires enter each read's solve
         elif (
             prev is not None
@@ -329,11 +331,38 @@ class CrossbarLayer(nn.Module):
             h_eff = prev.h_eff  # the same cells re-programmed (e.g. with a correction): no new IR-drop solve
         else:
             h_eff = to_logical(self.effective_conductance(cells, reuse_ir_distortion), cells)
+        self._prog = program_state(plan, cells, h_eff, read_streams)
+
+    def read_plan(self, cells: LayerCells) -> ReadPlan:
+        """How ``cells`` are read (:class:`~engine.programming.ReadPlan`), derived again only when
+        something it depends on changed: the hardware (another spec, or any spec edited in place),
+        the fitted scalars, the tiles, the calibration observer, folding, the output stage's MMSE and
+        zero outputs, the solve budget, a per-read ADC fit, whether the cells are sampled, the device,
+        the registered effects and which of them act.
+        Re-programming a new instance of the same layer then costs only its cells' operands."""
+        fitted = self.fitted
+        registries = effect_registries()
+        objects = (self.hw, fitted, self.grid, self.observer, self.zero_outputs, self.fit_adc, *registries)
+        values = (
+            spec_edits(),
+            # which effects act: an effect's own state can turn it on or off (a few calls a programming)
+            tuple(e.used(self.hw) for registry in registries for e in registry),
+            self.allow_fold,
+            self.mmse is not None,
+            self.solve_max_bytes,
+            cells.seeds is not None,
+            cells.h.device,
+        )
+        held = self._read_plan
+        if held is not None and held[1] == values and all(a is b for a, b in zip(held[0], objects)):
+            return held[2]
+        coding = self.coding
+        delta_v_v = self._delta_v_v(coding)
         setup = ReadSetup(
             grid=self.grid,
             hw=self.hw,
             coding=coding,
-            delta_x=self.fitted.delta_x,
+            delta_x=fitted.delta_x,
             delta_v_v=delta_v_v,
             layer_index=self.layer_index,
             fold=self.observer is None and self.allow_fold,
@@ -343,7 +372,9 @@ class CrossbarLayer(nn.Module):
             solve_max_bytes=self.solve_max_bytes,
             fit_adc=self.fit_adc,
         )
-        self._prog = program_state(setup, cells, h_eff, self.tile_operator, read_streams, plan)
+        plan = ReadPlan.of(setup, cells.seeds is not None, cells.h.device, self.tile_operator)
+        self._read_plan = (objects, values, plan)
+        return plan
 
     def effective_conductance(self, cells: LayerCells, reuse_ir_distortion: bool = False) -> torch.Tensor:
         """G_eff per physical tile (above G_min, units of dG): bit-line currents are exactly

@@ -22,11 +22,25 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+_EDITS = [0]  # assignments to any spec field so far (see spec_edits)
+
+
+def spec_edits() -> int:
+    """How many times a field of any spec was assigned in place. Values derived from a spec and
+    cached by its identity (a layer's read plan, a trial's draw recipe) are valid while this count
+    is unchanged: a spec edited in place is then derived again, as when nothing was cached."""
+    return _EDITS[0]
+
 
 class _Section(BaseModel):
-    """Base for every spec section: unknown keys are errors, assignments are re-validated."""
+    """Base for every spec section: unknown keys are errors, assignments are re-validated (and
+    counted: :func:`spec_edits`)."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False, allow_inf_nan=False)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        super().__setattr__(name, value)
+        _EDITS[0] += 1
 
 
 class CrossbarGeometry(_Section):

@@ -6,7 +6,9 @@ stage's fields that shape programming), it derives every read operand once: the 
 bit-line currents (:mod:`engine.nonideal.network`), the per-read effects' operands, the sensed
 digital correction (PytorX Alg. 2), when the read is linear the folded weight, and the read path
 (:mod:`engine.reads`: folded, digitised or tiled), chosen here once. Operands that need a later fit
-(the ADC's step) are memoised in the state on first use, never reassigned.
+(the ADC's step) are memoised in the state on first use, never reassigned. What depends on the
+setup alone (:class:`ReadPlan`: the network plan, the effects in use, the read path) is derived
+once per setup; a layer keeps it across the instances it is programmed with.
 """
 
 from __future__ import annotations
@@ -129,35 +131,94 @@ class ProgrammedState:
         return key in self._memo
 
 
+def effect_registries() -> tuple[tuple[ReadEffect, ...], tuple[NetworkEffect, ...]]:
+    """The per-read and network effects plans are made from, as this module sees them now (an effect
+    added at run time through :mod:`engine.nonideal`'s protocol is planned with)."""
+    return READ_EFFECTS, NETWORK_EFFECTS
+
+
+@dataclass(frozen=True)
+class ReadPlan:
+    """What a programming derives from its :class:`ReadSetup` alone, before any cell value: the
+    network plan, the per-read effects in use, the tile operator, the shift-and-add weights and the
+    read path. A layer keeps it while its setup is unchanged (the same hardware, fitted scalars and
+    output stage), so re-programming a new instance only derives the operands of its cells."""
+
+    setup: ReadSetup
+    network: NetworkPlan
+    sampled: bool  # cells of a sampled instance (else the ideal crossbar: no effect acts)
+    op: MatmulTiles | ConvTiles
+    effects: tuple[ReadEffect, ...]  # per-read effects in use (sampled cells only)
+    read_effects: tuple[ReadEffect, ...]  # those on the cells' raw bit-line currents
+    column_effects: tuple[ReadEffect, ...]  # those on the sensed column values
+    plane_coef: torch.Tensor  # (planes,) shift-and-add weights of the DAC chunks, on the device
+    slice_coef: torch.Tensor  # (slices,) shift-and-add weights 2**(b s), float32 on the device
+    path: ReadPath
+    precombined: bool  # analog subtraction, linear sensing: the operand holds sensed conductances
+
+    @classmethod
+    def of(
+        cls,
+        setup: ReadSetup,
+        sampled: bool,
+        device: torch.device,
+        make_op: Callable[[bool], MatmulTiles | ConvTiles],
+        network: NetworkPlan | None = None,
+    ) -> ReadPlan:
+        """``make_op(cell_draws)``: the layer's tile operator; ``network``: the network plan when
+        the caller made it already."""
+        hw, grid = setup.hw, setup.grid
+        effects = tuple(e for e in READ_EFFECTS if e.used(hw)) if sampled else ()
+        read_effects = tuple(e for e in effects if e.stage == "bit_line")
+        network = network or NetworkPlan.of(hw, sampled, setup.delta_v_v)
+        noisy = bool(effects)  # hw.any_read_noise on a sampled instance, from the one scan
+        direct = network.takes_read is None and network.iv_v0 is None  # the tile contraction, linear cells
+        linear = hw.adc.kind == "ideal" and not noisy and direct and not setup.mmse
+        precombined = hw.adc.subtract == "analog" and not read_effects and network.takes_read is None
+        path = choose(
+            linear=linear,
+            fold=setup.fold,
+            digitisable=precombined and not noisy,  # the noiseless quantised read of precombined operands
+            adc_kind=hw.adc.kind,
+            recording=setup.recording,
+            mmse=setup.mmse,
+            fit_adc=setup.fit_adc,
+        )
+        return cls(
+            setup=setup,
+            network=network,
+            sampled=sampled,
+            op=make_op(any(e.needs_cell_draws(hw) for e in read_effects) or network.takes_read is not None),
+            effects=effects,
+            read_effects=read_effects,
+            column_effects=tuple(e for e in effects if e.stage == "column"),
+            plane_coef=coefficients(setup.coding.planes, setup.coding.dac_bits, device),
+            slice_coef=coefficients(grid.slices, hw.device.bits_per_cell, device),
+            path=path,
+            precombined=precombined,
+        )
+
+
 def program_state(
-    setup: ReadSetup,
-    cells: LayerCells,
-    h_eff: torch.Tensor,
-    make_op: Callable[[bool], MatmulTiles | ConvTiles],
-    read_streams: list[torch.Generator] | None = None,
-    plan: NetworkPlan | None = None,
+    plan: ReadPlan, cells: LayerCells, h_eff: torch.Tensor, read_streams: list[torch.Generator] | None = None
 ) -> ProgrammedState:
-    """The programmed state of ``cells`` whose logical G_eff is ``h_eff`` (the cells themselves when
-    reads solve the network), read as ``setup`` says; ``make_op(cell_draws)`` the layer's tile operator.
-    ``read_streams``: generators the per-read noise continues from (default: the instances' own);
-    ``plan``: the network plan of these cells when the caller made it already."""
+    """The programmed state of ``cells`` (sampled as ``plan`` says) whose logical G_eff is ``h_eff``
+    (the cells themselves when reads solve the network), read as ``plan`` says. ``read_streams``:
+    generators the per-read noise continues from (default: the instances' own)."""
+    setup, op = plan.setup, plan.op
     hw, grid = setup.hw, setup.grid
-    effects = [e for e in READ_EFFECTS if e.used(hw)] if cells.seeds is not None else []
-    noisy = bool(effects)  # hw.any_read_noise on a sampled instance, from the one scan
-    read_effects = [e for e in effects if e.stage == "bit_line"]  # on the cells' raw currents
-    plan = plan or NetworkPlan.of(hw, cells.seeds is not None, setup.delta_v_v)
-    op = make_op(any(e.needs_cell_draws(hw) for e in read_effects) or plan.takes_read is not None)
-    dev = cells.h.device
     base: dict[str, Any] = dict(
         cells=cells,
         op=op,
         delta_x=setup.delta_x,
         coding=setup.coding,
-        plane_coef=coefficients(setup.coding.planes, setup.coding.dac_bits, dev),
-        slice_coef=coefficients(grid.slices, hw.device.bits_per_cell, dev),
+        plane_coef=plan.plane_coef,
+        slice_coef=plan.slice_coef,
         h_eff=h_eff,
-        iv_v0=plan.iv_v0,
+        iv_v0=plan.network.iv_v0,
         zero_outputs=setup.zero_outputs,
+        path=plan.path,
+        column_effects=plan.column_effects,
     )
     raw = h_eff[..., : grid.used_cols].permute(*READ_LAYOUT)  # (I, G, t_r, R, A, t_c, used)
     i, g, tr, r = raw.shape[:4]
@@ -165,23 +226,12 @@ def program_state(
     corr = None
     if cells.correction is not None:
         corr = sense(to_logical(cells.correction, cells)[..., : grid.used_cols].permute(*READ_LAYOUT), grid)
-    linear = hw.adc.kind == "ideal" and not noisy and plan.takes_read is None and not setup.mmse and plan.iv_v0 is None
-    precombined = hw.adc.subtract == "analog" and not read_effects and plan.takes_read is None
-    base["path"] = choose(
-        linear=linear,
-        fold=setup.fold,
-        digitisable=precombined and not noisy,  # the noiseless quantised read of precombined operands
-        adc_kind=hw.adc.kind,
-        recording=setup.recording,
-        mmse=setup.mmse,
-        fit_adc=setup.fit_adc,
-    )
-    if isinstance(base["path"], FoldedRead):
+    if isinstance(plan.path, FoldedRead):
         sensed = sense(raw, grid, contiguous=True)  # exact with an ideal ADC; row-major, so reshapes are views
         if corr is not None:
             sensed = sensed + corr
         # (I,G,t_r,R,t_c,wcols); one slice needs no shift-and-add pass
-        folded = sensed[..., 0] if grid.slices == 1 else (sensed * base["slice_coef"]).sum(-1)
+        folded = sensed[..., 0] if grid.slices == 1 else (sensed * plan.slice_coef).sum(-1)
         folded = folded.reshape(i, g, tr * r, grid.t_c * grid.wcols)
         w_eff = folded[:, :, : grid.k, : grid.n]  # a view: the kernel's weight is written from it in one pass
         if setup.zero_outputs is not None:  # Yu eq. 11 in the folded weight
@@ -190,22 +240,23 @@ def program_state(
     else:
         if corr is not None:
             base["correction_matrix"] = corr.reshape(i, g, tr, r, -1)
-        base["precombined"] = precombined
-        if plan.takes_read is not None:  # the effect builds its operands from the physical cells
+        base["precombined"] = plan.precombined
+        takes_read = plan.network.takes_read
+        if takes_read is not None:  # the effect builds its operands from the physical cells
             ctx = NetworkContext(
                 op, grid, hw, cells.h, h_eff, raw, setup.delta_v_v, setup.coding.max_chunk, setup.solve_max_bytes
             )
-            base["currents"] = plan.takes_read.currents(ctx)
+            base["currents"] = takes_read.currents(ctx)
         else:
-            if precombined:  # sensing is linear: subtract the conductances once, not per read
+            if plan.precombined:  # sensing is linear: subtract the conductances once, not per read
                 mat = sense(raw, grid)
             elif hw.adc.subtract == "digital":  # every column is digitised with its G_min current
                 mat = raw + g_min_n
             else:  # analog subtraction cancels G_min exactly
                 mat = raw
             # precombined: the operand is built on first use (the digitised read has its own)
-            base["currents"] = TileCurrents(op, mat.reshape(i, g, tr, r, -1), eager=not precombined)
-    if read_effects:
+            base["currents"] = TileCurrents(op, mat.reshape(i, g, tr, r, -1), eager=not plan.precombined)
+    if plan.read_effects:
         g_phys = (raw + g_min_n).reshape(i, g, tr, r, -1)
 
         def target_rel() -> torch.Tensor:  # the cells' target levels / G_max, in g_phys' layout
@@ -216,11 +267,10 @@ def program_state(
             return g_rel.reshape(i, g, tr, r, -1)
 
         pctx = ProgramContext(g_phys, op, target_rel, hw)
-        base["read_effects"] = tuple((e, e.operands(pctx)) for e in read_effects)
-    base["column_effects"] = tuple(e for e in effects if e.stage == "column")
-    if noisy:
+        base["read_effects"] = tuple((e, e.operands(pctx)) for e in plan.read_effects)
+    if plan.effects:
         assert cells.seeds is not None
-        base["gens"] = read_streams or read_noise_streams(cells.seeds, setup.layer_index, dev)
+        base["gens"] = read_streams or read_noise_streams(cells.seeds, setup.layer_index, cells.h.device)
     return ProgrammedState(**base)
 
 

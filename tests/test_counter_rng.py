@@ -239,7 +239,8 @@ def test_instance_draws_once_per_layer_and_reuses_programmed_cells():
     a = inst.cells(levels, 0)
     b = inst.cells(levels.clone(), 0)  # equal by value: the same programmed cells
     other = inst.cells(levels.flip(-1), 0)  # other targets on the same physical draws
-    assert a is b and other is not a and inst.stats == {"draws": 1, "programs": 2, "solves": 0}
+    assert a.h is b.h and other.h is not a.h and inst.stats == {"draws": 1, "programs": 2, "solves": 0}
+    assert a.instance is b.instance is other.instance is inst
     assert torch.equal(a.faults, other.faults)
 
 

@@ -204,6 +204,39 @@ def test_an_output_stage_set_after_programming_chooses_the_read_path_again():
     assert torch.allclose(corrected - bias, 2 * (plain - bias), rtol=1e-4, atol=1e-5)  # the stage acts on the read
 
 
+def test_a_spec_edited_in_place_is_read_as_edited_at_the_next_programming():
+    """A layer keeps its read plan (engine.programming.ReadPlan) across the instances it is programmed
+    with, keyed by the hardware spec it was made for. A spec edited in place (each assignment is
+    re-validated) is planned again: read noise switched on turns the folded read into the noisy tiled
+    one, read as a twin converted from the edited spec reads. Catches a plan kept by the spec's
+    identity alone."""
+    import torch
+    from torch import nn
+
+    from engine import HardwareSpec, convert
+    from engine.reads import FoldedRead, TiledRead
+
+    raw = {"adc": {"kind": "ideal"}, "faults": {"stuck_at_gmin_rate": 0.05}, "crossbar": {"rows": 16, "cols": 16}}
+    net = nn.Sequential(nn.Linear(40, 20))
+    x = torch.rand(32, 40, generator=torch.Generator().manual_seed(2))
+    xm = convert(net, HardwareSpec.model_validate(raw))
+    xm.calibrate([x])
+    xm.program([3])
+    layer = xm.crossbar_layers()[0]
+    assert isinstance(layer.state.path, FoldedRead) and layer.hw is xm.hw
+    plan = layer.read_plan(layer.cells)
+    xm.program([4])
+    assert layer.read_plan(layer.cells) is plan  # kept across instances
+    xm.hw.read_noise.enabled = True
+    xm.program([3])
+    assert isinstance(layer.state.path, TiledRead)
+    edited = convert(net, HardwareSpec.model_validate({**raw, "read_noise": {"enabled": True}}))
+    edited.calibrate([x])
+    edited.program([3])
+    with torch.no_grad():
+        assert torch.equal(xm(x), edited(x))
+
+
 def test_retraining_returns_its_weights_and_never_trains_the_twins_parameters(lenet, calib_inputs):
     """Re-training (RxNN Sec. VI) trains its own copy of the parameters and returns them (``Weights``);
     the twin's layers only map and program what ``load_weights`` gives them. Catches an optimiser

@@ -7,7 +7,7 @@ import torch
 
 from engine.hardware import HardwareSpec
 from engine.mapping import decode_levels, map_weights, quantise_weights
-from engine.tiling import TileGrid
+from engine.tiling import TileGrid, sense
 
 
 def _hw(**kw) -> HardwareSpec:
@@ -77,3 +77,37 @@ def test_grouped_layers_map_each_group_on_its_own_tiles():
     m, grid, cells = _levels(w, hw)
     assert cells.shape[1] == 3 and grid.t_r == 2
     assert torch.equal(decode_levels(grid.unplace(cells), hw), m.w_hat)
+
+
+@pytest.mark.parametrize("realisation", ["differential", "offset"])
+@pytest.mark.parametrize("slices", [1, 3])
+@pytest.mark.parametrize("contiguous", [False, True])
+def test_sense_subtracts_the_physical_columns_of_each_weight(realisation, slices, contiguous):
+    """sense() against the column arithmetic written out cell by cell: I+ - I- of the same physical
+    column (differential) or of weight j's slice s and slice s's reference column (offset), on the
+    read's permuted layout, a row-major copy of it and an indexed view (other leading dims), with
+    the unread columns cut off."""
+    weight_bits = 2 * slices + (realisation == "differential")  # the sign is the pair's, or in the offset value
+    hw = HardwareSpec.model_validate(
+        {
+            "crossbar": {"rows": 8, "cols": 16},
+            "device": {"bits_per_cell": 2},
+            "mapping": {"realisation": realisation, "weight_bits": weight_bits},
+        }
+    )
+    assert hw.slices == slices
+    grid = TileGrid.for_layer(hw, 2, 11, 9)
+    g = torch.Generator().manual_seed(slices)
+    cells = torch.rand((3, *grid.cell_shape), generator=g)  # (I, A, G, t_r, t_c, R, C)
+    read = cells.permute(0, 2, 3, 5, 1, 4, 6)  # (I, G, t_r, R, A, t_c, C)
+    for t in (read[..., : grid.used_cols], read.contiguous()[..., : grid.used_cols], read[0, 1]):
+        got = sense(t, grid, contiguous=contiguous)
+        assert got.shape == (*t.shape[:-3], grid.t_c, grid.wcols, slices)
+        assert not contiguous or got.is_contiguous()
+        want = torch.empty(got.shape)
+        for j in range(grid.wcols):
+            for s in range(slices):
+                col = j * slices + s
+                ref = t[..., 0, :, grid.data_cols + s] if grid.offset else t[..., 1, :, col]
+                want[..., j, s] = t[..., 0, :, col] - ref
+        assert torch.equal(got, want)

@@ -4,6 +4,8 @@ bounded memory, everything on the model's device, and memory refused before any 
 from __future__ import annotations
 
 import contextlib
+import gc
+import weakref
 
 import numpy as np
 import pytest
@@ -63,6 +65,27 @@ def test_sharing_the_instance_changes_no_result(lenet, digits, calib_inputs):
     for name in names:
         alone = _run(_evaluator(lenet, digits, calib_inputs), IR, [name])
         assert alone[name.split("(")[0]] == together[name.split("(")[0]], name
+
+
+def test_a_trials_instance_is_freed_when_the_next_trial_starts(lenet, digits, calib_inputs):
+    """With the cyclic collector off, the first trial's instance (and with it every draw and solve of
+    the model) is gone once the next trial has run: nothing it drew refers back to it, so reference
+    counting frees it. Breakage caught: a reference cycle between the instance and its cells, which
+    keeps each trial's draws until a later full collection (several trials of a large model at once)."""
+    ev = _evaluator(lenet, digits, calib_inputs, n_test=100)
+    names = ["none", "ec", "bi", "row_flip+row_perm"]
+    enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        _run(ev, IR, names, seed=3)
+        first = [weakref.ref(xm.instance) for xm in ev._twins.values() if xm.instance is not None]
+        assert first and all(r() is not None for r in first)
+        _run(ev, IR, names, seed=4)
+        assert all(r() is None for r in first)
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def test_a_full_trial_creates_no_tensor_on_the_default_device(lenet, digits, calib_inputs):
