@@ -126,8 +126,8 @@ class CrossbarLayer(nn.Module):
         self._fitted: tuple[tuple[tuple[torch.Tensor, int], ...], FittedScalars] | None = None  # see `fitted`
         self._mapped: MappedWeights | None = None
         self._prog: ProgrammedState | None = None
-        # (objects compared by identity, values compared by equality, the plan): see read_plan
-        self._read_plan: tuple[tuple, tuple, ReadPlan] | None = None
+        # (objects compared by identity, {values compared by equality: plan}): see read_plan
+        self._read_plan: tuple[tuple, dict[tuple, ReadPlan]] | None = None
         self._levels: tuple[MappedWeights, TileGrid, torch.Tensor] | None = None  # placed target levels
         self.code_scratch = CodeScratch()  # where reads write their input codes (shared by a converted model's layers)
         self.set_hardware(hw)
@@ -339,7 +339,9 @@ class CrossbarLayer(nn.Module):
         the fitted scalars, the tiles, the calibration observer, folding, the output stage's MMSE and
         zero outputs, the solve budget, a per-read ADC fit, whether the cells are sampled, the device,
         the registered effects and which of them act.
-        Re-programming a new instance of the same layer then costs only its cells' operands."""
+        Re-programming a new instance of the same layer then costs only its cells' operands. A few
+        plans are kept per layer, since a trial may alternate between them (``mmse`` programs without
+        its output stage to fit it, then with it)."""
         fitted = self.fitted
         registries = effect_registries()
         objects = (self.hw, fitted, self.grid, self.observer, self.zero_outputs, self.fit_adc, *registries)
@@ -354,8 +356,11 @@ class CrossbarLayer(nn.Module):
             cells.h.device,
         )
         held = self._read_plan
-        if held is not None and held[1] == values and all(a is b for a, b in zip(held[0], objects)):
-            return held[2]
+        if held is None or not all(a is b for a, b in zip(held[0], objects)):
+            held = self._read_plan = (objects, {})
+        plan = held[1].get(values)
+        if plan is not None:
+            return plan
         coding = self.coding
         delta_v_v = self._delta_v_v(coding)
         setup = ReadSetup(
@@ -373,7 +378,9 @@ class CrossbarLayer(nn.Module):
             fit_adc=self.fit_adc,
         )
         plan = ReadPlan.of(setup, cells.seeds is not None, cells.h.device, self.tile_operator)
-        self._read_plan = (objects, values, plan)
+        if len(held[1]) >= 4:  # stale keys (an edited spec) are not kept without bound
+            held[1].clear()
+        held[1][values] = plan
         return plan
 
     def effective_conductance(self, cells: LayerCells, reuse_ir_distortion: bool = False) -> torch.Tensor:

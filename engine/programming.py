@@ -146,7 +146,6 @@ class ReadPlan:
 
     setup: ReadSetup
     network: NetworkPlan
-    sampled: bool  # cells of a sampled instance (else the ideal crossbar: no effect acts)
     op: MatmulTiles | ConvTiles
     effects: tuple[ReadEffect, ...]  # per-read effects in use (sampled cells only)
     read_effects: tuple[ReadEffect, ...]  # those on the cells' raw bit-line currents
@@ -163,14 +162,13 @@ class ReadPlan:
         sampled: bool,
         device: torch.device,
         make_op: Callable[[bool], MatmulTiles | ConvTiles],
-        network: NetworkPlan | None = None,
     ) -> ReadPlan:
-        """``make_op(cell_draws)``: the layer's tile operator; ``network``: the network plan when
-        the caller made it already."""
+        """``sampled``: cells of a sampled instance (else the ideal crossbar: no effect acts);
+        ``make_op(cell_draws)``: the layer's tile operator."""
         hw, grid = setup.hw, setup.grid
         effects = tuple(e for e in READ_EFFECTS if e.used(hw)) if sampled else ()
         read_effects = tuple(e for e in effects if e.stage == "bit_line")
-        network = network or NetworkPlan.of(hw, sampled, setup.delta_v_v)
+        network = NetworkPlan.of(hw, sampled, setup.delta_v_v)
         noisy = bool(effects)  # hw.any_read_noise on a sampled instance, from the one scan
         direct = network.takes_read is None and network.iv_v0 is None  # the tile contraction, linear cells
         linear = hw.adc.kind == "ideal" and not noisy and direct and not setup.mmse
@@ -187,7 +185,6 @@ class ReadPlan:
         return cls(
             setup=setup,
             network=network,
-            sampled=sampled,
             op=make_op(any(e.needs_cell_draws(hw) for e in read_effects) or network.takes_read is not None),
             effects=effects,
             read_effects=read_effects,

@@ -67,6 +67,28 @@ def test_sharing_the_instance_changes_no_result(lenet, digits, calib_inputs):
         assert alone[name.split("(")[0]] == together[name.split("(")[0]], name
 
 
+def test_a_warm_trial_derives_no_read_plan_whatever_its_strategies(lenet, digits, calib_inputs, monkeypatch):
+    """Each layer keeps its read plans (engine.programming.ReadPlan) across trials of the same
+    hardware, including the two ``mmse`` alternates between (programmed without its output stage to
+    fit it, then with it), so a trial after the first derives none. Breakage caught: a plan cache that
+    holds one plan and re-derives it at every programming of an alternating strategy."""
+    from engine import programming
+
+    ev = _evaluator(lenet, digits, calib_inputs, n_test=100)
+    hw = {k: v for k, v in IR.items() if k != "ir_drop"}
+    names = ["none", "ec", "mmse", "fpt", "bi"]
+    _run(ev, hw, names, seed=1)
+    derived = []
+    real = programming.ReadPlan.of.__func__
+    monkeypatch.setattr(
+        programming.ReadPlan, "of", classmethod(lambda cls, *a, **k: derived.append(1) or real(cls, *a, **k))
+    )
+    _run(ev, hw, names, seed=2)
+    assert derived == []
+    _run(ev, {**hw, "read_noise": {"enabled": True}}, ["none"], seed=2)  # another spec: planned anew
+    assert derived
+
+
 def test_a_trials_instance_is_freed_when_the_next_trial_starts(lenet, digits, calib_inputs):
     """With the cyclic collector off, the first trial's instance (and with it every draw and solve of
     the model) is gone once the next trial has run: nothing it drew refers back to it, so reference
