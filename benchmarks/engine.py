@@ -17,9 +17,11 @@ in the same run (medians of repeats, every configuration timed in turn with the 
   ``[none]``, default 64 x 64 tiles, 8-bit ADC, exact IR drop and the quantized configuration's
   faults (every strategy shares the trial's instance and its solve).
 
-CPU static draws run compiled (``execution.compile_draws``: a long sweep's steady state under
-``auto``; the same bits as eager); ``*_eager_draws`` are the same cases with eager draws, and
-``first_draw_s`` the first, compiling draw. Where a GPU is available the same cases run on it (draws
+The process fixes glibc's heap thresholds as a sweep worker does (:func:`engine.steady_heap`;
+``--heap default`` leaves them moving; ``steady_heap`` in the JSON says which). CPU static draws
+run compiled (``execution.compile_draws``: a long sweep's steady state under ``auto``; the same bits
+as eager); ``*_eager_draws`` are the same cases with eager draws, and ``first_draw_s`` the first,
+compiling draw. Where a GPU is available the same cases run on it (draws
 eager) and go under the ``cuda`` key.
 """
 
@@ -34,7 +36,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from engine import HardwareSpec, convert, evaluate, evaluate_float, fused_draws
+from engine import HardwareSpec, convert, evaluate, evaluate_float, fused_draws, steady_heap
 from engine.data import load_dataset, loader
 from engine.instance import HardwareInstance
 from engine.mitigations import parse_strategy
@@ -160,7 +162,11 @@ def main(argv: list[str] | None = None) -> None:
         default="cpu,cuda",
         help="comma list; cuda runs only where a GPU is; without cpu the stored CPU figures are kept",
     )
+    ap.add_argument(
+        "--heap", choices=("steady", "default"), default="steady", help="steady: glibc thresholds as a worker sets them"
+    )
     args = ap.parse_args(argv)
+    heap = steady_heap() if args.heap == "steady" else False  # engine.heap, as the sweep worker does
     # a long sweep's steady state: the CPU draws compiled (``auto`` compiles after 10 s of eager drawing);
     # each row also reports the eager-draw figures and the first (compiling) draw
     fused_draws.reset("always")
@@ -175,6 +181,7 @@ def main(argv: list[str] | None = None) -> None:
         },
         "eval_batch": args.eval_batch,
         "draw_policy": "always (CPU draws compiled; *_eager_draws: eager)",
+        "steady_heap": heap,
     }
     previous = os.path.join(os.path.dirname(__file__), "results", "engine.json")
     if os.path.exists(previous):  # keep the stored figures of the devices this run does not measure

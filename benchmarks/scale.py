@@ -28,7 +28,7 @@ import time
 
 import torch
 
-from engine import HardwareSpec, convert, evaluate, evaluate_float
+from engine import HardwareSpec, convert, evaluate, evaluate_float, steady_heap
 from engine.data import loader
 from engine.instance import HardwareInstance
 from engine.mitigations import parse_strategy
@@ -163,19 +163,24 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--vgg-fc", action="store_true", help="also solve a VGG-16 fc6-sized layer (slow on a CPU)")
     ap.add_argument("--skip-resnet", action="store_true", help="keep the stored ResNet-18 result (with --vgg-fc)")
     ap.add_argument("--devices", default="cpu,cuda", help="comma list; cuda runs only where a GPU is")
+    ap.add_argument(
+        "--heap", choices=("steady", "default"), default="steady", help="steady: glibc thresholds as a worker sets them"
+    )
     ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
         kind, device = args.child[0], torch.device(args.child[1])
+        heap = steady_heap() if args.heap == "steady" else False  # engine.heap, as the sweep worker does
         torch.set_num_threads(int(os.environ.get("BENCH_THREADS", torch.get_num_threads())))
         row = (
             resnet18_case(device, args.images, args.budget_mb)
             if kind == "resnet18"
             else vgg_fc_case(device, args.budget_mb)
         )
+        row["steady_heap"] = heap
         print(json.dumps(row))
         return
-    common = ["--images", str(args.images), "--budget-mb", str(args.budget_mb)]
+    common = ["--images", str(args.images), "--budget-mb", str(args.budget_mb), "--heap", args.heap]
     payload: dict = {"goals": {"peak_rss_gb": 4.0, "ratio_3_strategies_irdrop": 1.4}, "hardware": HW}
     previous = os.path.join(os.path.dirname(__file__), "results", "scale.json")
     if os.path.exists(previous):  # keep earlier measurements (e.g. the CUDA key) that this run does not redo

@@ -37,6 +37,7 @@ _EXPORTS = {
     "checkpoint_digest": "train",
     "CHECKPOINT_FORMAT": "train",
     "footprint": "memory",
+    "steady_heap": "heap",
     # trials
     "CrossbarModel": "conversion",
     "convert": "conversion",
@@ -58,6 +59,7 @@ if TYPE_CHECKING:
     from .evaluation import Metrics, evaluate, evaluate_float, evaluate_on_hardware  # noqa: F401
     from .hardware import HardwareSpec, changed_values, check_write_granularity, unused_fields  # noqa: F401
     from .hashing import digest, file_sha256  # noqa: F401
+    from .heap import steady_heap  # noqa: F401
     from .memory import footprint  # noqa: F401
     from .mitigations import parse_strategy  # noqa: F401
     from .models import build_model  # noqa: F401

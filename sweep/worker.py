@@ -22,6 +22,7 @@ from engine import (
     materialise,
     model_from_bytes,
     native_weight_ranges,
+    steady_heap,
     subset,
     train_on_crossbar,
 )
@@ -34,6 +35,7 @@ class TrialWorker:
     def __init__(self, raw: dict, cpus: float, gpus: float) -> None:
         torch.set_num_threads(max(1, int(cpus)))  # same arithmetic whatever the worker count
         fused_draws.set_policy(SweepSpec.model_validate(raw).execution.compile_draws)
+        steady_heap()  # a trial alternates programming and forward passes: keep their pages (engine.heap)
         self.device = torch.device("cuda" if gpus > 0 and torch.cuda.is_available() else "cpu")
         self.raw = raw
         self.checkpoints: dict[str, Any] = {}
