@@ -6,11 +6,13 @@ Both start small (128 KiB) and move with the process's history: each freed mappe
 mmap threshold to its size (at most 32 MiB on 64-bit) and the trim threshold to twice that. A trial
 alternates two allocation patterns, programming (the draws' words, the programmed cells, the read
 operands) and the forward (activations, input codes), and under the moving thresholds each switch
-hands pages back and the next pass faults them in again, zero-filled: 906 minor page faults per
-LeNet-5 digits trial on the 2-core VM (1.3 ms of a 17 ms trial), none in a loop of either pattern
-alone. :func:`steady_heap` fixes the thresholds at the values the dynamic rule tends to (32 MiB
-mapped, 64 MiB kept at the top), so they no longer depend on the order of allocations: no page
-fault in a trial after the first, and a freed block under 32 MiB is reused instead of remapped.
+hands pages back and the next pass faults them in again, zero-filled: 906, 0 and 344 minor page
+faults per warm LeNet-5 digits trial in three fresh runs of one script on the 2-core VM (what ran
+before the trials differed), none in a loop of either pattern alone; where they occur the first
+forward after a programming is 0.25-2 ms slower than a repeated one (README, Benchmarks).
+:func:`steady_heap` fixes the thresholds at the values the dynamic rule tends to (32 MiB mapped,
+64 MiB kept at the top), so they no longer depend on the order of allocations: 0-4 faults a trial
+in those runs, and a freed block under 32 MiB is reused instead of remapped.
 At most 64 MiB of freed heap stays resident; blocks of 32 MiB and more (large IR-drop solve
 chunks, large activations) are still mapped and unmapped each time, where the faults are small
 beside the work on them.
