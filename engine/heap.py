@@ -18,8 +18,8 @@ chunks, large activations) are still mapped and unmapped each time, where the fa
 beside the work on them.
 
 Arithmetic is untouched: only where memory comes from changes. The trial worker and the
-benchmarks call it once per process; a ``MALLOC_*`` environment variable or a malloc tunable in
-``GLIBC_TUNABLES`` set by the user wins (nothing is changed then), and so does another allocator
+benchmarks call it once per process; a malloc threshold variable (``USER_SETTINGS``) or a malloc
+tunable in ``GLIBC_TUNABLES`` set by the user wins (nothing is changed then), and so does another allocator
 preloaded in place of glibc's (its ``mallopt``, if any, is not called).
 """
 
@@ -34,7 +34,7 @@ M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD_BYTES = 32 << 20  # glibc's DEFAULT_MMAP_THRESHOLD_MAX on 64-bit
 TRIM_THRESHOLD_BYTES = 2 * MMAP_THRESHOLD_BYTES  # the dynamic rule's ratio
 
-_USER_SETTINGS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "MALLOC_MMAP_MAX_")
+USER_SETTINGS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "MALLOC_MMAP_MAX_")
 _applied: bool | None = None  # None: not asked yet in this process
 
 
@@ -53,7 +53,7 @@ def steady_heap() -> bool:
     _applied = False
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc" or _preloaded_allocator():
         return False
-    if any(name in os.environ for name in _USER_SETTINGS) or "glibc.malloc" in os.environ.get("GLIBC_TUNABLES", ""):
+    if any(name in os.environ for name in USER_SETTINGS) or "glibc.malloc" in os.environ.get("GLIBC_TUNABLES", ""):
         return False
     mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
     if mallopt is None:

@@ -13,6 +13,8 @@ import sys
 
 import pytest
 
+import engine.heap as heap
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 pytestmark = pytest.mark.skipif(
     platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc's malloc thresholds"
@@ -48,7 +50,7 @@ print(json.dumps(faults))
 
 def _run(script: str, mode: str):
     env = {**os.environ, "PYTHONPATH": ROOT}
-    for name in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "GLIBC_TUNABLES", "LD_PRELOAD"):
+    for name in (*heap.USER_SETTINGS, "GLIBC_TUNABLES", "LD_PRELOAD"):
         env.pop(name, None)
     out = subprocess.run(
         [sys.executable, "-c", script, mode], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300
@@ -71,8 +73,6 @@ def test_fixed_thresholds_keep_the_freed_top_of_the_heap():
 
 
 def test_a_user_setting_wins(monkeypatch):
-    import engine.heap as heap
-
     monkeypatch.setattr(heap, "_applied", None)
     monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "1000000")
     assert heap.steady_heap() is False
