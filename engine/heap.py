@@ -8,8 +8,9 @@ alternates two allocation patterns, programming (the draws' words, the programme
 operands) and the forward (activations, input codes), and under the moving thresholds each switch
 hands pages back and the next pass faults them in again, zero-filled: 906, 0 and 344 minor page
 faults per warm LeNet-5 digits trial in three fresh runs of one script on the 2-core VM (what ran
-before the trials differed), none in a loop of either pattern alone; where they occur the first
-forward after a programming is 0.25-2 ms slower than a repeated one (README, Benchmarks).
+before the trials differed), none in a loop of either pattern alone. In alternating fresh
+processes the first forward after a programming was 0.25-2.1 ms slower than a repeated one with
+the thresholds moving, -1.0 to +0.23 ms with them fixed (README, Benchmarks).
 :func:`steady_heap` fixes the thresholds at the values the dynamic rule tends to (32 MiB mapped,
 64 MiB kept at the top), so they no longer depend on the order of allocations: 0-4 faults a trial
 in those runs, and a freed block under 32 MiB is reused instead of remapped.
@@ -19,8 +20,8 @@ beside the work on them.
 
 Arithmetic is untouched: only where memory comes from changes. The trial worker and the
 benchmarks call it once per process; a malloc threshold variable (``USER_SETTINGS``) or a malloc
-tunable in ``GLIBC_TUNABLES`` set by the user wins (nothing is changed then), and so does another allocator
-preloaded in place of glibc's (its ``mallopt``, if any, is not called).
+tunable in ``GLIBC_TUNABLES`` set by the user wins (nothing is changed then), and so does another
+allocator preloaded in place of glibc's (its ``mallopt``, if any, is not called).
 """
 
 from __future__ import annotations
