@@ -17,12 +17,13 @@ import torch
 from torch import nn
 
 from .calibration import ColumnRange, InputRange, ReadObserver, SensedMoments
-from .crossbar import CrossbarLayer, OutputStage
+from .crossbar import CrossbarLayer, LayerFold, OutputStage
 from .hardware import HardwareSpec
 from .instance import HardwareInstance, LayerCells
 from .layers import CrossbarConv2d, CrossbarLinear
 from .mapping import Scheme
 from .periphery import CodeScratch, RangeTracker
+from .tiling import KernelFold
 
 T = TypeVar("T")
 M = TypeVar("M")
@@ -207,10 +208,20 @@ class CrossbarModel(nn.Module):
         if instance is not None and not isinstance(instance, HardwareInstance):
             instance = HardwareInstance(instance, self.hw)
         layers = self.crossbar_layers()
+        kernels: dict[int, tuple[LayerFold, torch.Tensor]] = {}
         if instance is not None and layers:  # every layer's static draws and programming in one pass
-            instance.program_all([(la.layer_index, la.target_levels()) for la in layers])
+            levels = [(la.layer_index, la.target_levels()) for la in layers]
+            device = levels[0][1].device
+            found: dict[int, LayerFold] = {}
+
+            def folds() -> dict[int, tuple[KernelFold, float]]:  # asked only where the compiled pass runs
+                found.update((la.layer_index, f) for la in layers if (f := la.kernel_fold(device)) is not None)
+                return {li: (f.fold, f.scale) for li, f in found.items()}
+
+            weights = instance.program_all(levels, folds)  # with the folded kernel weights it wrote
+            kernels = {li: (found[li], w) for li, w in weights.items()}
         for layer in layers:
-            layer.program(instance, reuse_ir_distortion)
+            layer.program(instance, reuse_ir_distortion, kernels.get(layer.layer_index))
         return instance
 
     def release(self) -> None:

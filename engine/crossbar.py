@@ -54,8 +54,9 @@ from .programming import (
     read_noise_streams,
     to_logical,
 )
+from .reads import FoldedRead
 from .tile_ops import ConvTiles, MatmulTiles
-from .tiling import READ_LAYOUT, TileGrid, sense
+from .tiling import READ_LAYOUT, KernelFold, TileGrid, sense
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,16 @@ class OutputStage:
     mmse: tuple[torch.Tensor, torch.Tensor] | None = None  # per slice (a, (1-a) E[J]), Yu eq. 4
     zero_outputs: torch.Tensor | None = None  # (groups * n,) bool, Yu eq. 11 (folded in at programming)
     gain: torch.Tensor | None = None  # (I, groups * n) digital gain of the outputs (drift_comp)
+
+
+@dataclass(frozen=True)
+class LayerFold:
+    """A layer's kernel fold for the programming of a sampled instance (:meth:`CrossbarLayer.kernel_fold`):
+    the fold, its dx dw scale and the read plan it was found under (the cells' plan)."""
+
+    fold: KernelFold
+    scale: float
+    plan: ReadPlan
 
 
 @dataclass(frozen=True)
@@ -128,6 +139,7 @@ class CrossbarLayer(nn.Module):
         self._prog: ProgrammedState | None = None
         # (objects compared by identity, {values compared by equality: plan}): see read_plan
         self._read_plan: tuple[tuple, dict[tuple, ReadPlan]] | None = None
+        self._kernel_fold: KernelFold | None = None  # the last kernel_fold's geometry (a value)
         self._levels: tuple[MappedWeights, TileGrid, torch.Tensor] | None = None  # placed target levels
         self.code_scratch = CodeScratch()  # where reads write their input codes (shared by a converted model's layers)
         self.set_hardware(hw)
@@ -283,12 +295,17 @@ class CrossbarLayer(nn.Module):
 
     # Programming -----------------------------------------------------------------------------
     def program(
-        self, instance: HardwareInstance | list[int] | tuple[int, ...] | None, reuse_ir_distortion: bool = False
+        self,
+        instance: HardwareInstance | list[int] | tuple[int, ...] | None,
+        reuse_ir_distortion: bool = False,
+        kernel: tuple[LayerFold, torch.Tensor] | None = None,
     ) -> None:
         """Program a sampled instance (``None``: the ideal crossbar, no read noise). A list of
         seeds samples a new :class:`HardwareInstance` of this layer's hardware.
         ``reuse_ir_distortion``: TxSim's interpolated FCM, G_eff = G (1 - D) with D from the last
-        exact solve (re-training between its solves)."""
+        exact solve (re-training between its solves). ``kernel``: this programming's
+        :meth:`kernel_fold` and the kernel weight it gave, written with the instance's cells
+        (:meth:`engine.instance.HardwareInstance.program_all`)."""
         levels = self.target_levels()
         if instance is None:
             self.program_cells(ideal_cells(levels))
@@ -297,7 +314,36 @@ class CrossbarLayer(nn.Module):
             instance = HardwareInstance(instance, self.hw)
         elif instance.hw is not self.hw and instance.hw != self.hw:
             raise ValueError(f"layer {self.name}: the instance was sampled for other hardware than the layer's")
-        self.program_cells(instance.cells(levels, self.layer_index), reuse_ir_distortion)
+        cells = instance.cells(levels, self.layer_index)
+        if kernel is None:
+            self.program_cells(cells, reuse_ir_distortion)
+            return
+        fold, weight = kernel
+        self.program_cells(cells, reuse_ir_distortion, plan=fold.plan)
+        self.state.seed_kernel_weight(fold.scale, weight)
+
+    def kernel_fold(self, device: torch.device) -> LayerFold | None:
+        """How a sampled instance's programming on ``device`` may also write this layer's kernel
+        weight (:class:`LayerFold`): where the read is folded, sensed differentially from one slice,
+        with no output gain or zeroed outputs, and no network effect changes G_eff; else None."""
+        grid, hw = self.grid, self.hw
+        if grid.arrays != 2 or grid.slices != 1 or grid.offset or self.output_gain is not None:
+            return None
+        if any(e.changes_g_eff and e.used(hw) for e in NETWORK_EFFECTS):
+            return None
+        plan = self._plan(True, device)
+        if not isinstance(plan.path, FoldedRead) or plan.setup.zero_outputs is not None:
+            return None
+        native, n_major = self.kernel_layout()
+        held = self._kernel_fold
+        if held is None or held.grid != grid or held.native != native or held.n_major != n_major:
+            held = self._kernel_fold = KernelFold(grid, native, n_major)
+        return LayerFold(held, plan.setup.delta_x * self.mapped.delta_w, plan)
+
+    def kernel_layout(self) -> tuple[tuple[int, ...], bool]:
+        """The folded kernel weight's shape for one instance, and whether it holds W_g as (n, k)
+        (:meth:`native_layout`)."""
+        raise NotImplementedError
 
     def tile_operator(self, cell_draws: bool) -> MatmulTiles | ConvTiles:
         """How reads meet tiles; ``cell_draws``: per-cell per-read draws are needed."""
@@ -308,12 +354,14 @@ class CrossbarLayer(nn.Module):
         cells: LayerCells,
         reuse_ir_distortion: bool = False,
         read_streams: list[torch.Generator] | None = None,
+        plan: ReadPlan | None = None,
     ) -> None:
         """Program given cells (a mitigation may have edited them) and precompute read operands
         (``reuse_ir_distortion``: see :meth:`program`). ``read_streams``: per-instance generators the
         per-read noise continues from (crossbar training re-programs after every update; default: the
-        instances' streams from their start)."""
-        plan = self.read_plan(cells)
+        instances' streams from their start). ``plan``: :meth:`read_plan` of ``cells`` where the
+        caller has just found it."""
+        plan = plan or self.read_plan(cells)
         if plan.network.solved and cells.row_source is not None:
             raise ValueError(
                 f"layer {self.name}: row remapping is not modelled with iv.model: sinh under exact IR "
@@ -334,6 +382,10 @@ class CrossbarLayer(nn.Module):
         self._prog = program_state(plan, cells, h_eff, read_streams)
 
     def read_plan(self, cells: LayerCells) -> ReadPlan:
+        """:meth:`_plan` of ``cells``: sampled or the ideal crossbar, on their device."""
+        return self._plan(cells.seeds is not None, cells.h.device)
+
+    def _plan(self, sampled: bool, device: torch.device) -> ReadPlan:
         """How ``cells`` are read (:class:`~engine.programming.ReadPlan`), derived again only when
         something it depends on changed: the hardware (another spec, or any spec edited in place),
         the fitted scalars, the tiles, the calibration observer, folding, the output stage's MMSE and
@@ -352,8 +404,8 @@ class CrossbarLayer(nn.Module):
             self.allow_fold,
             self.mmse is not None,
             self.solve_max_bytes,
-            cells.seeds is not None,
-            cells.h.device,
+            sampled,
+            device,
         )
         held = self._read_plan
         if held is None or not all(a is b for a, b in zip(held[0], objects)):
@@ -377,7 +429,7 @@ class CrossbarLayer(nn.Module):
             solve_max_bytes=self.solve_max_bytes,
             fit_adc=self.fit_adc,
         )
-        plan = ReadPlan.of(setup, cells.seeds is not None, cells.h.device, self.tile_operator)
+        plan = ReadPlan.of(setup, sampled, device, self.tile_operator)
         if len(held[1]) >= 4:  # stale keys (an edited spec) are not kept without bound
             held[1].clear()
         held[1][values] = plan

@@ -5,13 +5,15 @@ all layers' cells (:mod:`engine.counter_rng`), each turned into normals or inter
 Every step is an integer operation or a correctly rounded float32 +, -, * or / in a fixed order
 (:func:`engine.counter_rng.box_muller` makes normals without libm), and those have one result on
 every compiler: Inductor compiles C++ with ``-ffp-contract=off`` (no fused multiply-add) and without
-unsafe math. So on a CPU ``torch.compile`` may fuse every stream without changing a bit, where
-eagerly each normal stream costs about seventy tensor passes, in two kernels (:func:`_compile`): the
-64-bit hashing (counters, keyed finaliser), then from the words' 32-bit halves Box-Muller, interval
-comparisons, cell order and the common programming. The first compiled result of each stream
-layout and shape is still checked bit for bit against the eager one; any difference, or a compiler
-that cannot build, turns compilation off for the process with a warning, so results never depend on
-whether a compiler is present.
+unsafe math. So on a CPU Inductor may fuse every stream without changing a bit, where eagerly each
+normal stream costs about seventy tensor passes, in two kernels (:func:`_compile`): the 64-bit
+hashing (counters, keyed finaliser), then from the words' 32-bit halves Box-Muller, interval
+comparisons, cell order and the common programming - and, for layers whose read is a plain folded
+one, their kernel weights from the programmed cells (:class:`engine.tiling.KernelFold`: a
+subtraction and a product, the layer's own roundings). The first compiled result of each stream
+layout, shape and set of folds is still checked bit for bit against the eager one; any difference,
+or a compiler that cannot build, turns compilation off for the process with a warning, so results
+never depend on whether a compiler is present.
 
 Policy (``execution.compile_draws``, :func:`set_policy`): ``never``; ``always`` (compile at the first
 draw); ``auto`` (default) compiles once this process has spent :data:`AUTO_COMPILE_AFTER_S` drawing
@@ -24,6 +26,7 @@ path makes one stream at a time in less memory.
 from __future__ import annotations
 
 import functools
+import math
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -35,10 +38,12 @@ import torch
 from . import counter_rng
 from .nonideal.faults import apply_fault_weights_
 from .nonideal.variation import bound_, vary_absolute_, vary_relative_
+from .tiling import KernelFold
 
 Policy = Literal["auto", "always", "never"]
 AUTO_COMPILE_AFTER_S = 10.0  # ~ one compilation on a 2-core CPU: 2-5 s with Inductor's disk cache warm, 17 s cold
 COMPILE_MAX_WORDS = 1 << 25  # above: eager, one stream at a time (the fused pass holds every stream's words at once)
+COMPILE_MAX_LAYOUTS = 16  # compiled passes a process keeps; a further layout draws eagerly (same bits)
 
 
 @dataclass(frozen=True)
@@ -80,6 +85,8 @@ class _State:
     checked: set[tuple] = field(default_factory=set)  # stream layouts whose compiled result was checked
     disabled: str | None = None  # why compilation is off for this process
     programmed: int = 0  # compiled passes that also programmed the cells (draw_and_program)
+    folded: int = 0  # kernel weights those passes wrote (draw_and_program's folds)
+    compilations: int = 0  # fused passes compiled (one per stream layout, shape and folds)
 
 
 _STATE = _State()
@@ -101,13 +108,16 @@ def reset(policy: Policy = "auto") -> None:
 
 def status() -> dict[str, Any]:
     """The process's draw path: policy, eager seconds so far, whether compiled draws are in use, how
-    many compiled passes also programmed the cells."""
+    many compiled passes also programmed the cells and how many kernel weights they wrote, how many
+    passes were compiled."""
     return {
         "policy": _STATE.policy,
         "eager_s": _STATE.eager_s,
         "compiled": bool(_STATE.checked) and _STATE.disabled is None,
         "disabled": _STATE.disabled,
         "programmed": _STATE.programmed,
+        "folded": _STATE.folded,
+        "compilations": _STATE.compilations,
     }
 
 
@@ -120,13 +130,25 @@ def draw_streams(
     if compiles(keys.device, _words(keys, sizes)):
         try:
             return _compiled(keys, sizes, requests)[0]
+        except _NotCompiled:
+            pass
         except Exception as err:  # a missing or failing compiler: the eager path gives the same bits
-            _disable(f"torch.compile failed ({type(err).__name__}: {str(err).splitlines()[0][:200]})")
+            _disable(f"compilation failed ({type(err).__name__}: {str(err).splitlines()[0][:200]})")
     t0 = time.perf_counter()
     out = _eager(keys, sizes, requests)
     if keys.device.type == "cpu":
         _STATE.eager_s += time.perf_counter() - t0
     return out
+
+
+@dataclass(frozen=True)
+class Programmed:
+    """What :func:`draw_and_program` made: per request its draws (as :func:`draw_streams`), the
+    programmed cells h (1, cells), and the kernel weight of each fold asked for, in order."""
+
+    draws: list[list[torch.Tensor]]
+    h: torch.Tensor
+    weights: list[torch.Tensor]
 
 
 def draw_and_program(
@@ -137,22 +159,31 @@ def draw_and_program(
     params: torch.Tensor,
     recipe: ProgramRecipe,
     eager_program: Callable[[list[list[torch.Tensor]]], torch.Tensor],
-) -> tuple[list[list[torch.Tensor]], torch.Tensor] | None:
+    folds: Sequence[tuple[int, KernelFold, float]] = (),
+) -> Programmed | None:
     """:func:`draw_streams` and the programmed cells h = ``recipe`` applied to target ``levels`` (1,
     cells) with ``params`` (float32, 4), in one compiled pass; None where this call is not compiled
     (policy, device, size, a failed compiler): the caller then draws and programs eagerly.
-    ``eager_program(draws)`` is the engine's eager programming, the reference of the first check."""
+    ``eager_program(draws)`` is the engine's eager programming, the reference of the first check.
+    ``folds``: (segment, fold, dx dw scale) of layers whose folded kernel weight the pass also writes
+    from its cells (:meth:`engine.tiling.KernelFold.weight`), saving each a sensing and a scaling
+    pass of its own at its first read."""
     if not compiles(keys.device, _words(keys, sizes)):
         return None
+    spec = tuple((seg, fold) for seg, fold, _ in folds)
+    scales = _scales(tuple(float(scale) for _, _, scale in folds), keys.device) if folds else None
     try:
-        draws, h = _compiled(keys, sizes, requests, (levels, params, recipe, eager_program))
+        draws, h, weights = _compiled(keys, sizes, requests, (levels, params, recipe, eager_program, spec, scales))
+    except _NotCompiled:
+        return None
     except Exception as err:  # a missing or failing compiler: the eager path gives the same bits
-        _disable(f"torch.compile failed ({type(err).__name__}: {str(err).splitlines()[0][:200]})")
+        _disable(f"compilation failed ({type(err).__name__}: {str(err).splitlines()[0][:200]})")
         return None
     assert h is not None
     if _STATE.disabled is None:
         _STATE.programmed += 1
-    return draws, h
+        _STATE.folded += len(weights)
+    return Programmed(draws, h, weights)
 
 
 def compiles(device: torch.device, words: int) -> bool:
@@ -186,73 +217,138 @@ def _eager(keys: torch.Tensor, sizes: Sequence[int], requests: Sequence[StreamRe
     return out
 
 
-_Program = tuple[torch.Tensor, torch.Tensor, ProgramRecipe, Callable[[list[list[torch.Tensor]]], torch.Tensor]]
+class _NotCompiled(Exception):
+    """This call draws eagerly: the process keeps :data:`COMPILE_MAX_LAYOUTS` compiled passes already."""
+
+
+_Program = tuple[
+    torch.Tensor,
+    torch.Tensor,
+    ProgramRecipe,
+    Callable[[list[list[torch.Tensor]]], torch.Tensor],
+    tuple[tuple[int, KernelFold], ...],
+    "torch.Tensor | None",
+]
 
 
 def _compiled(
     keys: torch.Tensor, sizes: Sequence[int], requests: Sequence[StreamRequest], program: _Program | None = None
-) -> tuple[list[list[torch.Tensor]], torch.Tensor | None]:
-    """The compiled pass: the draws, and the programmed cells where ``program`` is given; the eager
-    values (and compilation off) where the first result of this layout and shape differs from them."""
+) -> tuple[list[list[torch.Tensor]], torch.Tensor | None, list[torch.Tensor]]:
+    """The compiled pass: the draws, the programmed cells and the folds' kernel weights where
+    ``program`` is given; the eager values (and compilation off) where the first result of this
+    layout and shape differs from them."""
     n_words = tuple((n + 1) // 2 for n in sizes)
     ctr = counter_rng._counters(max(n_words), keys.device)  # GAMMA (j + 1), read-only
     kinds = tuple(r.kind for r in requests)
     counts = tuple(len(r.bounds) for r in requests)
     bounds = _bounds(tuple(b for r in requests for b in r.bounds), keys.device)
-    levels, params, recipe, eager_program = program if program is not None else (None, None, None, None)
-    shape = (kinds, counts, keys.device.type, tuple(keys.shape), n_words, recipe)
+    levels, params, recipe, eager_program, folds, scales = (
+        program if program is not None else (None, None, None, None, (), None)
+    )
+    shape = (kinds, counts, keys.device.type, tuple(keys.shape), n_words, recipe, folds)
+    inputs = [t for t in (levels, params, scales) if t is not None]
     fn = _STATE.compiled.get(shape)
     if fn is not None and shape in _STATE.checked:  # compiled and checked: just call it
-        flat = list(fn(ctr, keys, bounds, levels, params))
+        flat = list(fn(ctr, keys, bounds, *inputs))
+    elif shape not in _STATE.compiled and len(_STATE.compiled) >= COMPILE_MAX_LAYOUTS:
+        raise _NotCompiled(f"{COMPILE_MAX_LAYOUTS} layouts compiled already")
     else:  # a new layout or shape compiles (Inductor's config is loaded with the compiler, only now)
         import torch._inductor.config as inductor_config
 
-        fn = _STATE.compiled[shape] = _compile(n_words, kinds, counts, recipe)
+        fn = _STATE.compiled[shape] = _compile(n_words, kinds, counts, recipe, folds)
+        _STATE.compilations += 1
         with inductor_config.patch(compile_threads=1):  # one small kernel: no pool of compile workers
-            flat = list(fn(ctr, keys, bounds, levels, params))
+            flat = list(fn(ctr, keys, bounds, *inputs))
+    weights = flat[len(flat) - len(folds) :]
+    del flat[len(flat) - len(folds) :]
     h = flat.pop() if recipe is not None else None
     it = iter(flat)
     out = [[next(it) for _ in (req.bounds if req.kind == "intervals" else (None,))] for req in requests]
     if shape not in _STATE.checked:  # the first compiled result of each shape, bit for bit against eager
         ref = _eager(keys, sizes, requests)
         ref_h = eager_program(ref) if eager_program is not None else None
+        ref_w = [] if ref_h is None or scales is None else _fold_all(ref_h, n_words, folds, scales)
         same = all(torch.equal(a, b) for xs, ys in zip(out, ref) for a, b in zip(xs, ys))
+        same = same and all(torch.equal(a, b) and a.stride() == b.stride() for a, b in zip(weights, ref_w))
         if not same or (h is not None and not (ref_h is not None and torch.equal(h, ref_h))):
             _disable("the compiled draws (or programming) differ from the eager ones on this machine")
-            return ref, ref_h
+            return ref, ref_h, ref_w
         _STATE.checked.add(shape)
-    return out, h
+    return out, h, weights
 
 
 def _compile(
-    n_words: tuple[int, ...], kinds: tuple[str, ...], counts: tuple[int, ...], recipe: ProgramRecipe | None
-) -> Callable[..., tuple[torch.Tensor, ...]]:
-    """The fused pass of one stream layout and shape, ``(ctr, keys, bounds, levels, params) -> outputs``:
-    its integer stage, then its float stage, each a compiled function of its own (Dynamo keeps up to
-    eight specialisations per function: layouts and shapes of a process). It runs without autograd
-    (draws are constants; one specialisation per layout, not two). On an AVX2 CPU the integer stage
-    is compiled to scalar loops: Inductor's AVX2 vectors of int64 load, store, multiply and convert
-    element by element (measured on the 2-core EPYC: an int64 ``x + 1`` over 147k elements, 2 threads,
-    143 us vectorised against 84 us scalar; two int64 -> float32 conversions and an add over 74k, one
-    thread, 254 us against 94 us); the float stage stays vectorised (scalar, Box-Muller's float
-    arithmetic took twice as long)."""
-    integer, floating = _stages()
+    n_words: tuple[int, ...],
+    kinds: tuple[str, ...],
+    counts: tuple[int, ...],
+    recipe: ProgramRecipe | None,
+    folds: tuple[tuple[int, KernelFold], ...],
+) -> Callable[..., list[torch.Tensor]]:
+    """The fused pass of one stream layout, shape and folds, ``(ctr, keys, bounds, [levels, params],
+    [scales]) -> outputs``: its integer stage, then its float stage, each traced to an ATen graph
+    (``make_fx``) and compiled by Inductor at the first call, then called directly. The pass is
+    keyed by everything its graphs specialise on (:func:`_compiled`), so no Dynamo frame evaluation
+    or guard check runs per trial (~85 us of LeNet-5's ~0.69 ms pass, measured), and a layout
+    compiles once per process whatever the caller's grad mode (traced without autograd: draws are
+    constants). On an AVX2 CPU the integer stage is compiled to scalar loops: Inductor's AVX2 vectors
+    of int64 load, store, multiply and convert element by element (measured on the 2-core EPYC: an
+    int64 ``x + 1`` over 147k elements, 2 threads, 143 us vectorised against 84 us scalar; two
+    int64 -> float32 conversions and an add over 74k, one thread, 254 us against 94 us); the float
+    stage stays vectorised (scalar, Box-Muller's float arithmetic took twice as long)."""
+    scalar = torch.backends.cpu.get_cpu_capability() in ("DEFAULT", "AVX2")
 
-    def fused(ctr, keys, bounds, levels, params):  # noqa: ANN001, ANN202 - the stages' own arguments
+    def integer(ctr: torch.Tensor, keys: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return _integer_stage(ctr, keys, n_words, kinds)
+
+    def floating(bounds: torch.Tensor, *rest: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        levels, params = (rest[0], rest[1]) if recipe is not None else (None, None)
+        scales = rest[2] if folds else None
+        parts = rest[(2 if recipe is not None else 0) + (1 if folds else 0) :]
+        out = _float_stage(parts, bounds, levels, params, kinds, counts, recipe)
+        if folds:
+            assert scales is not None
+            out = out + tuple(_fold_all(out[-1], n_words, folds, scales))
+        return out
+
+    stages: list[Callable[..., Any]] = []
+
+    def fused(ctr: torch.Tensor, keys: torch.Tensor, bounds: torch.Tensor, *inputs: torch.Tensor) -> list[torch.Tensor]:
         with torch.no_grad():
-            return floating(integer(ctr, keys, n_words, kinds), bounds, levels, params, kinds, counts, recipe)
+            if not stages:
+                from torch._inductor import compile as inductor_compile
+                from torch.fx.experimental.proxy_tensor import make_fx
+
+                stages.append(inductor_compile(make_fx(integer)(ctr, keys), [ctr, keys], _scalar_loops(scalar)))
+                parts = list(stages[0](ctr, keys))
+                args = [bounds, *inputs, *parts]
+                stages.append(inductor_compile(make_fx(floating)(*args), args))
+            return list(stages[1](bounds, *inputs, *stages[0](ctr, keys)))
 
     return fused
 
 
-@functools.cache
-def _stages() -> tuple[Callable[..., tuple[torch.Tensor, ...]], Callable[..., tuple[torch.Tensor, ...]]]:
-    """The two compiled stages of the fused pass, made once per process (see :func:`_compile`)."""
-    scalar = torch.backends.cpu.get_cpu_capability() in ("DEFAULT", "AVX2")
-    return (
-        torch.compile(_integer_stage, options={"cpp.simdlen": 1} if scalar else None),
-        torch.compile(_float_stage),
-    )
+def _scalar_loops(scalar: bool) -> dict[str, Any] | None:
+    return {"cpp.simdlen": 1} if scalar else None
+
+
+def _fold_all(
+    h: torch.Tensor, n_words: tuple[int, ...], folds: tuple[tuple[int, KernelFold], ...], scales: torch.Tensor
+) -> list[torch.Tensor]:
+    """Each fold's kernel weight from the flat programmed cells h (1, cells): segment s starts after
+    the earlier segments' cells, each padded to an even count (two words' halves)."""
+    starts = [2 * sum(n_words[:s]) for s in range(len(n_words))]
+    out = []
+    for j, (seg, fold) in enumerate(folds):
+        n = math.prod(fold.grid.cell_shape)
+        out.append(fold.weight(h[:, starts[seg] : starts[seg] + n], scales[j]))
+    return out
+
+
+@functools.lru_cache(maxsize=16)
+def _scales(values: tuple[float, ...], device: torch.device) -> torch.Tensor:
+    """The folds' dx dw as float32 (the rounding a float32 tensor times a Python float applies), a
+    tensor so a new calibration reuses the compiled pass."""
+    return torch.tensor(values, dtype=torch.float32, device=device)
 
 
 def _mix64(z: torch.Tensor) -> torch.Tensor:

@@ -38,6 +38,9 @@ from .nonideal import STATIC_EFFECTS
 from .nonideal.base import StaticEffect, Stream
 from .nonideal.faults import StuckAt, codes_from_weights
 from .nonideal.variation import Variation
+from .tiling import KernelFold
+
+Fold = tuple[KernelFold, float]  # a layer's kernel fold and its dx dw scale
 
 
 @dataclass(frozen=True)
@@ -315,42 +318,53 @@ class HardwareInstance:
         self.prefetch([(layer_index, tuple(shape))], device)
         return self._draws[(layer_index, tuple(shape), str(device))]
 
-    def program_all(self, layers: Sequence[tuple[int, torch.Tensor]]) -> None:
+    def program_all(
+        self, layers: Sequence[tuple[int, torch.Tensor]], folds: Callable[[], Mapping[int, Fold]] | None = None
+    ) -> dict[int, torch.Tensor]:
         """Draw and program several layers' target levels (layer index, (A, G, t_r, t_c, R, C) levels,
         on one device) for later :meth:`cells` calls: for a single instance in one pass over their
         concatenated cells (a few tensor operations per trial, not per layer; the same values as layer
         by layer, elementwise) - one compiled pass with the draws where :mod:`engine.fused_draws`
-        compiles and the static effects allow it - else layer by layer."""
+        compiles and the static effects allow it - else layer by layer.
+        ``folds()``: by layer index, the kernel fold and dx dw scale of layers whose folded kernel
+        weight the compiled pass may write with their cells (asked only where the pass runs); returns
+        the weights it wrote, by layer index (none where it did not run: the layers then fold their
+        own cells at their first read)."""
         if not layers:
-            return
+            return {}
         keys = tuple((li, tuple(levels.shape), str(levels.device)) for li, levels in layers)
-        if self._program_fused(layers, keys):
-            return
+        weights = self._program_fused(layers, keys, folds or dict)
+        if weights is not None:
+            return weights
         self.prefetch([(li, tuple(levels.shape)) for li, levels in layers], layers[0][1].device)
         flat = self._flat.get(keys)
         fresh = not any(self._cells.get(key) for key in keys)
         if flat is None or len(self.seeds) != 1 or not fresh or any(lv.dim() != 6 for _, lv in layers):
             for li, levels in layers:
                 self.cells(levels, li)
-            return
+            return {}
         h = program_levels(_flat_levels([levels for _, levels in layers]), flat, self.hw, 1)
         for (_, levels), key, part in zip(layers, keys, _split(h, [key[1] for key in keys])):
             self._cells[key] = [LayerCells(h=part, draws=self._draws[key], seeds=self.seeds, levels=levels)]
         self.stats["programs"] += len(layers)
+        return {}
 
-    def _program_fused(self, layers: Sequence[tuple[int, torch.Tensor]], keys: tuple) -> bool:
-        """:meth:`program_all` as one compiled draw-and-program pass (:func:`engine.fused_draws.draw_and_program`);
-        False, with nothing done, where that does not apply (several instances, layers drawn or
-        programmed before, effects beyond the pass's recipe, the compile policy)."""
+    def _program_fused(
+        self, layers: Sequence[tuple[int, torch.Tensor]], keys: tuple, folds: Callable[[], Mapping[int, Fold]]
+    ) -> dict[int, torch.Tensor] | None:
+        """:meth:`program_all` as one compiled draw-and-program pass (:func:`engine.fused_draws.draw_and_program`),
+        returning the folds' kernel weights; None, with nothing done, where that does not apply
+        (several instances, layers drawn or programmed before, effects beyond the pass's recipe, the
+        compile policy)."""
         if len(self.seeds) != 1 or any(lv.dim() != 6 for _, lv in layers):
-            return False
+            return None
         if any(key in self._draws or self._cells.get(key) for key in keys):
-            return False
+            return None
         streams, recipe = _drawing(self.hw)
         device = layers[0][1].device
         words = len(streams.used) * sum((math.prod(key[1]) + 1) // 2 for key in keys)
         if recipe is None or not fused_draws.compiles(device, words):
-            return False
+            return None
         levels = _flat_levels([lv for _, lv in layers])
         shapes = [key[1] for key in keys]
         hw = self.hw
@@ -360,17 +374,21 @@ class HardwareInstance:
 
         keys_t = _keys(self.seeds, [li for li, _ in layers], streams.indices, device)
         sizes = [math.prod(shape) for shape in shapes]
-        done = draw_and_program(keys_t, sizes, streams.requests, levels, _params(hw, device), recipe, eager_program)
+        by_layer = folds()
+        asked = [(s, *by_layer[li]) for s, (li, _) in enumerate(layers) if li in by_layer]
+        done = draw_and_program(
+            keys_t, sizes, streams.requests, levels, _params(hw, device), recipe, eager_program, asked
+        )
         if done is None:
-            return False
-        flat = streams.assemble(done[0], hw)
+            return None
+        flat = streams.assemble(done.draws, hw)
         self._draws.update(zip(keys, _layer_draws(flat, shapes)))
         self._flat[keys] = flat
         self.stats["draws"] += len(layers)
-        for (_, levels_i), key, part in zip(layers, keys, _split(done[1], shapes)):
+        for (_, levels_i), key, part in zip(layers, keys, _split(done.h, shapes)):
             self._cells[key] = [LayerCells(h=part, draws=self._draws[key], seeds=self.seeds, levels=levels_i)]
         self.stats["programs"] += len(layers)
-        return True
+        return {layers[s][0]: w for (s, _, _), w in zip(asked, done.weights)}
 
     def cells(self, levels: torch.Tensor, layer_index: int, remember: bool = True) -> LayerCells:
         """The instance's cells programmed with ``levels`` (A, G, t_r, t_c, R, C) or (I, A, ...);

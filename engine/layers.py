@@ -46,6 +46,9 @@ class CrossbarLinear(CrossbarLayer):
         w = torch.empty(instances, self.k, self.n, dtype=like.dtype, device=like.device)  # (I, k, n) for bmm
         return w, w.unsqueeze(1)
 
+    def kernel_layout(self) -> tuple[tuple[int, ...], bool]:
+        return (1, self.k, self.n), False
+
     def folded_forward(self, codes: torch.Tensor, w_native: torch.Tensor) -> torch.Tensor:
         c = self._as_matrix(codes, w_native.shape[0])
         if self.bias is None:
@@ -141,6 +144,9 @@ class CrossbarConv2d(CrossbarLayer):
         shape = (instances * self.out_channels, self.in_channels // self.groups, *self.kernel_size)
         w = torch.empty(shape, dtype=like.dtype, device=like.device)
         return w, w.view(instances, self.groups, self.n, self.k).transpose(-1, -2)
+
+    def kernel_layout(self) -> tuple[tuple[int, ...], bool]:
+        return (self.out_channels, self.in_channels // self.groups, *self.kernel_size), True
 
     def folded_forward(self, codes: torch.Tensor, w_native: torch.Tensor) -> torch.Tensor:
         w = w_native

@@ -35,7 +35,7 @@ from .nonideal import (
     TileCurrents,
 )
 from .periphery import ADC, InputCoding
-from .reads import FoldedRead, ReadPath, choose
+from .reads import KERNEL_WEIGHT, FoldedRead, ReadPath, choose
 from .tile_ops import ConvTiles, MatmulTiles
 from .tiling import READ_LAYOUT, TileGrid, sense
 
@@ -112,7 +112,7 @@ class ProgrammedState:
     path: ReadPath  # how it is read (engine.reads), chosen once
     zero_outputs: torch.Tensor | None = None  # (groups * n,) bool: Yu eq. 11 outputs read as 0
     iv_v0: float | None = None  # sinh I-V: V_0 in units of the DAC step (None: linear cells)
-    w_eff: torch.Tensor | None = None  # (I, G, k, n) folded weight in units of dw (the folded read; may be a view)
+    fold: Callable[[], torch.Tensor] | None = None  # the folded read's W_eff (w_eff), made on first use
     currents: BitLineCurrents | None = None  # the network phase: DAC voltages -> bit-line currents
     precombined: bool = False  # the operand holds sensed conductances (analog subtraction, linear sensing)
     correction_matrix: torch.Tensor | None = None  # (I, G, t_r, R, Q) sensed digital correction (EC)
@@ -129,6 +129,18 @@ class ProgrammedState:
 
     def memoised(self, key: str) -> bool:
         return key in self._memo
+
+    @property
+    def w_eff(self) -> torch.Tensor | None:
+        """(I, G, k, n) folded weight in units of dw (the folded read; may be a view), made from the
+        cells on first use: a kernel weight written with the cells (:meth:`seed_kernel_weight`)
+        leaves it unmade unless a later output gain or scale needs it."""
+        return None if self.fold is None else self.memo("w_eff", self.fold)
+
+    def seed_kernel_weight(self, scale: float, weight: torch.Tensor) -> None:
+        """The folded read's kernel weight at ``scale`` (dx dw) without output gain, written with the
+        cells (:class:`engine.tiling.KernelFold`): the reads use it as if they had made it."""
+        self._memo[KERNEL_WEIGHT] = [(scale, None, weight)]
 
 
 def effect_registries() -> tuple[tuple[ReadEffect, ...], tuple[NetworkEffect, ...]]:
@@ -217,42 +229,33 @@ def program_state(
         path=plan.path,
         column_effects=plan.column_effects,
     )
-    raw = h_eff[..., : grid.used_cols].permute(*READ_LAYOUT)  # (I, G, t_r, R, A, t_c, used)
-    i, g, tr, r = raw.shape[:4]
-    g_min_n = hw.device.g_min_n
     corr = None
     if cells.correction is not None:
         corr = sense(to_logical(cells.correction, cells)[..., : grid.used_cols].permute(*READ_LAYOUT), grid)
-    if isinstance(plan.path, FoldedRead):
-        sensed = sense(raw, grid, contiguous=True)  # exact with an ideal ADC; row-major, so reshapes are views
-        if corr is not None:
-            sensed = sensed + corr
-        # (I,G,t_r,R,t_c,wcols); one slice needs no shift-and-add pass
-        folded = sensed[..., 0] if grid.slices == 1 else (sensed * plan.slice_coef).sum(-1)
-        folded = folded.reshape(i, g, tr * r, grid.t_c * grid.wcols)
-        w_eff = folded[:, :, : grid.k, : grid.n]  # a view: the kernel's weight is written from it in one pass
-        if setup.zero_outputs is not None:  # Yu eq. 11 in the folded weight
-            w_eff = w_eff.masked_fill(setup.zero_outputs.view(grid.groups, 1, grid.n), 0.0)
-        base["w_eff"] = w_eff
+    if isinstance(plan.path, FoldedRead):  # noiseless: the fold is all a read needs, made on first use
+        base["fold"] = functools.partial(_folded, h_eff, grid, plan.slice_coef, setup.zero_outputs, corr)
+        return ProgrammedState(**base)
+    raw = h_eff[..., : grid.used_cols].permute(*READ_LAYOUT)  # (I, G, t_r, R, A, t_c, used)
+    i, g, tr, r = raw.shape[:4]
+    g_min_n = hw.device.g_min_n
+    if corr is not None:
+        base["correction_matrix"] = corr.reshape(i, g, tr, r, -1)
+    base["precombined"] = plan.precombined
+    takes_read = plan.network.takes_read
+    if takes_read is not None:  # the effect builds its operands from the physical cells
+        ctx = NetworkContext(
+            op, grid, hw, cells.h, h_eff, raw, setup.delta_v_v, setup.coding.max_chunk, setup.solve_max_bytes
+        )
+        base["currents"] = takes_read.currents(ctx)
     else:
-        if corr is not None:
-            base["correction_matrix"] = corr.reshape(i, g, tr, r, -1)
-        base["precombined"] = plan.precombined
-        takes_read = plan.network.takes_read
-        if takes_read is not None:  # the effect builds its operands from the physical cells
-            ctx = NetworkContext(
-                op, grid, hw, cells.h, h_eff, raw, setup.delta_v_v, setup.coding.max_chunk, setup.solve_max_bytes
-            )
-            base["currents"] = takes_read.currents(ctx)
-        else:
-            if plan.precombined:  # sensing is linear: subtract the conductances once, not per read
-                mat = sense(raw, grid)
-            elif hw.adc.subtract == "digital":  # every column is digitised with its G_min current
-                mat = raw + g_min_n
-            else:  # analog subtraction cancels G_min exactly
-                mat = raw
-            # precombined: the operand is built on first use (the digitised read has its own)
-            base["currents"] = TileCurrents(op, mat.reshape(i, g, tr, r, -1), eager=not plan.precombined)
+        if plan.precombined:  # sensing is linear: subtract the conductances once, not per read
+            mat = sense(raw, grid)
+        elif hw.adc.subtract == "digital":  # every column is digitised with its G_min current
+            mat = raw + g_min_n
+        else:  # analog subtraction cancels G_min exactly
+            mat = raw
+        # precombined: the operand is built on first use (the digitised read has its own)
+        base["currents"] = TileCurrents(op, mat.reshape(i, g, tr, r, -1), eager=not plan.precombined)
     if plan.read_effects:
         g_phys = (raw + g_min_n).reshape(i, g, tr, r, -1)
 
@@ -269,6 +272,30 @@ def program_state(
         assert cells.seeds is not None
         base["gens"] = read_streams or read_noise_streams(cells.seeds, setup.layer_index, cells.h.device)
     return ProgrammedState(**base)
+
+
+def _folded(
+    h_eff: torch.Tensor,
+    grid: TileGrid,
+    slice_coef: torch.Tensor,
+    zero_outputs: torch.Tensor | None,
+    corr: torch.Tensor | None,
+) -> torch.Tensor:
+    """The folded read's (I, G, k, n) W_eff in units of dw from the logical G_eff (cells' layout):
+    sensed (exact with an ideal ADC), plus the digital correction, shifted and added over slices
+    (PytorX eq. 3, Yu eq. 2), zeroed outputs masked (Yu eq. 11)."""
+    raw = h_eff[..., : grid.used_cols].permute(*READ_LAYOUT)  # (I, G, t_r, R, A, t_c, used)
+    i, g, tr, r = raw.shape[:4]
+    sensed = sense(raw, grid, contiguous=True)  # row-major, so the reshapes below are views
+    if corr is not None:
+        sensed = sensed + corr
+    # (I,G,t_r,R,t_c,wcols); one slice needs no shift-and-add pass
+    folded = sensed[..., 0] if grid.slices == 1 else (sensed * slice_coef).sum(-1)
+    folded = folded.reshape(i, g, tr * r, grid.t_c * grid.wcols)
+    w_eff = folded[:, :, : grid.k, : grid.n]  # a view: the kernel's weight is written from it in one pass
+    if zero_outputs is not None:
+        w_eff = w_eff.masked_fill(zero_outputs.view(grid.groups, 1, grid.n), 0.0)
+    return w_eff
 
 
 def read_noise_streams(seeds: tuple[int, ...], layer_index: int, device: torch.device) -> list[torch.Generator]:

@@ -67,14 +67,18 @@ class FoldedRead(ReadPath):
         return layer.folded_forward(codes, _folded_weight(layer, prog))
 
 
+KERNEL_WEIGHT = "w_native"  # a programmed state's memo of its last (scale, gain, kernel weight)
+
+
 def _folded_weight(layer: CrossbarLayer, prog: ProgrammedState) -> torch.Tensor:
     """The native kernel's weight, built once per programmed state, scale and gain (every read of an
-    evaluation shares it)."""
-    assert prog.w_eff is not None
+    evaluation shares it), unless the programming wrote it with the cells."""
     scale, gain = prog.delta_x * layer.mapped.delta_w, layer.output_gain
-    last = prog.memo("w_native", lambda: [None])  # the last (scale, gain, kernel weight) built
+    last = prog.memo(KERNEL_WEIGHT, lambda: [None])
     if last[0] is None or last[0][0] != scale or last[0][1] is not gain:
-        last[0] = (scale, gain, layer.native_weight(prog.w_eff, scale, gain))
+        w_eff = prog.w_eff
+        assert w_eff is not None
+        last[0] = (scale, gain, layer.native_weight(w_eff, scale, gain))
     return last[0][2]
 
 

@@ -116,6 +116,37 @@ class TileGrid:
         return x.reshape(*lead, self.groups, self.t_r, self.rows)
 
 
+@dataclass(frozen=True)
+class KernelFold:
+    """A folded read's kernel weight made straight from a layer's programmed cells, where sensing is
+    the plain differential one (two arrays, one slice per weight) and no correction, output gain or
+    zeroed output enters the weight: what :mod:`engine.fused_draws` may compute in the pass that
+    programs the cells. ``native``: the kernel weight's shape for one instance (a linear layer's
+    (1, k, n), a convolution's (out, in / groups, kh, kw)); ``n_major``: the kernel holds each W_g
+    transposed, (n, k) (a convolution's weight)."""
+
+    grid: TileGrid
+    native: tuple[int, ...]
+    n_major: bool
+
+    def __post_init__(self) -> None:
+        g = self.grid
+        if g.arrays != 2 or g.slices != 1 or g.offset:
+            raise ValueError(f"a kernel fold needs two arrays and one slice per weight, not {g}")
+
+    def weight(self, cells: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """One instance's cells (any shape of ``cell_shape``'s size) -> W_eff dx dw in the kernel's
+        layout: (I+ - I-) of each weight's column pair (:func:`sense`), cropped to (k, n), times
+        ``scale`` (float32) - the two float32 roundings of the layer's own path, a subtraction
+        (PytorX eq. 3's differential read) and the product by dx dw, in that order."""
+        g = self.grid
+        c = cells.reshape(1, *g.cell_shape)[..., : g.wcols]  # (1, A, G, t_r, t_c, R, wcols)
+        d = (c[:, 0] - c[:, 1]).permute(0, 1, 2, 4, 3, 5)  # (1, G, t_r, R, t_c, wcols)
+        w = d.reshape(1, g.groups, g.t_r * g.rows, g.t_c * g.wcols)[:, :, : g.k, : g.n] * scale
+        # row-major like the layer's own kernel weight (a reshape may keep the transpose's strides)
+        return (w.transpose(-1, -2) if self.n_major else w).reshape(self.native).contiguous()
+
+
 def sense(t: torch.Tensor, grid: TileGrid, contiguous: bool = False) -> torch.Tensor:
     """(..., A, t_c, used) physical columns -> (..., t_c, wcols, S) signed column values:
     I+ - I- (differential) or I_data - I_ref (offset). Linear, so it also applies to G.

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -110,22 +111,40 @@ def test_a_compiled_result_that_differs_is_dropped_for_the_eager_one(monkeypatch
 
 
 def test_one_compilation_per_layout_whatever_the_grad_mode():
-    """A layout compiles once per process: drawing it again with autograd on or off reuses the compiled
-    stages (Dynamo keeps at most eight specialisations per function; one per grad mode used them up
-    twice as fast, and the ninth ran eagerly). Breakage caught: the pass specialised on the grad mode."""
-    from torch._dynamo.utils import counters
-
+    """A layout compiles once per process: drawing it again with autograd on or off, or with other
+    keys, reuses the compiled stages; another shape compiles its own. Breakage caught: the pass keyed
+    by the grad mode or by the keys' values (a compilation per trial)."""
     fused_draws.reset("always")
     requests = [R("normal"), R("intervals", ((0, 2**31), (2**31, 2**32 - 5)))]
     keys = torch.tensor(cr.stream_keys_signed([9], [0, 3], [1, 0]))
     with torch.no_grad():
         first = draw_streams(keys, [70, 33], requests)
     _compiled_or_skip()
-    graphs = counters["stats"]["unique_graphs"]
+    assert fused_draws.status()["compilations"] == 1
     with torch.enable_grad():
         second = draw_streams(keys, [70, 33], requests)
-    assert counters["stats"]["unique_graphs"] == graphs
+    other = torch.tensor(cr.stream_keys_signed([10], [0, 3], [1, 0]))
+    third = draw_streams(other, [70, 33], requests)
+    assert fused_draws.status()["compilations"] == 1
     assert _same(first, second) and _same(first, fused_draws._eager(keys, [70, 33], requests))
+    assert _same(third, fused_draws._eager(other, [70, 33], requests)) and not _same(first, third)
+    draw_streams(keys, [70, 35], requests)
+    assert fused_draws.status()["compilations"] == 2
+
+
+def test_layouts_beyond_the_kept_compiled_passes_draw_eagerly(monkeypatch):
+    """A process keeps at most COMPILE_MAX_LAYOUTS compiled passes: a further layout draws eagerly (the
+    same bits, no compilation, compilation still on for the kept ones). Breakage caught: a
+    compilation for every layout of a long sweep without bound."""
+    fused_draws.reset("always")
+    monkeypatch.setattr(fused_draws, "COMPILE_MAX_LAYOUTS", 1)
+    requests = [R("normal")]
+    keys = torch.tensor(cr.stream_keys_signed([2], [0], [1]))
+    draw_streams(keys, [40], requests)
+    _compiled_or_skip()
+    got = draw_streams(keys, [42], requests)
+    assert fused_draws.status()["compilations"] == 1 and fused_draws.status()["eager_s"] > 0
+    assert _same(got, fused_draws._eager(keys, [42], requests)) and fused_draws.status()["compiled"]
 
 
 def test_auto_compiles_only_after_its_eager_budget(monkeypatch):
@@ -197,6 +216,66 @@ def test_whole_trials_are_the_same_with_compiled_draws(lenet, digits, calib_inpu
     fused = "drift" not in hw and "distribution" not in hw.get("variation", {})  # the pass's recipe applies
     assert fused_draws.status()["programmed"] == (1 if fused else 0)
     assert all(torch.equal(a, b) for a, b in zip(outs["never"], outs["always"]))
+
+
+def test_the_pass_writes_the_folded_kernel_weights_of_the_eager_reads(lenet, digits, calib_inputs):
+    """Where a layer's read is folded and sensed differentially from one slice, the compiled pass also
+    writes its kernel weight ((I+ - I-) dx dw in the matmul's or convolution's layout): five LeNet-5
+    layers on tiles that cut both rows and columns (partial last tiles), the outputs bit for bit those
+    of eager draws and reads, also after an output gain is set (the weight is then made again from
+    the cells) and for a second trial's instance. Breakage caught: a fold cropped or transposed
+    wrongly (the pass's first check drops it for eager, so ``folded`` stays 0), a written weight
+    used with another scale or gain."""
+    spec = HardwareSpec.model_validate(
+        {
+            "faults": FAULTS,
+            "variation": {"sigma_rel": 0.05},
+            "crossbar": {"rows": 40, "cols": 24},
+            "adc": {"kind": "ideal"},
+        }
+    )
+    xm = convert(lenet, spec)
+    xm.calibrate(calib_inputs)
+    layers = xm.crossbar_layers()
+    assert any(la.grid.t_r > 1 and la.grid.t_c > 1 and la.grid.k % la.grid.rows for la in layers)
+    x = digits.test.tensors[0][:50]
+    gain = torch.linspace(0.5, 1.5, layers[-1].grid.n).unsqueeze(0)  # (I, n)
+    outs: dict[str, list[torch.Tensor]] = {}
+    for policy in ("never", "always"):
+        fused_draws.reset(policy)
+        outs[policy] = []
+        with torch.no_grad():
+            for seed in (4, 8):
+                xm.program([seed])
+                outs[policy].append(xm(x))
+            layers[-1].set_output_stage(replace(layers[-1].output_stage, gain=gain))
+            outs[policy].append(xm(x))
+            layers[-1].set_output_stage(replace(layers[-1].output_stage, gain=None))
+    _compiled_or_skip()
+    assert fused_draws.status()["folded"] == 2 * len(layers) and fused_draws.status()["disabled"] is None
+    assert all(torch.equal(a, b) for a, b in zip(outs["never"], outs["always"]))
+    assert not torch.equal(outs["always"][1], outs["always"][2])  # the gain acted
+
+
+@pytest.mark.parametrize("rows,cols", [(40, 24), (64, 64), (7, 5)])
+def test_a_kernel_fold_is_the_layers_own_sensing_and_scaling(lenet, rows, cols):
+    """:meth:`KernelFold.weight` (what the compiled pass computes) equals, eagerly and bit for bit in
+    values and strides, the kernel weight a layer makes from its programmed cells at its first read
+    (sense, crop, dx dw, native layout), for LeNet-5's convolutions and linear layers on several
+    tilings. Breakage caught: a fold that transposes, crops or scales unlike the layer."""
+    spec = HardwareSpec.model_validate(
+        {"faults": FAULTS, "crossbar": {"rows": rows, "cols": cols}, "adc": {"kind": "ideal"}}
+    )
+    xm = convert(lenet, spec)
+    xm.calibrate([torch.rand(8, 1, 28, 28)])
+    fused_draws.reset("never")
+    xm.program([3])
+    for la in xm.crossbar_layers():
+        found, state = la.kernel_fold(torch.device("cpu")), la.state
+        assert found is not None and found.plan is la.read_plan(state.cells)  # the plan the cells are read with
+        want = la.native_weight(state.w_eff, found.scale, None)
+        got = found.fold.weight(state.cells.h, torch.tensor(found.scale, dtype=torch.float32))
+        assert torch.equal(got, want) and got.stride() == want.stride(), la.name
 
 
 @pytest.mark.parametrize(
