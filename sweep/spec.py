@@ -151,7 +151,8 @@ class ExecutionSection(_Section):
     compile_draws: Literal["auto", "always", "never"] = Field(
         "auto",
         description="compile each CPU worker's static draws (and the programming of faults and gaussian "
-        "variation) with torch.compile (checked bit for bit against eager, same results either way): "
+        "variation, and plainly folded layers' kernel weights) with Inductor (checked bit for bit against "
+        "eager, same results either way): "
         "auto = once a worker has spent 10 s drawing eagerly; always; never",
     )
     solve_memory_mb: float | None = Field(
