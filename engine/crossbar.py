@@ -42,7 +42,7 @@ from .calibration import ReadObserver
 from .hardware import HardwareSpec, spec_edits
 from .instance import HardwareInstance, LayerCells, ideal_cells
 from .mapping import MappedWeights, Scheme, map_weights
-from .nonideal import NETWORK_EFFECTS
+from .nonideal import NETWORK_EFFECTS, NetworkEffect
 from .nonideal.iv import NewtonReport
 from .periphery import ADC, CodeScratch, InputCoding
 from .programming import (
@@ -139,7 +139,6 @@ class CrossbarLayer(nn.Module):
         self._prog: ProgrammedState | None = None
         # (objects compared by identity, {values compared by equality: plan}): see read_plan
         self._read_plan: tuple[tuple, dict[tuple, ReadPlan]] | None = None
-        self._kernel_fold: KernelFold | None = None  # the last kernel_fold's geometry (a value)
         self._levels: tuple[MappedWeights, TileGrid, torch.Tensor] | None = None  # placed target levels
         self.code_scratch = CodeScratch()  # where reads write their input codes (shared by a converted model's layers)
         self.set_hardware(hw)
@@ -326,19 +325,13 @@ class CrossbarLayer(nn.Module):
         """How a sampled instance's programming on ``device`` may also write this layer's kernel
         weight (:class:`LayerFold`): where the read is folded, sensed differentially from one slice,
         with no output gain or zeroed outputs, and no network effect changes G_eff; else None."""
-        grid, hw = self.grid, self.hw
-        if grid.arrays != 2 or grid.slices != 1 or grid.offset or self.output_gain is not None:
-            return None
-        if any(e.changes_g_eff and e.used(hw) for e in NETWORK_EFFECTS):
+        if not KernelFold.fits(self.grid) or self.output_gain is not None or self._g_eff_effects(True):
             return None
         plan = self._plan(True, device)
         if not isinstance(plan.path, FoldedRead) or plan.setup.zero_outputs is not None:
             return None
         native, n_major = self.kernel_layout()
-        held = self._kernel_fold
-        if held is None or held.grid != grid or held.native != native or held.n_major != n_major:
-            held = self._kernel_fold = KernelFold(grid, native, n_major)
-        return LayerFold(held, plan.setup.delta_x * self.mapped.delta_w, plan)
+        return LayerFold(KernelFold(self.grid, native, n_major), plan.setup.delta_x * self.mapped.delta_w, plan)
 
     def kernel_layout(self) -> tuple[tuple[int, ...], bool]:
         """The folded kernel weight's shape for one instance, and whether it holds W_g as (n, k)
@@ -444,7 +437,7 @@ class CrossbarLayer(nn.Module):
         under exact IR drop reads solve the non-linear network instead; this is its small-signal
         (V -> 0) G_eff, which only offline statistics (``tile_shift``) use."""
         hw = self.hw
-        acting = [e for e in NETWORK_EFFECTS if e.changes_g_eff and e.used(hw)] if cells.seeds is not None else []
+        acting = self._g_eff_effects(cells.seeds is not None)
         if not acting:
             return cells.h  # no effect of the network changes G_eff
         g_min_n = hw.device.g_min_n
@@ -465,6 +458,10 @@ class CrossbarLayer(nn.Module):
         h_eff = solve() if cells.instance is None else cells.instance.effective(key, cells.h, solve)
         self._ir_solution = (cells.h, h_eff)
         return h_eff
+
+    def _g_eff_effects(self, sampled: bool) -> list[NetworkEffect]:
+        """The network effects that make G_eff differ from the programmed G (none on the ideal crossbar)."""
+        return [e for e in NETWORK_EFFECTS if e.changes_g_eff and e.used(self.hw)] if sampled else []
 
     def reset_read_noise(self) -> None:
         """Restart every instance's per-read noise stream (re-evaluation gives the same logits)."""

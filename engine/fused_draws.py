@@ -315,7 +315,7 @@ def _compile(
     def fused(ctr: torch.Tensor, keys: torch.Tensor, bounds: torch.Tensor, *inputs: torch.Tensor) -> list[torch.Tensor]:
         with torch.no_grad():
             if not stages:
-                stages.append(_inductor(integer, [ctr, keys], _scalar_loops(scalar)))
+                stages.append(_inductor(integer, [ctr, keys], {"cpp.simdlen": 1} if scalar else None))
                 parts = list(stages[0](ctr, keys))
                 stages.append(_inductor(floating, [bounds, *inputs, *parts], None))
             return list(stages[1](bounds, *inputs, *stages[0](ctr, keys)))
@@ -338,10 +338,6 @@ def _inductor(fn: Callable[..., Any], inputs: list[torch.Tensor], options: dict[
     example: list[torch.Tensor | int | torch.SymInt | None] = [*inputs]
     with tracing(TracingContext(FakeTensorMode(shape_env=ShapeEnv()))):
         return inductor_compile(graph, example, options)
-
-
-def _scalar_loops(scalar: bool) -> dict[str, Any] | None:
-    return {"cpp.simdlen": 1} if scalar else None
 
 
 def _fold_all(

@@ -130,9 +130,13 @@ class KernelFold:
     n_major: bool
 
     def __post_init__(self) -> None:
-        g = self.grid
-        if g.arrays != 2 or g.slices != 1 or g.offset:
-            raise ValueError(f"a kernel fold needs two arrays and one slice per weight, not {g}")
+        if not self.fits(self.grid):
+            raise ValueError(f"a kernel fold needs two arrays and one slice per weight, not {self.grid}")
+
+    @staticmethod
+    def fits(grid: TileGrid) -> bool:
+        """Whether ``grid``'s sensing is the plain differential one a fold computes."""
+        return grid.arrays == 2 and grid.slices == 1 and not grid.offset
 
     def weight(self, cells: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         """One instance's cells (any shape of ``cell_shape``'s size) -> W_eff dx dw in the kernel's

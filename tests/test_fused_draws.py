@@ -374,15 +374,18 @@ def test_the_concatenated_levels_are_kept_only_while_the_models_levels_live():
     assert len(instance._FLAT_LEVELS) == 1 and instance._FLAT_LEVELS[0][2].shape == (1, 4)
 
 
-def test_a_trial_with_compiled_draws_creates_no_tensor_on_the_default_device(lenet, digits, calib_inputs):
+@pytest.mark.parametrize("folded", [False, True], ids=["tiled_offset", "folded_kernel_weights"])
+def test_a_trial_with_compiled_draws_creates_no_tensor_on_the_default_device(lenet, digits, calib_inputs, folded):
     """The compiled path keeps the device discipline: under a ``meta`` default device (model and data on
-    the CPU) a trial with compiled draws runs and equals the eager trial. Breakage caught: a factory
-    call without ``device=`` in the fused pass (its counters, bounds or outputs)."""
+    the CPU) a trial with compiled draws runs and equals the eager trial, on tiled offset reads and on
+    folded reads whose kernel weights the pass writes. Breakage caught: a factory call without
+    ``device=`` in the fused pass (its counters, bounds, fold scales or outputs)."""
     from engine.data import loader
     from engine.mitigations import parse_strategy
     from engine.trial import TrialEvaluator
 
-    hw = HardwareSpec.model_validate({"faults": FAULTS, "variation": {"sigma_rel": 0.1}, **ODD})
+    tiles = {"adc": {"kind": "ideal"}} if folded else ODD
+    hw = HardwareSpec.model_validate({"faults": FAULTS, "variation": {"sigma_rel": 0.1}, **tiles})
     test = torch.utils.data.TensorDataset(*(t[:100] for t in digits.test.tensors))
     names = [parse_strategy(n) for n in ("none", "ec", "row_perm")]
 
@@ -396,3 +399,4 @@ def test_a_trial_with_compiled_draws_creates_no_tensor_on_the_default_device(len
     got = run("always", meta=True)
     _compiled_or_skip()
     assert fused_draws.status()["compiled"] and got == ref
+    assert (fused_draws.status()["folded"] > 0) == folded
